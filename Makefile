@@ -1,0 +1,43 @@
+# edgeweave — one entry point for set-up, running and testing.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup run test test-unit test-integration test-e2e lint crds chart-lint bench clean stop
+
+## setup: Debian packages, Python venv, Go-built Kubernetes binaries (cached outside the clone)
+setup:
+	@bash hack/setup.sh
+
+## run: local control plane + simulated edge fleet + CRDs + operator (Ctrl-C stops all of it)
+run: setup
+	@bash hack/run.sh
+
+## test: everything CI runs (installs and starts what it needs)
+test: setup
+	@bash hack/test.sh
+
+test-unit:
+	$(PY) -m pytest -q tests/unit
+
+test-integration:
+	$(PY) -m pytest -q tests/integration
+
+test-e2e:
+	$(PY) -m pytest -q tests/e2e
+
+lint:
+	$(PY) -m ruff check operator tests bench
+	.venv/bin/lint-imports
+
+crds:
+	$(PY) -m edgeweave.cli crds --out crds --chart charts/edgeweave/crds
+
+stop:
+	@bash hack/cluster.sh stop
+
+clean: stop
+	rm -rf .run build
+
+# Each capability adds its own targets (bench-<name>, build steps) in mk/<name>.mk.
+-include mk/*.mk

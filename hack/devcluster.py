@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""A real local control plane for edgeweave: etcd, kube-apiserver, controller-manager, scheduler, kwok.
+
+Everything binds to 127.0.0.1. `start` writes a kubeconfig and waits for /readyz; `stop` kills every
+process it started (by process group) and leaves nothing behind. Used by `make run` and by the
+integration tests' session fixture. Stdlib only, so it runs before the venv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd: int = int(os.environ.get("EDGEWEAVE_ETCD_PORT", "23790"))
+    etcd_peer: int = int(os.environ.get("EDGEWEAVE_ETCD_PEER_PORT", "23800"))
+    apiserver: int = int(os.environ.get("EDGEWEAVE_APISERVER_PORT", "16443"))
+    controller_manager: int = int(os.environ.get("EDGEWEAVE_KCM_PORT", "16257"))
+    scheduler: int = int(os.environ.get("EDGEWEAVE_SCHED_PORT", "16259"))
+    kwok: int = int(os.environ.get("EDGEWEAVE_KWOK_PORT", "16280"))
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("EDGEWEAVE_RUN_DIR", REPO / ".run" / "cluster"))
+
+
+def bin_dir() -> Path:
+    out = subprocess.run(["bash", str(HERE / "build-binaries.sh")], check=True, stdout=subprocess.PIPE,
+                         text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def log(msg: str) -> None:
+    print(f"[devcluster] {msg}", file=sys.stderr, flush=True)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], check=True, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def make_pki(pki: Path) -> None:
+    """CA, serving cert for 127.0.0.1, an admin client cert (system:masters), service-account keys."""
+    if (pki / "admin.crt").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "3650", "-subj", "/CN=edgeweave-dev-ca", cwd=pki)
+    (pki / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=kube-apiserver", cwd=pki)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "3650", "-extfile", "server.ext", cwd=pki)
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "admin.key", "-out", "admin.csr",
+             "-subj", "/O=system:masters/CN=edgeweave-admin", cwd=pki)
+    _openssl("x509", "-req", "-in", "admin.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "admin.crt", "-days", "3650", "-extfile", "client.ext", cwd=pki)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "edgeweave-dev",
+        "clusters": [{"name": "edgeweave-dev", "cluster": {
+            "server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+        "contexts": [{"name": "edgeweave-dev", "context": {"cluster": "edgeweave-dev", "user": "admin"}}],
+    }, indent=2))
+
+
+def _spawn(name: str, argv: list[str], rd: Path) -> None:
+    logf = open(rd / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    # A new session per component: stop kills the whole group, so nothing leaks.
+    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    (rd / "pids" / f"{name}.pid").write_text(str(proc.pid))
+
+
+def _get(url: str, pki: Path, timeout: float = 2.0) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:  # noqa: S310 - loopback
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def _wait(what: str, check, timeout: float, rd: Path, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        pid_file = rd / "pids" / f"{name}.pid"
+        if pid_file.exists() and not _alive(int(pid_file.read_text())):
+            tail = (rd / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited while waiting for {what}:\n{tail}")
+        time.sleep(0.3)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; see {rd / 'logs' / (name + '.log')}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def kubeconfig_path() -> Path:
+    return run_dir() / "kubeconfig"
+
+
+def start(*, wait_nodes_controller: bool = True) -> Path:
+    rd = run_dir()
+    if (rd / "pids").exists() and any(_alive(int(p.read_text())) for p in (rd / "pids").glob("*.pid")):
+        log(f"already running (state in {rd}); `stop` first")
+        return kubeconfig_path()
+    bins = bin_dir()
+    ports = Ports()
+    for sub in ("logs", "pids", "pki", "etcd"):
+        (rd / sub).mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(rd / "etcd", ignore_errors=True)
+    pki = rd / "pki"
+    make_pki(pki)
+    kubeconfig = kubeconfig_path()
+    write_kubeconfig(kubeconfig, pki, ports.apiserver)
+    t0 = time.monotonic()
+
+    etcd = shutil.which("etcd") or "/usr/bin/etcd"
+    _spawn("etcd", [etcd, "--data-dir", str(rd / "etcd"), "--name", "edgeweave-dev",
+                    "--listen-client-urls", f"http://127.0.0.1:{ports.etcd}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{ports.etcd}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{ports.etcd_peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports.etcd_peer}",
+                    "--initial-cluster", f"edgeweave-dev=http://127.0.0.1:{ports.etcd_peer}",
+                    "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3)], rd)
+
+    def etcd_ok() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports.etcd}/health", timeout=1) as r:  # noqa: S310
+                return b"true" in r.read()
+        except OSError:
+            return False
+
+    _wait("etcd /health", etcd_ok, 30, rd, "etcd")
+
+    _spawn("kube-apiserver", [
+        str(bins / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports.apiserver}",
+        f"--cert-dir={pki}", f"--tls-cert-file={pki / 'server.crt'}",
+        f"--tls-private-key-file={pki / 'server.key'}", f"--client-ca-file={pki / 'ca.crt'}",
+        "--service-cluster-ip-range=10.96.0.0/24", "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--authorization-mode=RBAC", "--allow-privileged=true",
+        "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
+        "--profiling=false", "--event-ttl=2h",
+        "--max-requests-inflight=1200", "--max-mutating-requests-inflight=600",
+    ], rd)
+    readyz = f"https://127.0.0.1:{ports.apiserver}/readyz"
+    _wait("kube-apiserver /readyz", lambda: _get(readyz, pki)[0] == 200, 120, rd, "kube-apiserver")
+
+    _spawn("kube-controller-manager", [
+        str(bins / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
+        f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+        "--use-service-account-credentials=false", "--cluster-name=edgeweave-dev",
+        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-persistentvolume-binder",
+        "--node-monitor-grace-period=40s", "--kube-api-qps=200", "--kube-api-burst=400",
+    ], rd)
+    _spawn("kube-scheduler", [
+        str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}",
+        "--kube-api-qps=200", "--kube-api-burst=400",
+    ], rd)
+    _spawn("kwok", [
+        str(bins / "kwok"), f"--kubeconfig={kubeconfig}", "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+        "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1", "--node-lease-duration-seconds=40",
+        f"--server-address=127.0.0.1:{ports.kwok}",
+    ], rd)
+    default_sa = f"https://127.0.0.1:{ports.apiserver}/api/v1/namespaces/default/serviceaccounts/default"
+    if wait_nodes_controller:
+        # The controller-manager is serving once it has created the default ServiceAccount.
+        _wait("default ServiceAccount (controller-manager up)", lambda: _get(default_sa, pki)[0] == 200,
+              120, rd, "kube-controller-manager")
+    log(f"control plane ready in {time.monotonic() - t0:.1f}s; KUBECONFIG={kubeconfig}")
+    (rd / "bin").unlink(missing_ok=True)
+    (rd / "bin").symlink_to(bins)
+    return kubeconfig
+
+
+def stop() -> None:
+    rd = run_dir()
+    pids_dir = rd / "pids"
+    if not pids_dir.exists():
+        return
+    order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+    files = sorted(pids_dir.glob("*.pid"), key=lambda p: order.index(p.stem) if p.stem in order else -1)
+    for pid_file in files:
+        pid = int(pid_file.read_text())
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if not _alive(pid):
+                break
+        pid_file.unlink()
+    log("stopped")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="devcluster")
+    parser.add_argument("action", choices=["start", "stop", "kubeconfig", "bin-dir"])
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        print(start())
+    elif args.action == "stop":
+        stop()
+    elif args.action == "kubeconfig":
+        print(kubeconfig_path())
+    else:
+        print(bin_dir())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

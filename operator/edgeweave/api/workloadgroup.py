@@ -1,0 +1,208 @@
+"""WorkloadGroup: a set of co-dependent workloads, their requirements and the policies that act on them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import ConfigDict, Field
+
+from .base import Condition, Mode, Model, StatusModel
+from .context import ContextElement
+
+
+class DependencyKind(StrEnum):
+    Trigger = "Trigger"
+    Data = "Data"
+
+
+class Dependency(Model):
+    """A declared dependency between two workloads of the group (by workload name)."""
+
+    source: str = Field(description="The workload that calls or sends (value of the workload label).",
+                        min_length=1, max_length=253)
+    target: str = Field(description="The workload that is woken or receives.", min_length=1, max_length=253)
+    kind: DependencyKind = Field(default=DependencyKind.Data, description="Trigger (requests) or Data (bytes).")
+    weight: float = Field(default=1.0, ge=0, description="Relative weight when no telemetry is available.")
+
+
+DEFAULT_TRIGGER_QUERY = (
+    'sum by (source_workload, destination_workload) '
+    '(rate(istio_requests_total{source_workload_namespace="$namespace"}[2m]))'
+)
+DEFAULT_DATA_QUERY = (
+    'sum by (source_workload, destination_workload) '
+    '(rate(edgeweave_flow_bytes_total{namespace="$namespace"}[2m]))'
+)
+
+
+class Discovery(Model):
+    """How dependencies beyond the declared ones are found from telemetry."""
+
+    enabled: bool = Field(default=True, description="Read dependencies from Prometheus.")
+    trigger_query: str = Field(
+        default=DEFAULT_TRIGGER_QUERY, max_length=4096,
+        description="PromQL returning requests/s per (source_workload, destination_workload). "
+        "`$namespace` is replaced by the group's namespace.")
+    data_query: str = Field(
+        default=DEFAULT_DATA_QUERY, max_length=4096,
+        description="PromQL returning bytes/s per (source_workload, destination_workload).")
+    min_rate: float = Field(default=0.0, ge=0, description="Ignore pairs below this rate.")
+    bytes_per_request: float = Field(
+        default=2048, ge=0,
+        description="Weight of one request/s relative to one byte/s when combining trigger and data edges.")
+
+
+class RequirementOperator(StrEnum):
+    Gte = "Gte"
+    Lte = "Lte"
+    Eq = "Eq"
+    In = "In"
+    NotIn = "NotIn"
+    Exists = "Exists"
+
+
+class Requirement(Model):
+    """A constraint on a context element of the device a workload runs on."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!(self.operator in ['Gte', 'Lte', 'Eq']) || has(self.value)",
+         "message": "value is required for operators Gte, Lte and Eq", "fieldPath": ".value"},
+        {"rule": "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+         "message": "values is required (non-empty) for operators In and NotIn", "fieldPath": ".values"},
+        {"rule": "!(self.operator in ['Gte', 'Lte']) || self.element in "
+                 "['UplinkBandwidthMbps', 'UplinkLatencyMs', 'UplinkLossPercent', 'BatteryPercent', "
+                 "'TemperatureCelsius']",
+         "message": "Gte and Lte need a numeric element", "fieldPath": ".operator"},
+    ]})
+
+    element: ContextElement = Field(description="The context element constrained.")
+    operator: RequirementOperator = Field(description="Gte, Lte, Eq, In, NotIn or Exists.")
+    value: str | None = Field(default=None, max_length=256,
+                              description="Operand for Gte, Lte and Eq (numbers as strings, e.g. \"50\").")
+    values: list[str] | None = Field(default=None, max_length=64, description="Operands for In and NotIn.")
+    uplink: str | None = Field(default=None, max_length=32,
+                               description="For uplink elements: which uplink (empty = the best one).")
+    grace_period_seconds: int = Field(default=30, ge=0, le=86400,
+                                      description="A breach must last this long before anything moves.")
+    hysteresis: float = Field(
+        default=0.0, ge=0,
+        description="For Gte/Lte: how far past the threshold the value must come back before the "
+        "device counts as recovered.")
+
+
+class AggregationPolicy(Model):
+    """Bring co-dependent workloads onto one device; optionally pack lightly used devices."""
+
+    enabled: bool = True
+    gain_threshold: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Move only when the plan cuts cross-device traffic by at least this fraction.")
+    min_gain_bytes_per_second: float = Field(default=1024, ge=0,
+                                             description="And by at least this much in absolute terms.")
+    cooldown_seconds: int = Field(default=600, ge=0, description="A moved workload stays put this long.")
+    defragment: bool = Field(default=False, description="Pack workloads off devices below the threshold.")
+    defragment_below_utilisation: float = Field(default=0.25, ge=0, le=1,
+                                                description="Devices below this CPU request share are packed.")
+
+
+class RemediationPolicy(Model):
+    enabled: bool = True
+    taint_breached_devices: bool = Field(default=True,
+                                         description="Taint a breached device so nothing new lands there.")
+
+
+class ActuationLimits(Model):
+    """Rate limits on what the operator changes."""
+
+    max_moves_per_interval: int = Field(default=5, ge=1, le=1000)
+    interval_seconds: int = Field(default=60, ge=1, le=86400)
+    max_in_flight: int = Field(default=2, ge=1, le=100)
+
+
+class TelemetrySettings(Model):
+    max_age_seconds: int = Field(default=120, ge=1, description="Older snapshots mean no action.")
+    resync_seconds: int = Field(default=30, ge=5, le=3600, description="How often to re-plan.")
+
+
+class MemoryRecovery(Model):
+    """Remote-memory recovery for the group's stateful members."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!self.enabled || has(self.storeClaim)",
+         "message": "storeClaim is required when memory recovery is enabled", "fieldPath": ".storeClaim"},
+    ]})
+
+    enabled: bool = False
+    region_size_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="Size of each region.")
+    page_size_bytes: int = Field(default=4096, ge=4096, le=2 * 1024 * 1024,
+                                 description="Tracking granularity (4 KiB or a huge page).")
+    baseline_interval_seconds: int = Field(default=300, ge=1, description="How often to write a baseline.")
+    store_claim: str | None = Field(default=None, max_length=253,
+                                    description="ReadWriteMany PVC holding baselines.")
+    token_secret: str | None = Field(default=None, max_length=253,
+                                     description="Secret whose `token` key authenticates page reads.")
+
+
+class WorkloadGroupSpec(Model):
+    """Which workloads belong together, what they require, and what edgeweave may do about it."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.dependencies.all(d, d.source != d.target)",
+         "message": "a dependency cannot point a workload at itself", "fieldPath": ".dependencies"},
+    ]})
+
+    selector: dict[str, str] = Field(description="Pods whose labels match all of these are members.",
+                                     min_length=1)
+    workload_label: str = Field(default="app", max_length=316,
+                                description="Pod label whose value names the workload a pod belongs to.")
+    mode: Mode = Field(default=Mode.Enforce, description="Enforce, or DryRun: compute and record, change nothing.")
+    dependencies: list[Dependency] = Field(default_factory=list, max_length=512)
+    discovery: Discovery = Field(default_factory=Discovery)
+    requirements: list[Requirement] = Field(default_factory=list, max_length=32)
+    aggregation: AggregationPolicy = Field(default_factory=AggregationPolicy)
+    remediation: RemediationPolicy = Field(default_factory=RemediationPolicy)
+    limits: ActuationLimits = Field(default_factory=ActuationLimits)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    memory_recovery: MemoryRecovery = Field(default_factory=MemoryRecovery)
+
+
+class MovePhase(StrEnum):
+    Planned = "Planned"
+    Steering = "Steering"
+    Evicting = "Evicting"
+    WaitingReady = "WaitingReady"
+    Done = "Done"
+    Failed = "Failed"
+    RolledBack = "RolledBack"
+
+
+class MoveStatus(StatusModel):
+    id: str
+    workload: str
+    pod: str
+    from_node: str
+    to_node: str
+    reason: str
+    phase: str = MovePhase.Planned.value
+    message: str = ""
+    new_pod: str | None = None
+    updated_at: str = ""
+
+
+class PlanStatus(StatusModel):
+    id: str
+    kind: str = Field(description="Aggregation, Defragmentation or Remediation.")
+    created_at: str
+    mode: str
+    cross_device_traffic_before: float = 0
+    cross_device_traffic_after: float = 0
+    moves: list[MoveStatus] = Field(default_factory=list)
+
+
+class WorkloadGroupStatus(StatusModel):
+    observed_generation: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    members: int = 0
+    devices: int = Field(default=0, description="How many devices the members span.")
+    plan: PlanStatus | None = None
+    last_telemetry_at: str | None = None

@@ -1,0 +1,1 @@
+"""Simulated edge fleets for the local cluster, tests and benchmarks."""
