@@ -28,7 +28,7 @@ class Uplink(Model):
                            min_length=1, max_length=15)
     bandwidth_mbps: float = Field(description="Provisioned bandwidth in Mbit/s.", gt=0)
     latency_ms: float = Field(default=0, description="Nominal one-way latency to the hub in ms.", ge=0)
-    cost_per_gb: float = Field(default=0, description="Metered cost per GB sent (0 = flat rate).", ge=0)
+    cost_per_gb: float = Field(default=0, alias="costPerGB", description="Metered cost per GB sent (0 = flat rate).", ge=0)
     gateway: str | None = Field(default=None, description="Next hop on this uplink (IPv4).", max_length=45)
 
 

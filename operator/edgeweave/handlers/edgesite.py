@@ -1,0 +1,59 @@
+"""EdgeSite: report the site's nodes, capacity and utilisation (from the API server) in status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from .. import GROUP, metrics
+from ..actuate import events
+from ..api.conditions import set_condition
+from ..api.edgesite import EdgeSiteSpec
+from ..placement.sites import site_summary
+from .common import apply_status, parse_spec
+from .indexes import devices_of, pods_on_nodes
+
+RESOURCE = (GROUP, "edgesites")
+
+
+def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index,
+                   pods_by_node: kopf.Index) -> None:
+    spec = parse_spec(EdgeSiteSpec, "EdgeSite", body, patch, logger)
+    if spec is None:
+        return
+    name = body["metadata"]["name"]
+    generation = body["metadata"].get("generation", 0)
+    summary = site_summary(spec, devices_of(devices_index), pods_on_nodes(pods_by_node))
+    status = body.get("status", {})
+    conditions = status.get("conditions")
+    if summary["nodeCount"] == 0:
+        conditions = set_condition(conditions, "Ready", False, "NoNodes",
+                                   "no node matches nodeSelector/nodeNames", generation)
+    elif summary["readyNodes"] == 0:
+        conditions = set_condition(conditions, "Ready", False, "NoReadyNodes",
+                                   f"0/{summary['nodeCount']} nodes Ready", generation)
+    else:
+        conditions = set_condition(conditions, "Ready", True, "NodesReady",
+                                   f"{summary['readyNodes']}/{summary['nodeCount']} nodes Ready", generation)
+    if status.get("nodeCount") != summary["nodeCount"] and summary["nodeCount"]:
+        events.normal(body, "NodesChanged", f"site has {summary['nodeCount']} node(s)")
+    apply_status(body, patch, {**summary, "conditions": conditions, "observedGeneration": generation})
+    metrics.SITE_NODES.labels(name).set(summary["nodeCount"])
+    metrics.SITE_READY_NODES.labels(name).set(summary["readyNodes"])
+    metrics.SITE_CPU_UTILISATION.labels(name).set(summary["cpuUtilisationPercent"] / 100)
+    metrics.RECONCILES.labels("EdgeSite", "ok").inc()
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_site_change(**kwargs: Any) -> None:
+    reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
+                   kwargs["pods_by_node"])
+
+
+@kopf.timer(*RESOURCE, interval=10, initial_delay=2)
+def site_refresh(**kwargs: Any) -> None:
+    reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
+                   kwargs["pods_by_node"])

@@ -1,0 +1,108 @@
+"""A workload that writes known patterns and acknowledges each write (for e2e tests and the benchmark).
+
+It creates a region, registers it with the agent, fills every page with version 0, takes
+baseline epoch 1, then writes `--dirty-pages` distinct random pages (version +1 each), then
+keeps writing random pages at `--rate` until killed. Each write is acknowledged by appending
+(page, version) to the ack log *after* the store completed; the ack log is what a client
+would have been told, so the recovered region must contain every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+
+from .patterns import pattern
+from .region import Region
+from .store import DirStore
+
+ACK = struct.Struct("<II")
+
+
+def read_acks(path: str, npages: int) -> np.ndarray:
+    """Last acknowledged version of each page (0 = the initial fill)."""
+    acked = np.zeros(npages, dtype=np.int64)
+    raw = open(path, "rb").read()
+    usable = len(raw) - len(raw) % ACK.size
+    recs = np.frombuffer(raw[:usable], dtype="<u4").reshape(-1, 2)
+    if len(recs):
+        # Versions of a page only grow, so the maximum is the last acknowledged one.
+        np.maximum.at(acked, recs[:, 0].astype(np.int64), recs[:, 1].astype(np.int64))
+    return acked
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="edgeweave memory writer", description=__doc__)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--size", type=int, required=True)
+    ap.add_argument("--page-size", type=int, default=4096)
+    ap.add_argument("--backing", default="memfd", help="memfd, or a path in /dev/shm or on hugetlbfs")
+    ap.add_argument("--control", required=True, help="agent control socket")
+    ap.add_argument("--token-file", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--ack", required=True, help="acknowledgement log")
+    ap.add_argument("--track", default="auto", choices=["auto", "uffd", "explicit"])
+    ap.add_argument("--scan-interval", type=float, default=0.5)
+    ap.add_argument("--dirty-pages", type=int, default=0)
+    ap.add_argument("--second-baseline-after", type=int, default=0,
+                    help="take baseline epoch 2 after this many of the dirty-page writes (0 = never)")
+    ap.add_argument("--rate", type=float, default=0.0, help="writes/s after the dirty phase, until killed")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    token = open(a.token_file, "rb").read().strip()
+    r = Region.create(a.name, a.size, a.page_size, a.backing, a.track)
+    words = a.page_size // 8
+    arr = r.array.view(np.uint64).reshape(r.npages, words)
+    explicit = r.tracker is None
+    for lo in range(0, r.npages, 8192):
+        hi = min(r.npages, lo + 8192)
+        arr[lo:hi] = pattern(np.arange(lo, hi), np.zeros(hi - lo, np.int64), words)
+    if explicit:
+        r.mark_dirty(0, a.size)
+    r.register(a.control, token)
+    store = DirStore(a.store)
+    m = r.baseline(store)
+    ack = os.open(a.ack, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+    r.start(scan_interval=a.scan_interval)
+    rng = np.random.default_rng(a.seed)
+    version = np.zeros(r.npages, dtype=np.int64)
+
+    def write(p: int) -> None:
+        v = version[p] + 1
+        arr[p] = pattern(np.array([p]), np.array([v]), words)[0]
+        if explicit:
+            r.mark_dirty(p * a.page_size, a.page_size)
+        version[p] = v
+        os.write(ack, ACK.pack(p, v))
+
+    t = time.perf_counter()
+    dirty = rng.choice(r.npages, size=min(a.dirty_pages, r.npages), replace=False)
+    for i, p in enumerate(dirty.tolist()):
+        write(p)
+        if a.second_baseline_after and i + 1 == a.second_baseline_after:
+            m = r.baseline(store)
+    dt = time.perf_counter() - t
+    print("READY " + json.dumps({"epoch": m.epoch, "tracking": r.tracking_mode, "pid": os.getpid(),
+                                 "dirty_writes": len(dirty), "dirty_seconds": round(dt, 4)}), flush=True)
+    if a.rate <= 0:
+        while True:
+            time.sleep(3600)
+    period = 1.0 / a.rate
+    nxt = time.monotonic()
+    while True:
+        write(int(rng.integers(r.npages)))
+        nxt += period
+        delay = nxt - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""Recovery on the failover host: baseline from the store, then only the dirty pages from the source.
+
+The result is always one of two consistent states, and the report says which:
+  baseline+dirty  the source's last state (every page the source held at recovery time), or
+  baseline-only   exactly the published baseline epoch (source unreachable, or it failed
+                  mid-transfer: pages already fetched are put back to the baseline).
+A page that fails its checksum and cannot be fetched from the source makes recovery fail:
+never a silent partial region.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import ssl
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .hashing import page_sums
+from .protocol import AuthError, ProtocolError
+from .store import DirStore, StoreError
+from .transport_tcp import ChecksumMismatch, Endpoint, PageClient, fetch_parallel
+
+
+class RecoveryReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    region: str
+    mode: str = Field(description="baseline+dirty, baseline-only, full-copy or failed")
+    epoch: int | None = Field(description="the baseline epoch the region was built on")
+    source_reachable: bool
+    pages: int = Field(description="pages read from the source")
+    bytes: int = Field(description="bytes received from the source, protocol included")
+    baseline_bytes: int = 0
+    dirty_pages: int = 0
+    corrupt_baseline_pages: list[int] = Field(default_factory=list)
+    size_bytes: int = 0
+    page_size_bytes: int = 0
+    duration_s: float
+    phases: dict[str, float] = Field(default_factory=dict)
+    dest: str = ""
+    transport: str = "tcp"
+    source_sweep: dict | None = None
+    message: str = ""
+
+
+class RecoveryFailed(Exception):
+    def __init__(self, report: RecoveryReport) -> None:
+        super().__init__(report.message)
+        self.report = report
+
+
+def _alloc(dest: str, size: int) -> tuple[int, mmap.mmap]:
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.ftruncate(fd, size)
+    return fd, mmap.mmap(fd, size)
+
+
+def recover(store: DirStore, region: str, dest: str, source: Endpoint | None, token: bytes,
+            epoch: int | None = None, connections: int = 4, batch: int = 256, depth: int = 8,
+            timeout: float = 5.0, tls: ssl.SSLContext | None = None, require_source: bool = False,
+            full_copy: bool = False, transport: str = "auto") -> RecoveryReport:
+    t0 = time.monotonic()
+    if transport == "auto":
+        from .transport_rdma import available
+
+        transport = "rdma" if available() and tls is None else "tcp"
+    phases: dict[str, float] = {}
+    base = dict(region=region, dest=dest)
+
+    def fail(msg: str, **kw: object) -> RecoveryFailed:
+        Path(dest).unlink(missing_ok=True)  # no half-built region for anyone to start on
+        return RecoveryFailed(RecoveryReport(ok=False, mode="failed", duration_s=round(time.monotonic() - t0, 4),
+                                             message=msg, phases=phases, **{**base, **kw}))  # type: ignore[arg-type]
+
+    if full_copy:
+        return _full_copy(region, dest, source, token, connections, batch, depth, timeout, tls, t0)
+
+    try:
+        m = store.manifest(region, epoch)
+        ref = store.sums(m)
+    except (StoreError, OSError, ValueError) as exc:
+        raise fail(f"no usable baseline: {exc}", epoch=epoch, source_reachable=False, pages=0, bytes=0) from exc
+    ps, n = m.page_size_bytes, m.npages
+    base.update(epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps)
+
+    fd, mp = _alloc(dest, m.size_bytes)
+    buf = memoryview(mp)
+    try:
+        t = time.monotonic()
+        baseline_bytes = store.read_into(m, buf)
+        phases["baseline_load_s"] = round(time.monotonic() - t, 4)
+        t = time.monotonic()
+        got = page_sums(buf, ps, algo=m.checksum_algo)
+        corrupt = np.flatnonzero(np.any(got != ref, axis=1))
+        phases["baseline_verify_s"] = round(time.monotonic() - t, 4)
+        base.update(baseline_bytes=baseline_bytes, corrupt_baseline_pages=corrupt.tolist()[:1000])
+
+        # --- the source: dirty list, then the dirty (and any corrupt) pages --------------------
+        client = None
+        reason = "no source given"
+        if source is not None:
+            t = time.monotonic()
+            try:
+                client = PageClient(source, region, token, timeout, tls)
+            except AuthError as exc:
+                raise fail(f"source refused us: {exc}", source_reachable=True, pages=0, bytes=0) from exc
+            except OSError as exc:
+                reason = f"source {source.host}:{source.port} unreachable: {exc}"
+            phases["connect_s"] = round(time.monotonic() - t, 4)
+        if client is None:
+            if require_source:
+                raise fail(f"{reason}; --require-source was given", source_reachable=False, pages=0, bytes=0)
+            if len(corrupt):
+                raise fail(f"{len(corrupt)} baseline page(s) fail their checksum and {reason}",
+                           source_reachable=False, pages=0, bytes=0)
+            mp.flush()
+            return RecoveryReport(ok=True, mode="baseline-only", source_reachable=False, pages=0, bytes=0,
+                                  duration_s=round(time.monotonic() - t0, 4), phases=phases,
+                                  message=f"{reason}: restored baseline epoch {m.epoch} only; writes "
+                                  f"made after it are lost", **base)  # type: ignore[arg-type]
+
+        try:
+            if (client.npages, client.page_size, client.algo) != (n, ps, m.checksum_algo):
+                raise ProtocolError(f"source region geometry {client.npages}x{client.page_size} "
+                                    f"({client.algo}) differs from the baseline {n}x{ps} ({m.checksum_algo})")
+            t = time.monotonic()
+            if transport == "rdma":
+                # One-sided: the dirty slots and pages are READ without the source's CPU.
+                from .transport_rdma import RdmaReader
+
+                reader = RdmaReader(client, buf)
+                dirty, meta = reader.dirty_since(m.epoch), {}
+            else:
+                dirty, meta = client.dirty_since(m.epoch)
+            phases["dirty_list_s"] = round(time.monotonic() - t, 4)
+            want = dirty.copy()
+            want[corrupt] = True
+            pages = np.flatnonzero(want)
+            t = time.monotonic()
+            nbytes = client.rx
+            if transport == "rdma":
+                nbytes += reader.read_pages(pages) + len(reader.state_buf)
+            elif len(pages):
+                nbytes += fetch_parallel(source, region, token, pages, buf, connections, batch, depth,
+                                         timeout, tls, first=client)
+            phases["fetch_s"] = round(time.monotonic() - t, 4)
+        except (OSError, ProtocolError, ChecksumMismatch) as exc:
+            # Mid-transfer failure: put fetched pages back to the baseline, so the region is epoch E.
+            client.close()
+            if len(corrupt):
+                raise fail(f"source failed ({exc}) and {len(corrupt)} baseline page(s) are corrupt",
+                           source_reachable=True, pages=0, bytes=client.rx) from exc
+            if require_source:
+                raise fail(f"source failed mid-recovery: {exc}", source_reachable=True, pages=0,
+                           bytes=client.rx) from exc
+            store.read_into(m, buf)
+            again = page_sums(buf, ps, algo=m.checksum_algo)
+            if np.any(again != ref):
+                raise fail("baseline changed under us while rolling back", source_reachable=True,
+                           pages=0, bytes=client.rx) from exc
+            mp.flush()
+            return RecoveryReport(ok=True, mode="baseline-only", source_reachable=True, pages=0,
+                                  bytes=client.rx, duration_s=round(time.monotonic() - t0, 4), phases=phases,
+                                  message=f"source failed mid-transfer ({exc}): restored baseline epoch "
+                                  f"{m.epoch} only", **base)  # type: ignore[arg-type]
+        client.close()
+        mp.flush()
+        return RecoveryReport(
+            ok=True, mode="baseline+dirty", source_reachable=True, pages=int(len(pages)), bytes=int(nbytes),
+            dirty_pages=int(dirty.sum()), duration_s=round(time.monotonic() - t0, 4), phases=phases,
+            source_sweep=meta.get("sweep"), transport=transport,
+            message=f"baseline epoch {m.epoch} + {int(dirty.sum())} dirty page(s) from the source"
+            + (f"; {len(corrupt)} corrupt baseline page(s) repaired from the source" if len(corrupt) else ""),
+            **base)  # type: ignore[arg-type]
+    finally:
+        buf.release()
+        mp.close()
+        os.close(fd)
+
+
+def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, connections: int, batch: int,
+               depth: int, timeout: float, tls: ssl.SSLContext | None, t0: float) -> RecoveryReport:
+    """The comparison point: every page of the region over the same link and transport."""
+    if source is None:
+        raise ValueError("a full copy needs a source")
+    client = PageClient(source, region, token, timeout, tls)
+    fd, mp = _alloc(dest, client.npages * client.page_size)
+    buf = memoryview(mp)
+    try:
+        pages = np.arange(client.npages)
+        nbytes = client.rx + fetch_parallel(source, region, token, pages, buf, connections, batch, depth,
+                                            timeout, tls, first=client)
+        mp.flush()
+        return RecoveryReport(ok=True, region=region, mode="full-copy", epoch=None, source_reachable=True,
+                              pages=len(pages), bytes=nbytes, size_bytes=len(buf), page_size_bytes=client.page_size,
+                              duration_s=round(time.monotonic() - t0, 4), dest=dest)
+    finally:
+        client.close()
+        buf.release()
+        mp.close()
+        os.close(fd)

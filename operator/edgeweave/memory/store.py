@@ -1,0 +1,182 @@
+"""Baselines in a shared directory (a ReadWriteMany volume): atomic, epoch-numbered, checksummed.
+
+    <root>/<region>/epoch-000007/data        the region's bytes
+    <root>/<region>/epoch-000007/sums        16-byte checksum per page
+    <root>/<region>/epoch-000007/manifest.json
+    <root>/<region>/CURRENT                  "7": the latest published epoch
+
+An epoch is written into a temporary directory, fsynced, renamed into place and only then
+named by CURRENT (itself replaced by rename), so a reader sees a whole epoch or the previous
+one. Object storage would implement the same four calls (next_epoch, write, manifest,
+read_into); only the directory store exists so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .hashing import DIGEST, page_sums
+
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+CHUNK = 64 << 20
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    region: str
+    epoch: int
+    size_bytes: int
+    page_size_bytes: int
+    npages: int
+    checksum_algo: str
+    sums_sha256: str
+    created_at: str
+    source: str = ""
+    write_seconds: float = 0.0
+
+
+class StoreError(Exception):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirStore:
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+
+    def region_dir(self, name: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", name):
+            raise ValueError(f"bad region name {name!r}")
+        return self.root / name
+
+    def epoch_dir(self, name: str, epoch: int) -> Path:
+        return self.region_dir(name) / f"epoch-{epoch:06d}"
+
+    def epochs(self, name: str) -> list[int]:
+        d = self.region_dir(name)
+        if not d.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in d.iterdir() if (m := _EPOCH_DIR.match(p.name)))
+
+    def current(self, name: str) -> int | None:
+        try:
+            return int((self.region_dir(name) / "CURRENT").read_text().strip())
+        except FileNotFoundError:
+            return None
+
+    def next_epoch(self, name: str) -> int:
+        return max([self.current(name) or 0, *self.epochs(name)]) + 1
+
+    def write(self, name: str, epoch: int, buf: memoryview, page_size: int, algo: str,
+              sums_out: np.ndarray | None = None, source: str = "", started: float | None = None,
+              keep: int = 2) -> Manifest:
+        t0 = started if started is not None else time.monotonic()
+        rdir = self.region_dir(name)
+        rdir.mkdir(parents=True, exist_ok=True)
+        final = self.epoch_dir(name, epoch)
+        if final.exists():
+            raise StoreError(f"{final} exists")
+        tmp = rdir / f".tmp-{epoch}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        npages = len(buf) // page_size
+        sums = sums_out if sums_out is not None else np.empty((npages, DIGEST), np.uint8)
+        try:
+            with open(tmp / "data", "wb", buffering=0) as f:
+                for off in range(0, len(buf), CHUNK):
+                    # Copy first, then checksum the copy: the sums describe exactly what is stored
+                    # even if the workload writes the page meanwhile.
+                    chunk = bytes(buf[off:off + CHUNK])
+                    page_sums(memoryview(chunk), page_size, algo=algo,
+                              out=sums[off // page_size:(off + len(chunk)) // page_size])
+                    f.write(chunk)
+                if self.fsync:
+                    os.fsync(f.fileno())
+            raw = sums.tobytes()
+            with open(tmp / "sums", "wb") as f:
+                f.write(raw)
+                if self.fsync:
+                    os.fsync(f.fileno())
+            m = Manifest(region=name, epoch=epoch, size_bytes=len(buf), page_size_bytes=page_size,
+                         npages=npages, checksum_algo=algo, sums_sha256=hashlib.sha256(raw).hexdigest(),
+                         created_at=datetime.now(UTC).isoformat(), source=source or socket.gethostname(),
+                         write_seconds=round(time.monotonic() - t0, 3))
+            with open(tmp / "manifest.json", "w") as f:
+                f.write(m.model_dump_json(indent=1))
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.rename(tmp, final)
+            cur_tmp = rdir / f".CURRENT-{uuid.uuid4().hex[:8]}"
+            cur_tmp.write_text(f"{epoch}\n")
+            if self.fsync:
+                _fsync_dir(rdir)
+            os.rename(cur_tmp, rdir / "CURRENT")
+            if self.fsync:
+                _fsync_dir(rdir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.gc(name, keep)
+        return m
+
+    def gc(self, name: str, keep: int) -> None:
+        cur = self.current(name)
+        for e in self.epochs(name)[:-keep] if keep > 0 else []:
+            if e != cur:
+                shutil.rmtree(self.epoch_dir(name, e), ignore_errors=True)
+
+    def manifest(self, name: str, epoch: int | None = None) -> Manifest:
+        """The manifest of `epoch` (default: the published one), with its checksum file verified."""
+        if epoch is None:
+            epoch = self.current(name)
+            if epoch is None:
+                raise StoreError(f"no baseline published for region {name!r} in {self.root}")
+        d = self.epoch_dir(name, epoch)
+        try:
+            m = Manifest.model_validate_json((d / "manifest.json").read_text())
+        except FileNotFoundError as exc:
+            raise StoreError(f"baseline epoch {epoch} of {name!r} is missing") from exc
+        if m.epoch != epoch or m.region != name:
+            raise StoreError(f"manifest in {d} names {m.region}@{m.epoch}")
+        return m
+
+    def sums(self, m: Manifest) -> np.ndarray:
+        raw = (self.epoch_dir(m.region, m.epoch) / "sums").read_bytes()
+        if hashlib.sha256(raw).hexdigest() != m.sums_sha256 or len(raw) != m.npages * DIGEST:
+            raise StoreError(f"checksum file of {m.region}@{m.epoch} is corrupt")
+        return np.frombuffer(raw, np.uint8).reshape(m.npages, DIGEST)
+
+    def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None) -> int:
+        """Copy the baseline (or only `pages`) into dest; returns bytes read."""
+        path = self.epoch_dir(m.region, m.epoch) / "data"
+        if os.path.getsize(path) != m.size_bytes:
+            raise StoreError(f"baseline data of {m.region}@{m.epoch} has the wrong size")
+        n = 0
+        with open(path, "rb", buffering=0) as f:
+            if pages is None:
+                for off in range(0, m.size_bytes, CHUNK):
+                    n += f.readinto(dest[off:off + CHUNK])
+            else:
+                ps = m.page_size_bytes
+                for p in pages.tolist():
+                    n += os.preadv(f.fileno(), [dest[p * ps:(p + 1) * ps]], p * ps)
+        return n

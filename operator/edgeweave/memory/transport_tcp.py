@@ -1,0 +1,169 @@
+"""TCP client of the page server: authenticated, pipelined, pages received straight into the region."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hashing import DIGEST, page_sums
+from .protocol import AuthError, Conn, Msg, ProtocolError, client_mac, pack, server_mac
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, s: str) -> Endpoint:
+        host, _, port = s.rpartition(":")
+        return cls(host.strip("[]"), int(port))
+
+
+class ChecksumMismatch(Exception):
+    def __init__(self, pages: list[int]) -> None:
+        super().__init__(f"{len(pages)} page(s) arrived with a checksum that does not match: {pages[:8]}")
+        self.pages = pages
+
+
+class PageClient:
+    def __init__(self, ep: Endpoint, region: str, token: bytes, timeout: float = 5.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        raw = socket.create_connection((ep.host, ep.port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock = tls.wrap_socket(raw, server_hostname=ep.host) if tls else raw
+        self.conn = Conn(sock)
+        self.region = region
+        try:
+            kind, _, hello, _ = self.conn.recv_head()
+            if kind != Msg.HELLO:
+                raise ProtocolError("expected HELLO")
+            snonce = bytes.fromhex(hello["nonce"])
+            cnonce = secrets.token_bytes(32)
+            self.conn.send(pack(Msg.AUTH, 0, {"region": region, "nonce": cnonce.hex(),
+                                              "mac": client_mac(token, snonce, cnonce, region)}))
+            kind, _, info, _ = self.conn.recv_head()
+            if kind == Msg.ERR:
+                raise AuthError(f"page server refused region {region!r}: {info.get('error')}")
+            if not secrets.compare_digest(str(info.get("mac", "")), server_mac(token, snonce, cnonce, region)):
+                raise AuthError("page server could not prove it holds the region's token")
+        except BaseException:
+            self.conn.close()
+            raise
+        self.info = info
+        self.page_size = int(info["page_size"])
+        self.npages = int(info["npages"])
+        self.algo = str(info["algo"])
+
+    @property
+    def rx(self) -> int:
+        return self.conn.rx
+
+    def dirty_since(self, epoch: int) -> tuple[np.ndarray, dict]:
+        self.conn.send(pack(Msg.DIRTY, 1, {"since": epoch}))
+        kind, _, meta, plen = self.conn.recv_head()
+        if kind == Msg.ERR:
+            raise ProtocolError(f"dirty list refused: {meta.get('error')}")
+        bits = np.frombuffer(self.conn.recv_exact(plen), np.uint8)
+        return np.unpackbits(bits, count=self.npages).astype(bool), meta
+
+    def fetch(self, batches: list[np.ndarray], dest: memoryview, depth: int = 8,
+              on_batch: Callable[[np.ndarray], None] | None = None) -> None:
+        """Fetch each batch (ascending page indices) into dest, `depth` requests in flight."""
+        ps = self.page_size
+        window = threading.Semaphore(depth)
+        err: list[BaseException] = []
+
+        def sender() -> None:
+            try:
+                for i, b in enumerate(batches):
+                    window.acquire()
+                    if err:
+                        return
+                    body = b.astype("<u4").tobytes()
+                    self.conn.send(pack(Msg.PAGES, i, {}, len(body)), body)
+            except BaseException as exc:  # surfaced by the receiver
+                err.append(exc)
+
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        try:
+            for b in batches:
+                kind, _, meta, plen = self.conn.recv_head()
+                if kind == Msg.ERR:
+                    raise ProtocolError(f"pages refused: {meta.get('error')}")
+                n = len(b)
+                if meta.get("n") != n or plen != n * (DIGEST + ps):
+                    raise ProtocolError("page reply does not match the request")
+                sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
+                brk = np.flatnonzero(np.diff(b) != 1) + 1
+                for run in np.split(b, brk):
+                    lo, hi = int(run[0]) * ps, (int(run[-1]) + 1) * ps
+                    self.conn.recv_into(dest[lo:hi])
+                got = page_sums(dest, ps, b.tolist(), algo=self.algo, threads=1)
+                bad = np.flatnonzero(np.any(got != sums, axis=1))
+                if len(bad):
+                    raise ChecksumMismatch(b[bad].tolist())
+                if on_batch:
+                    on_batch(b)
+                window.release()
+                if err:
+                    raise err[0]
+        finally:
+            err.append(RuntimeError("stopped"))
+            window.release()
+            t.join(timeout=5)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def batches_of(pages: np.ndarray, batch: int) -> list[np.ndarray]:
+    return [pages[i:i + batch] for i in range(0, len(pages), batch)]
+
+
+def fetch_parallel(ep: Endpoint, region: str, token: bytes, pages: np.ndarray, dest: memoryview,
+                   connections: int = 4, batch: int = 256, depth: int = 8, timeout: float = 10.0,
+                   tls: ssl.SSLContext | None = None, first: PageClient | None = None) -> int:
+    """Fetch `pages` over up to `connections` connections; returns bytes received. Raises on any failure."""
+    if len(pages) == 0:
+        return 0
+    bs = batches_of(np.sort(pages).astype(np.int64), batch)
+    nconn = max(1, min(connections, len(bs)))
+    # Interleave batches over connections so each connection works across the whole region.
+    shares = [bs[i::nconn] for i in range(nconn)]
+    clients: list[PageClient] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    total = [0]
+
+    def run(i: int) -> None:
+        try:
+            c = first if (i == 0 and first is not None) else PageClient(ep, region, token, timeout, tls)
+            with lock:
+                clients.append(c)
+            before = c.rx if c is first else 0  # count the handshake of new connections too
+            c.fetch(shares[i], dest, depth)
+            with lock:
+                total[0] += c.rx - before
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(nconn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        if c is not first:
+            c.close()
+    if errors:
+        raise errors[0]
+    return total[0]

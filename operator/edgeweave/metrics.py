@@ -1,0 +1,15 @@
+"""Prometheus metrics of the operator, in one place so names stay consistent."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("edgeweave_reconciles_total", "Reconciliations by kind and result", ["kind", "result"])
+INVALID_SPECS = Counter("edgeweave_invalid_specs_total", "Objects whose spec could not be served", ["kind"])
+SITE_NODES = Gauge("edgeweave_site_nodes", "Nodes per EdgeSite", ["site"])
+SITE_READY_NODES = Gauge("edgeweave_site_ready_nodes", "Ready nodes per EdgeSite", ["site"])
+SITE_CPU_UTILISATION = Gauge("edgeweave_site_cpu_utilisation_ratio", "CPU requested / allocatable", ["site"])
+GROUP_MEMBERS = Gauge("edgeweave_workloadgroup_members", "Member pods", ["namespace", "group"])
+GROUP_DEVICES = Gauge("edgeweave_workloadgroup_devices", "Devices the members span", ["namespace", "group"])
+PLAN_SECONDS = Histogram("edgeweave_plan_duration_seconds", "Time to compute a plan", ["kind"],
+                         buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

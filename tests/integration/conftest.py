@@ -1,0 +1,190 @@
+"""Session fixtures for integration tests: one real control plane + kwok fleet, started once.
+
+Set EDGEWEAVE_TEST_KUBECONFIG to run against a cluster you already have instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Tests get their own ports and state dir, so a `make run` in another shell is left alone.
+os.environ.setdefault("EDGEWEAVE_RUN_DIR", str(REPO / ".run" / "test-cluster"))
+os.environ.setdefault("EDGEWEAVE_ETCD_PORT", "33790")
+os.environ.setdefault("EDGEWEAVE_ETCD_PEER_PORT", "33800")
+os.environ.setdefault("EDGEWEAVE_APISERVER_PORT", "36443")
+os.environ.setdefault("EDGEWEAVE_KCM_PORT", "36257")
+os.environ.setdefault("EDGEWEAVE_SCHED_PORT", "36259")
+os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "36280")
+
+
+def _load_devcluster():
+    spec = importlib.util.spec_from_file_location("devcluster", REPO / "hack" / "devcluster.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["devcluster"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+devcluster = _load_devcluster()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as e:  # noqa: BLE001 - transient API errors while waiting
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+    api: Any  # kubernetes.client.ApiClient
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+                              input=input, text=True, capture_output=True, check=check, timeout=120)
+
+    @property
+    def core(self):
+        from kubernetes import client
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self):
+        from kubernetes import client
+        return client.CustomObjectsApi(self.api)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+
+FLEET_SITES = 3
+FLEET_NODES_PER_SITE = 2
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    from kubernetes import config
+
+    from edgeweave.sim.fleet import FleetShape, create_fleet
+
+    external = os.environ.get("EDGEWEAVE_TEST_KUBECONFIG")
+    bins = devcluster.bin_dir()
+    if external:
+        kubeconfig = Path(external)
+    else:
+        devcluster.stop()
+        kubeconfig = devcluster.start()
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    c = Cluster(kubeconfig=kubeconfig, bin_dir=bins, api=api)
+    c.kubectl("apply", "-f", str(REPO / "crds"))
+    c.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
+    create_fleet(api, FleetShape(sites=FLEET_SITES, nodes_per_site=FLEET_NODES_PER_SITE, gpu_every=3))
+    wait_for(lambda: len([n for n in c.core.list_node().items
+                          if any(x.type == "Ready" and x.status == "True" for x in n.status.conditions or [])])
+             >= FLEET_SITES * FLEET_NODES_PER_SITE, 60, "kwok nodes Ready")
+    try:
+        yield c
+    finally:
+        if not external and not os.environ.get("EDGEWEAVE_KEEP_CLUSTER"):
+            devcluster.stop()
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen
+    log_path: Path
+    probe_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | None = None,
+                   name: str = "operator", env: dict[str, str] | None = None) -> OperatorProcess:
+    port = free_port()
+    log_path = tmp_dir / f"{name}-{port}.log"
+    args = [sys.executable, "-m", "edgeweave.cli", "operator", "--probe-host", "127.0.0.1",
+            "--probe-port", str(port)]
+    if peering:
+        cluster.kubectl("apply", "-f", "-", input=(
+            f'{{"apiVersion":"kopf.dev/v1","kind":"ClusterKopfPeering","metadata":{{"name":"{peering}"}}}}'))
+        args += ["--peering", peering]
+    else:
+        args += ["--standalone"]
+    args += list(extra)
+    logf = open(log_path, "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env={**cluster.env(), **(env or {})},
+                            cwd=REPO, start_new_session=True)
+    op = OperatorProcess(proc=proc, log_path=log_path, probe_port=port)
+    import urllib.request
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited rc={proc.returncode}:\n{op.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 60, "operator /readyz")
+    return op
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    op = start_operator(cluster, tmp_path_factory.mktemp("operator"), peering="edgeweave-test")
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: cluster.core.read_namespaced_service_account("default", name), 30, "default SA")
+    try:
+        yield name
+    finally:
+        cluster.core.delete_namespace(name)
