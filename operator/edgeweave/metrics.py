@@ -13,3 +13,10 @@ GROUP_MEMBERS = Gauge("edgeweave_workloadgroup_members", "Member pods", ["namesp
 GROUP_DEVICES = Gauge("edgeweave_workloadgroup_devices", "Devices the members span", ["namespace", "group"])
 PLAN_SECONDS = Histogram("edgeweave_plan_duration_seconds", "Time to compute a plan", ["kind"],
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+MIGRATIONS = Counter("edgeweave_migrations_total", "Moves finished, by plan kind and result", ["kind", "result"])
+PLANS = Counter("edgeweave_plans_total", "Plans recorded, by kind and mode", ["kind", "mode"])
+PLANS_SKIPPED = Counter("edgeweave_plans_skipped_total", "Planning rounds skipped, by reason", ["reason"])
+CROSS_DEVICE_TRAFFIC = Gauge("edgeweave_cross_device_traffic_bytes_per_second",
+                             "Cross-device traffic of a group's co-dependent workloads (before/after its plan)",
+                             ["namespace", "group", "when"])
+MOVES_IN_FLIGHT = Gauge("edgeweave_moves_in_flight", "Moves started and not finished", ["namespace", "group"])

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from .promstack import PromStack
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Tests get their own ports and state dir, so a `make run` in another shell is left alone.
@@ -171,8 +173,23 @@ def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | 
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = start_operator(cluster, tmp_path_factory.mktemp("operator"), peering="edgeweave-test")
+def prometheus() -> Iterator[PromStack]:
+    stack = PromStack(prom_port=free_port(), exporter_port=free_port())
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, prometheus: PromStack,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    # Watches the t-* namespaces the `namespace` fixture makes; tests that need an operator of their own
+    # (restart) use other namespaces so that exactly one operator acts on each group. Standalone: kopf
+    # peering of a namespaced operator needs a KopfPeering in every namespace (the peering test covers it).
+    op = start_operator(cluster, tmp_path_factory.mktemp("operator"), "--prometheus-url", prometheus.url,
+                        "--webhook-port", str(free_port()), "--namespace", "t-*")
     try:
         yield op
     finally:

@@ -139,7 +139,7 @@ def test_probes_and_metrics(operator: OperatorProcess) -> None:
 def test_start_log_says_what_it_watches(operator: OperatorProcess) -> None:
     log = operator.log()
     assert "watching edgesites.edgeweave.io (cluster-scoped)" in log
-    assert "peering=edgeweave-test" in log
+    assert "steering webhook=https://127.0.0.1:" in log
 
 
 def _acted(log: str) -> int:
@@ -151,11 +151,12 @@ def _acted(log: str) -> int:
 def test_two_replicas_never_act_at_once(cluster: Cluster, tmp_path) -> None:
     """A lower-priority replica stays paused while a higher one lives, and takes over when it goes."""
     peering = "edgeweave-peering-test"
-    high = start_operator(cluster, tmp_path, "--priority", "200", peering=peering, name="high")
+    scope = ()
+    high = start_operator(cluster, tmp_path, "--priority", "200", *scope, peering=peering, name="high")
     low = None
     try:
         wait_for(lambda: _acted(high.log()) > 0, 60, "the high-priority replica to act")
-        low = start_operator(cluster, tmp_path, "--priority", "100", peering=peering, name="low")
+        low = start_operator(cluster, tmp_path, "--priority", "100", *scope, peering=peering, name="low")
         peers = wait_for(lambda: len((p := cluster.custom.get_cluster_custom_object(
             "kopf.dev", "v1", "clusterkopfpeerings", peering)).get("status") or {}) == 2 and p, 30, "two peers")
         assert sorted(p["priority"] for p in peers["status"].values()) == [100, 200]

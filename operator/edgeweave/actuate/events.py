@@ -30,7 +30,9 @@ def post(api_client: Any, involved: dict[str, str], etype: str, reason: str, mes
     now = datetime.now(UTC)
     body = client.CoreV1Event(
         metadata=client.V1ObjectMeta(generate_name=f"{involved.get('name', 'obj')}.", namespace=namespace),
-        involved_object=client.V1ObjectReference(**{k: v for k, v in involved.items() if v}),
+        # V1ObjectReference takes snake_case keywords; the refs here use the wire's camelCase.
+        involved_object=client.V1ObjectReference(**{"api_version" if k == "apiVersion" else k: v
+                                                    for k, v in involved.items() if v}),
         reason=reason, message=message[:1024], type=etype,
         first_timestamp=now, last_timestamp=now, count=1,
         source=client.V1EventSource(component=COMPONENT), reporting_component=COMPONENT,

@@ -168,24 +168,32 @@ class WorkloadGroupSpec(Model):
 
 class MovePhase(StrEnum):
     Planned = "Planned"
-    Steering = "Steering"
-    Evicting = "Evicting"
+    Evicting = "Evicting"  # controller-owned pod: replacement is steered to the target at admission
+    Copying = "Copying"  # bare pod: make-before-break copy on the target
     WaitingReady = "WaitingReady"
+    DeletingOriginal = "DeletingOriginal"
     Done = "Done"
     Failed = "Failed"
     RolledBack = "RolledBack"
 
 
+TERMINAL_PHASES = frozenset({MovePhase.Done.value, MovePhase.Failed.value, MovePhase.RolledBack.value})
+
+
 class MoveStatus(StatusModel):
     id: str
     workload: str
-    pod: str
+    pod: str = Field(description="namespace/name of the pod being moved.")
+    pod_uid: str = ""
+    owner: str = Field(default="", description="Kind/name of the pod's controller; empty for a bare pod.")
     from_node: str
     to_node: str
     reason: str
     phase: str = MovePhase.Planned.value
     message: str = ""
     new_pod: str | None = None
+    attempts: int = Field(default=0, description="Re-steers after a replacement landed elsewhere.")
+    started_at: str = ""
     updated_at: str = ""
 
 
@@ -194,9 +202,12 @@ class PlanStatus(StatusModel):
     kind: str = Field(description="Aggregation, Defragmentation or Remediation.")
     created_at: str
     mode: str
-    cross_device_traffic_before: float = 0
-    cross_device_traffic_after: float = 0
+    summary: str = ""
+    cross_device_traffic_before: float = Field(default=0, description="Cross-device bytes/s before the plan.")
+    cross_device_traffic_after: float = Field(default=0, description="Expected cross-device bytes/s after it.")
     moves: list[MoveStatus] = Field(default_factory=list)
+    skipped: list[dict[str, str]] = Field(default_factory=list,
+                                          description="Workloads that could not be placed, and why.")
 
 
 class WorkloadGroupStatus(StatusModel):
@@ -206,3 +217,6 @@ class WorkloadGroupStatus(StatusModel):
     devices: int = Field(default=0, description="How many devices the members span.")
     plan: PlanStatus | None = None
     last_telemetry_at: str | None = None
+    last_moved: dict[str, str] = Field(default_factory=dict,
+                                       description="Workload -> when it last moved (for the cooldown).")
+    moves_total: int = 0

@@ -1,43 +1,199 @@
-"""GpuJob: accept the job, and say at once when no node offers the vGPU resource it asks for."""
+"""GpuJob: plan the slices, record the plan, create the job pods, track their progress, replace lost pods.
+
+Thin: the decisions are in gpu/plan.py (slice size, assignment, reassignment), gpu/jobstate.py
+(status + observed pods -> next status and pods to create) and gpu/podspec.py (manifests); pods are
+created only through the Actuator. Every reconcile of a job reads the job and its pods fresh from
+the API server under a per-job lock, writes status, and only then creates pods, so a restarted
+operator resumes from status (deterministic pod names make a repeated create a 409).
+
+Triggers: the job's create/resume/spec update, any event of a pod labelled with a job, and a timer.
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
-from .. import GROUP, metrics
+from .. import GROUP, VERSION, metrics
 from ..actuate import events
+from ..actuate.actuator import Actuator, Outcome
 from ..api.conditions import set_condition
-from ..api.gpujob import GpuJobPhase, GpuJobSpec
-from .common import apply_status, parse_spec
+from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus
+from ..gpu import dcgm
+from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, restore_plan
+from ..gpu.plan import plan_job
+from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
+from .common import describe_validation_error
 from .indexes import devices_of
+from .state import STATE
 
 RESOURCE = (GROUP, "gpujobs")
+PLURAL = "gpujobs"
+
+_client_lock = threading.Lock()
+_client: Any = None
+_actuator: Actuator | None = None
+_job_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
-def reconcile_job(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index) -> None:
-    spec = parse_spec(GpuJobSpec, "GpuJob", body, patch, logger)
-    if spec is None:
+def api_client() -> Any:
+    """One shared client: in-cluster credentials when running in a pod, else the kubeconfig."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+                _client = client.ApiClient()
+            except config.ConfigException:
+                _client = config.new_client_from_config()
+        return _client
+
+
+def actuator() -> Actuator:
+    global _actuator
+    client = api_client()
+    with _client_lock:
+        if _actuator is None or _actuator.dry_run != STATE.dry_run:
+            _actuator = Actuator(client, dry_run=STATE.dry_run)
+        return _actuator
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _client_lock:
+        return _job_locks.setdefault((namespace, name), threading.Lock())
+
+
+def _job_ref(job: dict[str, Any]) -> dict[str, str]:
+    meta = job["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "namespace": meta["namespace"],
+            "name": meta["name"], "uid": meta.get("uid", "")}
+
+
+def _post(job: dict[str, Any], ev: JobEvent) -> None:
+    events.post(api_client(), _job_ref(job), ev.type, ev.reason, ev.message)
+
+
+def _write_status(namespace: str, name: str, current: dict[str, Any], new: dict[str, Any]) -> None:
+    """Merge-patch only the changed top-level status fields (lists are replaced whole)."""
+    changed = {k: v for k, v in new.items() if current.get(k) != v}
+    if not changed:
         return
-    generation = body["metadata"].get("generation", 0)
-    status = body.get("status", {})
-    conditions = status.get("conditions")
-    offering = [d for d in devices_of(devices_index) if d.extended.get(spec.vgpu.resource, 0) > 0]
-    if not offering:
-        message = f"no node offers {spec.vgpu.resource}; the job waits until one does"
-        if status.get("phase") != GpuJobPhase.Unschedulable.value:
-            events.warning(body, "Unschedulable", message)
-        patch.status["phase"] = GpuJobPhase.Unschedulable.value
-        conditions = set_condition(conditions, "Schedulable", False, "NoSuchResource", message, generation)
-    else:
+    from kubernetes import client
+
+    client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": changed})
+
+
+def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
+    with _lock(namespace, name):
+        _reconcile(namespace, name, devices_index, logger)
+
+
+def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(api_client())
+    try:
+        job = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return  # deleted; its pods go with it (owner references)
+        raise
+    meta = job["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    generation = meta.get("generation", 0)
+    current: dict[str, Any] = dict(job.get("status") or {})
+    conditions = current.get("conditions")
+    try:
+        spec = GpuJobSpec.model_validate(job.get("spec") or {})
+    except ValidationError as err:
+        message = describe_validation_error(err)
+        if (cond := next((c for c in conditions or [] if c.get("type") == "Ready"), None)) is None \
+                or cond.get("reason") != "InvalidSpec":
+            _post(job, JobEvent(type="Warning", reason="InvalidSpec", message=message))
+        metrics.INVALID_SPECS.labels("GpuJob").inc()
+        _write_status(namespace, name, current, {"conditions": set_condition(
+            conditions, "Ready", False, "InvalidSpec", message, generation), "observedGeneration": generation})
+        return
+
+    offering = sorted(d.name for d in devices_of(devices_index) if d.extended.get(spec.vgpu.resource, 0) > 0)
+    if offering:
         conditions = set_condition(conditions, "Schedulable", True, "ResourceAvailable",
                                    f"{len(offering)} node(s) offer {spec.vgpu.resource}", generation)
-        if status.get("phase") in (None, GpuJobPhase.Unschedulable.value):
-            patch.status["phase"] = GpuJobPhase.Pending.value
+    else:
+        message = f"no node offers {spec.vgpu.resource}; the job waits until one does"
+        if current.get("phase") != GpuJobPhase.Unschedulable.value:
+            _post(job, JobEvent(type="Warning", reason="Unschedulable", message=message))
+        conditions = set_condition(conditions, "Schedulable", False, "NoSuchResource", message, generation)
     conditions = set_condition(conditions, "Ready", True, "Accepted",
                                f"{spec.total_blocks} blocks of {spec.threads_per_block} threads", generation)
-    apply_status(body, patch, {"conditions": conditions, "observedGeneration": generation})
+
+    status = GpuJobStatus.model_validate(current)
+    if status.pods and status.phase in (GpuJobPhase.Succeeded.value, GpuJobPhase.Failed.value):
+        return  # finished: done slices only grow, and a failed job is not retried
+    if not status.pods:
+        if not offering:
+            # Nothing is planned until the resource exists: the slice size depends on the GPU's load.
+            _write_status(namespace, name, current, {
+                "conditions": conditions, "observedGeneration": generation,
+                "phase": GpuJobPhase.Unschedulable.value})
+            metrics.RECONCILES.labels("GpuJob", "ok").inc()
+            return
+        load, why = dcgm.read_load(STATE.prometheus_url, offering)
+        plan = plan_job(spec, load)
+        summary = plan.summary()
+        if load is None:
+            summary += f"; load unknown: {why}"
+        conditions = set_condition(conditions, "Planned", True, "PlanRecorded", summary, generation)
+        status = initial_status(name, plan)
+        logger.info("GpuJob %s/%s planned: %s", namespace, name, summary)
+
+    pods = client.CoreV1Api(api_client()).list_namespaced_pod(namespace, label_selector=job_selector(name))
+    uid = meta.get("uid")
+    observed = []
+    for pod in pods.items:
+        # A job recreated under the same name must not adopt the old one's pods (still being collected).
+        owners = pod.metadata.owner_references or []
+        if not any(o.uid == uid for o in owners):
+            continue
+        obs = observe_pod(api_client().sanitize_for_serialization(pod))
+        if obs is not None:
+            if obs.bad_annotation is not None:
+                logger.warning("pod %s: unreadable progress annotation %r ignored", obs.name, obs.bad_annotation)
+            observed.append(obs)
+    step = advance(name, spec, status, observed, schedulable=bool(offering))
+    new = step.status.wire()
+    new["conditions"] = conditions
+    new["observedGeneration"] = generation
+    # The plan (and any replacement entries) is recorded before a pod is created for it.
+    _write_status(namespace, name, current, new)
+    for ev in step.events:
+        _post(job, ev)
+    if not step.create:
+        metrics.RECONCILES.labels("GpuJob", "ok").inc()
+        return
+    plan = restore_plan(spec, step.status, [])
+    act = actuator()
+    job_meta = {"name": name, "namespace": namespace, "uid": uid}
+    for assignment in step.create:
+        manifest = job_pod(job_meta, spec, plan, assignment)
+        pod_name = manifest["metadata"]["name"]
+        result = act.create_pod(namespace, manifest, reason="GpuJobSlicePod",
+                                message=f"runs {len(assignment.slices)} slice(s) of GpuJob {name}")
+        if result.outcome == Outcome.Done:
+            _post(job, JobEvent(type="Normal", reason="Created",
+                                message=f"pod {pod_name} for {len(assignment.slices)} slice(s)"))
+        elif result.outcome == Outcome.Failed:
+            _post(job, JobEvent(type="Warning", reason="CreateFailed", message=result.message))
+            logger.warning("GpuJob %s/%s: %s", namespace, name, result.message)
+        # Conflict: created by an earlier run (before a restart); DryRun: recorded only.
     metrics.RECONCILES.labels("GpuJob", "ok").inc()
 
 
@@ -45,9 +201,20 @@ def reconcile_job(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 def on_job_change(**kwargs: Any) -> None:
-    reconcile_job(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"])
+    reconcile(kwargs["namespace"], kwargs["name"], kwargs["devices_index"], kwargs["logger"])
 
 
 @kopf.timer(*RESOURCE, interval=10, initial_delay=2)
 def job_refresh(**kwargs: Any) -> None:
-    reconcile_job(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"])
+    reconcile(kwargs["namespace"], kwargs["name"], kwargs["devices_index"], kwargs["logger"])
+
+
+@kopf.on.event("pods", labels={LABEL_JOB: kopf.PRESENT})
+def on_job_pod_event(**kwargs: Any) -> None:
+    """Progress and loss of a job pod: reconcile its GpuJob now rather than at the next timer tick."""
+    body = kwargs["body"]
+    owner = next((o for o in body.get("metadata", {}).get("ownerReferences") or []
+                  if o.get("kind") == "GpuJob" and o.get("apiVersion", "").startswith(f"{GROUP}/")), None)
+    if owner is None:
+        return
+    reconcile(body["metadata"]["namespace"], owner["name"], kwargs["devices_index"], kwargs["logger"])

@@ -19,9 +19,13 @@ from .state import STATE
 log = logging.getLogger("edgeweave.operator")
 
 
-def _load_handlers() -> None:
-    # Importing registers the handlers with kopf's default registry.
+def _load_handlers(webhook: bool) -> None:
+    # Importing registers the handlers with kopf's default registry. The admission handler only when a
+    # webhook server is configured: kopf refuses to start with admission handlers and no server.
     from . import edgesite, gpujob, indexes, workloadgroup  # noqa: F401
+
+    if webhook:
+        from . import webhook as _webhook  # noqa: F401
 
 
 async def _serve_probes(port: int, host: str) -> web.AppRunner:
@@ -59,7 +63,7 @@ def _configure(settings: kopf.OperatorSettings) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="edgeweave operator", description="Run the edgeweave operator.")
     parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch WorkloadGroups/GpuJobs only here (repeatable; default: all namespaces)")
+                        help="act on WorkloadGroups/GpuJobs only in namespaces matching this glob (repeatable; default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="compute and record every plan, change nothing in the cluster")
     parser.add_argument("--probe-port", type=int, default=int(os.environ.get("EDGEWEAVE_PROBE_PORT", "8080")),
@@ -75,29 +79,45 @@ def main(argv: list[str]) -> int:
                         help="peering priority; the highest live replica acts (default: random)")
     parser.add_argument("--prometheus-url", default=os.environ.get("EDGEWEAVE_PROMETHEUS_URL"),
                         help="Prometheus HTTP API base URL for telemetry")
+    parser.add_argument("--webhook-port", type=int, default=int(os.environ.get("EDGEWEAVE_WEBHOOK_PORT", "0")),
+                        help="serve the pod-steering admission webhook on this port (0 = off)")
+    parser.add_argument("--webhook-host", default=os.environ.get("EDGEWEAVE_WEBHOOK_HOST", "127.0.0.1"),
+                        help="host name or IP the API server uses to reach the webhook")
+    parser.add_argument("--webhook-bind", default=os.environ.get("EDGEWEAVE_WEBHOOK_BIND", "127.0.0.1"))
+    parser.add_argument("--webhook-config", default="edgeweave.io",
+                        help="name of the MutatingWebhookConfiguration the operator manages")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
+    if args.webhook_port and args.webhook_config.count(".") < 2:
+        # kopf names each webhook <handler-id>.<config>; the API server wants a 3-label domain there.
+        parser.error("--webhook-config must be a domain name with at least three labels, e.g. steer.edgeweave.io")
 
     STATE.dry_run = args.dry_run
     STATE.namespaces = args.namespace
     STATE.prometheus_url = args.prometheus_url
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _load_handlers()
+    _load_handlers(webhook=bool(args.webhook_port))
 
     runner_box: dict[str, web.AppRunner] = {}
 
     @kopf.on.startup()
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure(settings)
+        if args.webhook_port:
+            from .webhook import configure as configure_webhook
+
+            configure_webhook(settings, port=args.webhook_port, host=args.webhook_host, bind=args.webhook_bind,
+                              config_name=args.webhook_config)
         runner_box["probes"] = await _serve_probes(args.probe_port, args.probe_host)
         where = ", ".join(args.namespace) if args.namespace else "all namespaces"
         log.info(
             "edgeweave operator %s starting: watching edgesites.%s (cluster-scoped), workloadgroups.%s and "
             "gpujobs.%s in %s, nodes and pods for inventory; peering=%s priority=%d; dry-run=%s; "
-            "probes and /metrics on %s:%d; prometheus=%s",
+            "probes and /metrics on %s:%d; prometheus=%s; steering webhook=%s",
             __version__, GROUP, GROUP, GROUP, where, "standalone" if args.standalone else args.peering,
-            args.priority, args.dry_run, args.probe_host, args.probe_port, args.prometheus_url or "none")
+            args.priority, args.dry_run, args.probe_host, args.probe_port, args.prometheus_url or "none",
+            f"https://{args.webhook_host}:{args.webhook_port}" if args.webhook_port else "off")
         STATE.ready = True
 
     @kopf.on.cleanup()
@@ -107,10 +127,10 @@ def main(argv: list[str]) -> int:
             await runner_box["probes"].cleanup()
 
     asyncio.run(kopf.operator(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
+        clusterwide=True,
         standalone=args.standalone,
-        peering_name=args.peering,
+        # kopf makes peering mandatory whenever a name is given, which pauses a standalone operator forever.
+        peering_name=None if args.standalone else args.peering,
         priority=args.priority,
     ))
     return 0

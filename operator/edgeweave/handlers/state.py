@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 
@@ -14,3 +15,12 @@ class OperatorState:
 
 
 STATE = OperatorState()
+
+
+def in_scope(namespace: str | None = None, **_: object) -> bool:
+    """kopf `when=` filter for namespaced kinds. The operator always runs cluster-wide (nodes and EdgeSites
+    are cluster-scoped, and kopf does not serve those in namespaced mode); --namespace globs only narrow
+    which WorkloadGroups and GpuJobs it acts on."""
+    if not STATE.namespaces or namespace is None:
+        return True
+    return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in STATE.namespaces)

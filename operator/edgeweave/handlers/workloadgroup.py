@@ -1,48 +1,269 @@
-"""WorkloadGroup: membership, devices spanned, readiness. Aggregation/remediation build on this."""
+"""WorkloadGroup: one daemon per group is the single writer of its status.
+
+Each round: finish the moves in flight (one persisted step at a time), then read telemetry, plan,
+record the plan in status, and — in Enforce mode — start moves within the group's limits.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
-from .. import GROUP, metrics
+from .. import GROUP, VERSION, metrics
+from ..actuate import events
+from ..actuate.actuator import Actuator
+from ..actuate.moves import MoveContext, advance, register_inflight
+from ..actuate.ratelimit import SlidingWindow
+from ..api.base import now_rfc3339
 from ..api.conditions import set_condition
-from ..api.workloadgroup import WorkloadGroupSpec
+from ..api.workloadgroup import TERMINAL_PHASES, MovePhase, WorkloadGroupSpec
+from ..placement.aggregate import plan_aggregation, plan_defragmentation
+from ..placement.graph import edges_with_declared
 from ..placement.inventory import selector_matches
-from .common import apply_status, parse_spec
-from .state import STATE
+from ..placement.model import Plan
+from ..placement.states import DECLARED_BYTES_PER_WEIGHT, device_states, workload_states
+from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
+from . import kube
+from .common import describe_validation_error
+from .indexes import devices_of, pods_on_nodes
+from .state import STATE, in_scope
 
 RESOURCE = (GROUP, "workloadgroups")
+TICK = 1.0
+INFLIGHT_TICK = 1.0
+LIMITER = SlidingWindow()  # shared by every group: limits are per group key, state survives daemon restarts
 
 
-def reconcile_group(body: kopf.Body, patch: kopf.Patch, logger: Any, pods_by_namespace: kopf.Index) -> None:
-    spec = parse_spec(WorkloadGroupSpec, "WorkloadGroup", body, patch, logger)
-    if spec is None:
-        return
-    meta = body["metadata"]
-    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 0)
-    members = [p for p in pods_by_namespace.get(namespace, ())
-               if p.active and selector_matches(spec.selector, p.labels)]
-    devices = {p.node for p in members if p.node}
-    mode = "DryRun" if (spec.mode.value == "DryRun" or STATE.dry_run) else "Enforce"
-    conditions = set_condition(body.get("status", {}).get("conditions"), "Ready", True, "Accepted",
-                               f"{len(members)} member pod(s) on {len(devices)} device(s); mode {mode}",
-                               generation)
-    apply_status(body, patch, {"conditions": conditions, "members": len(members), "devices": len(devices),
-                               "observedGeneration": generation})
-    metrics.GROUP_MEMBERS.labels(namespace, name).set(len(members))
-    metrics.GROUP_DEVICES.labels(namespace, name).set(len(devices))
-    metrics.RECONCILES.labels("WorkloadGroup", "ok").inc()
+class GroupController:
+    """Everything one round needs; status is read fresh and written through the API."""
+
+    def __init__(self, namespace: str, name: str, logger: Any) -> None:
+        self.namespace, self.name, self.logger = namespace, name, logger
+        self.actuator = Actuator(kube.api_client(), dry_run=STATE.dry_run, limiter=LIMITER)
+        self.custom = kube.custom()
+        self.resumed = False
+
+    # -- status I/O -------------------------------------------------------------------------
+    def read(self) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloadgroups",
+                                                            self.name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def write(self, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, "workloadgroups", self.name, {"status": status})
+
+    def conditions(self, obj: dict[str, Any], *updates: tuple[str, bool | str, str, str]) -> list[dict]:
+        conds = (obj.get("status") or {}).get("conditions")
+        gen = obj["metadata"].get("generation", 0)
+        for ctype, st, reason, message in updates:
+            conds = set_condition(conds, ctype, st, reason, message, gen)
+        return conds
+
+    # -- one round ------------------------------------------------------------------------------
+    def round(self, indexes: dict[str, kopf.Index], plan_now: bool) -> bool:
+        """Returns True while moves are in flight (the caller then ticks faster)."""
+        obj = self.read()
+        if obj is None:
+            return False
+        gen = obj["metadata"].get("generation", 0)
+        status = obj.get("status") or {}
+        try:
+            spec = WorkloadGroupSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as err:
+            message = describe_validation_error(err)
+            if (next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {}) or {}).get(
+                    "reason") != "InvalidSpec":
+                events.post(kube.api_client(), self._ref(obj), "Warning", "InvalidSpec", message)
+            self.write({"conditions": self.conditions(obj, ("Ready", False, "InvalidSpec", message)),
+                        "observedGeneration": gen})
+            return False
+
+        members = [p for p in indexes["pods_by_namespace"].get(self.namespace, ())
+                   if p.active and selector_matches(spec.selector, p.labels)]
+        devices_spanned = len({p.node for p in members if p.node})
+        mode = "DryRun" if (spec.mode.value == "DryRun" or STATE.dry_run) else "Enforce"
+        base = {"members": len(members), "devices": devices_spanned, "observedGeneration": gen}
+        metrics.GROUP_MEMBERS.labels(self.namespace, self.name).set(len(members))
+        metrics.GROUP_DEVICES.labels(self.namespace, self.name).set(devices_spanned)
+
+        plan = status.get("plan")
+        if plan and plan.get("mode") == "Enforce":
+            inflight = self._drive_moves(obj, spec, plan)
+            if inflight:
+                self.write({**base, "conditions": self.conditions(
+                    obj, ("Ready", True, "Moving", f"{inflight} move(s) in flight; mode {mode}"))})
+                return True
+            obj = self.read() or obj
+            status = obj.get("status") or {}
+
+        ready = ("Ready", True, "Accepted", f"{len(members)} member pod(s) on {devices_spanned} device(s); "
+                 f"mode {mode}")
+        if not plan_now or not spec.aggregation.enabled:
+            self.write({**base, "conditions": self.conditions(obj, ready)})
+            return False
+
+        # Telemetry: stale, failed or missing means no plan — and a condition that says why.
+        observed = ()
+        telemetry_cond: tuple[str, bool | str, str, str]
+        if spec.discovery.enabled and STATE.prometheus_url:
+            try:
+                snap = fetch_dependencies(PrometheusClient(STATE.prometheus_url), spec.discovery.trigger_query,
+                                          spec.discovery.data_query, self.namespace, spec.discovery.min_rate)
+            except TelemetryError as err:
+                metrics.PLANS_SKIPPED.labels(err.reason).inc()
+                self.write({**base, "conditions": self.conditions(
+                    obj, ready, ("TelemetryFresh", False, err.reason, f"no migration: {err}"))})
+                return False
+            age = snap.age()
+            if age > spec.telemetry.max_age_seconds:
+                metrics.PLANS_SKIPPED.labels("StaleTelemetry").inc()
+                self.write({**base, "conditions": self.conditions(obj, ready, (
+                    "TelemetryFresh", False, "StaleTelemetry",
+                    f"no migration: snapshot is {age:.0f}s old (max {spec.telemetry.max_age_seconds}s)"))})
+                return False
+            observed = snap.edges
+            base["lastTelemetryAt"] = now_rfc3339()
+            telemetry_cond = ("TelemetryFresh", True, "Fresh", f"{len(snap.edges)} dependency series")
+        elif spec.discovery.enabled:
+            telemetry_cond = ("TelemetryFresh", "Unknown", "NoPrometheus",
+                              "no Prometheus configured: planning on declared dependencies only")
+        else:
+            telemetry_cond = ("TelemetryFresh", "Unknown", "DiscoveryDisabled", "declared dependencies only")
+
+        now = time.time()
+        last_moved = status.get("lastMoved") or {}
+        devices = device_states(devices_of(indexes["devices_index"]), pods_on_nodes(indexes["pods_by_node"]))
+        workloads = workload_states(members, spec.workload_label, f"{self.namespace}/{self.name}", last_moved,
+                                    spec.aggregation.cooldown_seconds, now)
+        edges = edges_with_declared(observed, spec.dependencies, declared_bytes_per_second=DECLARED_BYTES_PER_WEIGHT)
+        t0 = time.perf_counter()
+        result = make_plan(devices, workloads, edges, spec)
+        metrics.PLAN_SECONDS.labels(result.kind.value).observe(time.perf_counter() - t0)
+        metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(result.traffic_before)
+        metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(result.traffic_after)
+
+        conds = [ready, telemetry_cond]
+        if result.skipped:
+            conds.append(("Aggregated", False, "CannotPlace", "; ".join(s.reason for s in result.skipped)[:1000]))
+        elif result.moves:
+            conds.append(("Aggregated", False, "Planned", result.summary))
+        else:
+            conds.append(("Aggregated", True, "NothingToMove", result.summary or "no split co-dependent pairs"))
+        new_status = {**base, "conditions": self.conditions(obj, *conds)}
+        if result.moves or result.skipped or (plan and plan.get("summary") != result.summary):
+            new_status["plan"] = plan_status(result, mode)
+            metrics.PLANS.labels(result.kind.value, mode).inc()
+            if result.moves and (not plan or plan.get("summary") != result.summary):
+                events.post(kube.api_client(), self._ref(obj), "Normal",
+                            "PlanDryRun" if mode == "DryRun" else "PlanCreated", result.summary)
+        # The plan is in status before any move starts: a restart resumes it instead of re-planning.
+        self.write(new_status)
+        return bool(result.moves) and mode == "Enforce"
+
+    def _ref(self, obj: dict[str, Any]) -> dict[str, str]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "namespace": self.namespace,
+                "name": self.name, "uid": obj["metadata"]["uid"]}
+
+    def _drive_moves(self, obj: dict[str, Any], spec: WorkloadGroupSpec, plan: dict[str, Any]) -> int:
+        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}")
+        moves = [dict(m) for m in plan.get("moves", [])]
+        if not self.resumed:
+            for m in moves:
+                register_inflight(m, self.namespace)
+            self.resumed = True
+        status = obj.get("status") or {}
+        last_moved = dict(status.get("lastMoved") or {})
+        total = status.get("movesTotal", 0)
+        key = f"{self.namespace}/{self.name}"
+        for i, m in enumerate(moves):
+            while m["phase"] not in TERMINAL_PHASES:
+                inflight = sum(1 for x in moves if x["phase"] not in TERMINAL_PHASES | {MovePhase.Planned.value})
+                if m["phase"] == MovePhase.Planned.value:
+                    if inflight >= spec.limits.max_in_flight:
+                        break
+                    if not self.actuator.allow(key, spec.limits.max_moves_per_interval, spec.limits.interval_seconds):
+                        m = {**m, "message": "waiting: move rate limit reached for this interval"}
+                        moves[i] = m
+                        break
+                nxt = advance(m, ctx)
+                if nxt == m:
+                    break
+                moves[i] = m = nxt
+                if m["phase"] in TERMINAL_PHASES:
+                    ok = m["phase"] == MovePhase.Done.value
+                    metrics.MIGRATIONS.labels(plan.get("kind", ""), m["phase"]).inc()
+                    if ok:
+                        last_moved[m["workload"]] = now_rfc3339()
+                        total += 1
+                    events.post(kube.api_client(), self._ref(obj), "Normal" if ok else "Warning",
+                                "MoveDone" if ok else "MoveFailed",
+                                f"{m['workload']} {m['fromNode']} -> {m['toNode']}: {m['message']}")
+                # Persist every step before taking the next one.
+                self.write({"plan": {**plan, "moves": moves}, "lastMoved": last_moved, "movesTotal": total})
+        inflight = sum(1 for m in moves if m["phase"] not in TERMINAL_PHASES)
+        metrics.MOVES_IN_FLIGHT.labels(self.namespace, self.name).set(inflight)
+        return inflight
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
-def on_group_change(**kwargs: Any) -> None:
-    reconcile_group(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["pods_by_namespace"])
+def plan_status(plan: Plan, mode: str) -> dict[str, Any]:
+    now = now_rfc3339()
+    return {
+        "id": uuid.uuid4().hex[:8],
+        "kind": plan.kind.value,
+        "createdAt": now,
+        "mode": mode,
+        "summary": plan.summary,
+        "crossDeviceTrafficBefore": round(plan.traffic_before, 3),
+        "crossDeviceTrafficAfter": round(plan.traffic_after, 3),
+        "moves": [{"id": m.id, "workload": m.workload, "pod": m.pod, "fromNode": m.from_node, "toNode": m.to_node,
+                   "reason": m.reason, "phase": MovePhase.Planned.value,
+                   "message": "dry run: not carried out" if mode == "DryRun" else "", "updatedAt": now}
+                  for m in plan.moves],
+        "skipped": [{"workload": s.workload, "reason": s.reason} for s in plan.skipped],
+    }
 
 
-@kopf.timer(*RESOURCE, interval=10, initial_delay=2)
-def group_refresh(**kwargs: Any) -> None:
-    reconcile_group(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["pods_by_namespace"])
+def make_plan(devices, workloads, edges, spec: WorkloadGroupSpec) -> Plan:
+    """Aggregation first; defragmentation only when nothing co-dependent is left to bring together."""
+    kwargs = {"bytes_per_request": spec.discovery.bytes_per_request,
+              "max_moves": spec.limits.max_moves_per_interval}
+    plan = plan_aggregation(devices, workloads, edges, spec.aggregation, **kwargs)
+    if plan.empty and spec.aggregation.defragment:
+        defrag = plan_defragmentation(devices, workloads, edges, spec.aggregation, **kwargs)
+        if not defrag.empty:
+            return defrag
+    return plan
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10.0, when=in_scope)
+def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, logger: Any, **kwargs: Any) -> None:
+    ctl = GroupController(namespace, name, logger)
+    indexes = {k: kwargs[k] for k in ("devices_index", "pods_by_node", "pods_by_namespace")}
+    last_plan = 0.0
+    last_gen = None
+    inflight = False
+    while not stopped:
+        body = kwargs["body"]
+        gen = body.get("metadata", {}).get("generation")
+        resync = (body.get("spec", {}).get("telemetry") or {}).get("resyncSeconds", 30)
+        now = time.monotonic()
+        plan_now = gen != last_gen or now - last_plan >= resync
+        try:
+            inflight = ctl.round(indexes, plan_now=plan_now and not inflight)
+            if plan_now:
+                last_plan, last_gen = now, gen
+        except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
+            logger.exception("WorkloadGroup round failed; retrying")
+            inflight = False
+        stopped.wait(INFLIGHT_TICK if inflight else TICK)
+

@@ -52,6 +52,8 @@ class Edge(Frozen):
     bytes_per_second: float = 0.0
     requests_per_second: float = 0.0
     declared: bool = False
+    # Which group the edge belongs to. None: it joins same-named workloads within every group that has both.
+    group: str | None = None
 
     def weight(self, bytes_per_request: float) -> float:
         return self.bytes_per_second + self.requests_per_second * bytes_per_request

@@ -1,0 +1,58 @@
+"""Where replacement pods must land while a move is in flight, read by the admission webhook.
+
+In-process, because the move executor must register a target *before* it evicts, and the webhook
+must see it within the milliseconds the ReplicaSet controller takes to create the replacement (a
+watch-fed index would race). Only the acting replica executes moves (peering), and on restart the
+table is rebuilt from the moves recorded in WorkloadGroup status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Steer:
+    to_node: str
+    move_id: str
+    expires_at: float
+
+
+class SteeringTable:
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Steer] = {}
+        self._lock = threading.Lock()
+
+    def register(self, namespace: str, owner: str, to_node: str, move_id: str, ttl: float = 600) -> None:
+        with self._lock:
+            self._entries[(namespace, owner)] = Steer(to_node, move_id, time.monotonic() + ttl)
+
+    def release(self, namespace: str, owner: str, move_id: str) -> None:
+        with self._lock:
+            entry = self._entries.get((namespace, owner))
+            if entry and entry.move_id == move_id:
+                del self._entries[(namespace, owner)]
+
+    def lookup(self, namespace: str, owner: str) -> Steer | None:
+        with self._lock:
+            entry = self._entries.get((namespace, owner))
+            if entry and entry.expires_at < time.monotonic():
+                del self._entries[(namespace, owner)]
+                return None
+            return entry
+
+
+STEERING = SteeringTable()
+
+
+def affinity_patch(existing_affinity: dict | None, to_node: str) -> dict:
+    """The pod's affinity with a required node term for the target; other affinity kept as it was."""
+    affinity = dict(existing_affinity or {})
+    node_affinity = dict(affinity.get("nodeAffinity") or {})
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [to_node]}]}]}
+    affinity["nodeAffinity"] = node_affinity
+    return affinity

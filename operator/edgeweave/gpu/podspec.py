@@ -1,0 +1,142 @@
+"""GpuJob pods: names, labels, the progress annotation, and the pod manifest. Pure.
+
+One pod per vGPU assignment of the plan (`plan.PodAssignment`). Names are deterministic,
+`<job>-s<index>-a<attempt>`, so an operator that restarts between recording the plan and creating
+the pods gets 409 Conflict for the ones that exist instead of creating them twice.
+
+Progress: the pod's slice runtime (`python -m edgeweave.gpu.slice_report`) sets the annotation
+`edgeweave.io/slices-done` on its own pod to the slice indices it finished ("0-3,7"); the operator
+reads it from the pod. Phase Succeeded means every slice of the pod finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .. import GROUP, VERSION, __version__
+from ..api.gpujob import GpuJobSpec
+from .plan import PodAssignment, SlicePlan, encode_slices, pod_env
+
+LABEL_JOB = "edgeweave.io/gpujob"
+LABEL_SLICE_POD = "edgeweave.io/slice-pod"
+LABEL_ATTEMPT = "edgeweave.io/attempt"
+ANNOTATION_DONE = "edgeweave.io/slices-done"
+ANNOTATION_SLICES = "edgeweave.io/slices"
+ENV_POD_NAME = "EDGEWEAVE_POD_NAME"
+ENV_POD_NAMESPACE = "EDGEWEAVE_POD_NAMESPACE"
+CONTAINER = "slice-run"
+IMAGE_ENV = "EDGEWEAVE_GPUJOB_IMAGE"
+DEFAULT_IMAGE = f"ghcr.io/edgeweave/edgeweave:{__version__}"
+
+_NAME = re.compile(r"^(?P<job>.+)-s(?P<index>\d+)-a(?P<attempt>\d+)$")
+
+
+def pod_name(job: str, index: int, attempt: int) -> str:
+    return f"{job}-s{index}-a{attempt}"
+
+
+def parse_pod_name(name: str) -> tuple[str, int, int] | None:
+    """(job, index, attempt) of a job pod's name, or None if it is not one."""
+    m = _NAME.match(name)
+    if not m:
+        return None
+    return m["job"], int(m["index"]), int(m["attempt"])
+
+
+def job_label_value(job: str) -> str:
+    """Label values hold at most 63 characters; longer job names keep a prefix and a hash."""
+    if len(job) <= 63:
+        return job
+    digest = hashlib.sha256(job.encode()).hexdigest()[:10]
+    return f"{job[:52].rstrip('-.')}-{digest}"
+
+
+def job_selector(job: str) -> str:
+    return f"{LABEL_JOB}={job_label_value(job)}"
+
+
+def encode_runs(indices: Iterable[int]) -> str:
+    """Sorted, de-duplicated indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
+    idx = sorted(set(indices))
+    runs: list[str] = []
+    k = 0
+    while k < len(idx):
+        j = k
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        runs.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
+        k = j + 1
+    return ",".join(runs)
+
+
+def decode_runs(text: str, limit: int = 1 << 20) -> list[int]:
+    """Inverse of `encode_runs`; raises ValueError on anything malformed or absurdly large."""
+    out: list[int] = []
+    for run in filter(None, (r.strip() for r in text.split(","))):
+        a, _, b = run.partition("-")
+        lo, hi = int(a), int(b or a)
+        if lo < 0 or hi < lo or hi - lo >= limit or len(out) + hi - lo >= limit:
+            raise ValueError(f"bad run {run!r}")
+        out.extend(range(lo, hi + 1))
+    return sorted(set(out))
+
+
+def default_image() -> str:
+    return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+
+
+def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignment: PodAssignment,
+            image: str | None = None) -> dict[str, Any]:
+    """The manifest of the pod that runs `assignment`'s slices.
+
+    `job` is the GpuJob's metadata (name, namespace, uid). restartPolicy Never: a kubelet restart
+    would run the pod's finished slices again; a failed pod is replaced by the operator instead,
+    with only its unfinished slices.
+    """
+    name, namespace, uid = job["name"], job["namespace"], job["uid"]
+    resource = spec.vgpu.resource
+    one = {resource: "1"}  # extended resources: request must equal limit
+    env = [{"name": k, "value": v} for k, v in pod_env(spec, plan.model_copy(update={"pods": (assignment,)}),
+                                                        assignment.pod).items()]
+    env += [
+        {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name, assignment.pod, assignment.attempt),
+            "namespace": namespace,
+            "labels": {
+                LABEL_JOB: job_label_value(name),
+                LABEL_SLICE_POD: str(assignment.pod),
+                LABEL_ATTEMPT: str(assignment.attempt),
+                "app.kubernetes.io/managed-by": "edgeweave",
+                "app.kubernetes.io/component": "gpujob",
+            },
+            "annotations": {ANNOTATION_SLICES: encode_slices(plan, assignment.slices)},
+            "ownerReferences": [{
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "name": name, "uid": uid,
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "enableServiceLinks": False,
+            # GPU nodes commonly carry a NoSchedule taint named after the resource (GPU Operator).
+            "tolerations": [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": CONTAINER,
+                "image": image or spec.image or default_image(),
+                "command": ["python", "-m", "edgeweave.gpu.slice_report"],
+                "args": ["--backend", "auto"],
+                "env": env,
+                "resources": {"requests": dict(one), "limits": dict(one)},
+            }],
+        },
+    }

@@ -1,0 +1,601 @@
+"""Aggregation and defragmentation planners: pure functions from a snapshot to a Plan.
+
+Aggregation brings co-dependent workloads that are split across devices onto one device:
+
+1. Whole groups first. For each connected group of co-dependent workloads (a component of the
+   dependency graph) that still sends traffic across devices, pick the device that can hold all of
+   it with the fewest moves (one of its current devices, or failing that the tightest device with
+   room), and move the rest there. Full consolidation removes all of the group's cross-device
+   traffic, so it is the best a group can do; fewest moves breaks ties.
+2. Then single pods, for groups that cannot be gathered (too big for any device, pinned apart,
+   context requirements): move a pod next to its heaviest partners when that alone saves enough.
+3. Repeat until nothing changes, so planning again on the result yields no moves (idempotence).
+
+Hysteresis: a group is gathered only when each of its moves saves at least minGainBytesPerSecond on
+average; a single pod starts a group moving only when the move saves at least gainThreshold of that
+pod's whole traffic (local or not) and at least minGainBytesPerSecond; once a group moves in a plan,
+its pods are settled down to half the threshold, which leaves a margin against traffic noise.
+Cooling-down and non-movable pods never move. Every step strictly reduces cross-device traffic, so
+plans cannot cycle.
+
+Defragmentation drains devices whose CPU requests are below a threshold onto busier devices, moving
+the workloads that are co-located there together, so cross-device traffic never rises. A device is
+drained only completely (or not at all), and only onto devices that are strictly busier, so packing
+always moves load "uphill" and cannot oscillate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Callable, Iterable
+
+from ..api.workloadgroup import AggregationPolicy
+from .fit import EPS, CapacityLedger
+from .graph import DependencyGraph, WKey, human_rate
+from .model import DeviceState, Edge, Move, Plan, PlanKind, Skipped, WorkloadState
+
+RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
+
+MAX_PASSES = 20
+
+
+def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[WorkloadState], edges: Iterable[Edge],
+                     policy: AggregationPolicy, *, requirements_ok: RequirementsOk | None = None,
+                     bytes_per_request: float = 2048.0, max_moves: int | None = None,
+                     max_moves_per_group: int | None = None, max_skipped: int = 20) -> Plan:
+    """Which workloads move where so co-dependent ones share a device. See the module doc.
+
+    max_moves caps the plan (ActuationLimits.maxMovesPerInterval); max_moves_per_group caps each
+    WorkloadGroup separately when one call plans several groups. Moves are listed in the order the
+    planner applied them: each fits once the ones before it are done.
+    """
+    p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
+                 max_moves_per_group)
+    if not policy.enabled:
+        return p.plan(PlanKind.Aggregation, (), "aggregation disabled")
+    for _ in range(MAX_PASSES):
+        changed = p.gather_pass()
+        changed = p.refine_pass() or changed
+        if not changed or p.exhausted():
+            break
+    return p.plan(PlanKind.Aggregation, p.aggregation_skipped(max_skipped), "")
+
+
+def plan_defragmentation(devices: Iterable[DeviceState], workloads: Iterable[WorkloadState],
+                         edges: Iterable[Edge], policy: AggregationPolicy, *,
+                         requirements_ok: RequirementsOk | None = None, bytes_per_request: float = 2048.0,
+                         max_moves: int | None = None, max_moves_per_group: int | None = None,
+                         max_skipped: int = 20) -> Plan:
+    """Pack the workloads of lightly used devices onto busier ones so whole devices free up."""
+    p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
+                 max_moves_per_group)
+    if not policy.defragment:
+        return p.plan(PlanKind.Defragmentation, (), "defragmentation disabled")
+    skipped = p.defragment()
+    return p.plan(PlanKind.Defragmentation, tuple(skipped[:max_skipped]) + _more(len(skipped) - max_skipped), "")
+
+
+def _more(n: int) -> tuple[Skipped, ...]:
+    return (Skipped(workload="*", reason=f"and {n} more not shown"),) if n > 0 else ()
+
+
+def _names(keys: Iterable[WKey], limit: int = 2) -> str:
+    names = [k[1] for k in keys]
+    if len(names) <= limit:
+        return " and ".join(names) if len(names) <= 2 else ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+class _Planner:
+    """Tentative state of one planning run: where every pod is now, and what is free where."""
+
+    def __init__(self, devices: Iterable[DeviceState], workloads: Iterable[WorkloadState], edges: Iterable[Edge],
+                 policy: AggregationPolicy, requirements_ok: RequirementsOk | None, bytes_per_request: float,
+                 max_moves: int | None, max_moves_per_group: int | None) -> None:
+        self.policy = policy
+        self.devices = {d.name: d for d in sorted(devices, key=lambda d: d.name)}
+        self.graph = g = DependencyGraph(workloads, edges, bytes_per_request=bytes_per_request)
+        self.ledger = CapacityLedger(self.devices.values())
+        self.origin = g.placement()
+        self.node_of = dict(self.origin)
+        self.counts = g.counts(self.node_of)
+        self.on_node: dict[str, set[str]] = {}
+        for pod, node in self.node_of.items():
+            self.on_node.setdefault(node, set()).add(pod)
+        self.requirements_ok = requirements_ok
+        self._req_cache: dict[tuple[str, str], bool] = {}
+        self.total_cap = max_moves if max_moves is not None else math.inf
+        self.group_cap = max_moves_per_group if max_moves_per_group is not None else math.inf
+        self.moved_total = 0
+        self.moved_group: dict[str, int] = {}
+        self.records: dict[str, tuple[int, str, float]] = {}  # pod -> (sequence, reason, gain)
+        self.seq = 0
+        self.budget_hit = False
+        self.active: set[int] = set()  # components with a move in this plan
+        self.gathering: set[int] = set()  # components gathered only in part (move limit): single pods leave them be
+        # (cpu free, name) of schedulable devices, for best-fit search without scanning the fleet
+        self.free_sorted = sorted((self.ledger.cpu[n], n) for n, d in self.devices.items() if d.schedulable)
+        self.components = g.components()
+        self.component_of: dict[WKey, int] = {k: i for i, c in enumerate(self.components) for k in c}
+        self.component_pods = [[p for k in c for p in g.members[k]] for c in self.components]
+        self.component_pairs = [[(a, b) for a in c for b in g.neighbours(a) if a < b] for c in self.components]
+        self._cross: dict[int, float] = {}  # component -> cross-device traffic, dropped when its pods move
+
+    # --- bookkeeping ---------------------------------------------------------------------------------
+
+    def fixed(self, pod: str) -> bool:
+        w = self.graph.pods[pod]
+        return not w.movable or w.cooling_down or self.node_of[pod] not in self.devices
+
+    def why_fixed(self, pod: str) -> str:
+        w = self.graph.pods[pod]
+        if not w.movable:
+            return f"{w.workload} is not movable"
+        if w.cooling_down:
+            return f"{w.workload} is cooling down after a recent move"
+        return f"{w.workload} runs on {self.node_of[pod]}, which is not a known device"
+
+    def budget_left(self, group: str) -> float:
+        return min(self.total_cap - self.moved_total, self.group_cap - self.moved_group.get(group, 0))
+
+    def exhausted(self) -> bool:
+        return self.moved_total >= self.total_cap
+
+    def can_pay(self, pod: str) -> bool:
+        if self.node_of[pod] != self.origin[pod]:
+            return True  # already counted as a move
+        return self.budget_left(self.graph.pods[pod].group) >= 1
+
+    def req_ok(self, pod: str, node: str) -> bool:
+        if self.requirements_ok is None:
+            return True
+        key = (pod, node)
+        r = self._req_cache.get(key)
+        if r is None:
+            r = self._req_cache[key] = bool(self.requirements_ok(self.graph.pods[pod], self.devices[node]))
+        return r
+
+    def fits(self, node: str, pods: Iterable[str]) -> bool:
+        dev = self.devices.get(node)
+        if dev is None or not dev.schedulable:
+            return False
+        cpu = mem = 0.0
+        ext: dict[str, float] = {}
+        for p in pods:
+            if self.node_of[p] == node:
+                continue
+            w = self.graph.pods[p]
+            cpu += w.cpu
+            mem += w.memory
+            for k, v in w.extended.items():
+                ext[k] = ext.get(k, 0.0) + v
+        led = self.ledger
+        if cpu > led.cpu[node] + EPS or mem > led.mem[node] + EPS:
+            return False
+        return all(v <= led.ext[node].get(k, 0.0) + EPS for k, v in ext.items())
+
+    def placeable(self, node: str, pods: list[str]) -> bool:
+        return self.fits(node, pods) and all(self.req_ok(p, node) for p in pods)
+
+    def _resort(self, node: str, delta: float) -> None:
+        if not self.devices[node].schedulable:
+            return
+        old = (self.ledger.cpu[node], node)
+        i = bisect.bisect_left(self.free_sorted, old)
+        if i < len(self.free_sorted) and self.free_sorted[i] == old:
+            del self.free_sorted[i]
+        bisect.insort(self.free_sorted, (old[0] + delta, node))
+
+    def shift(self, pod: str, to: str, reason: str, gain: float) -> tuple:
+        """Move a pod in the tentative state; returns what `unshift` needs to take it back."""
+        frm = self.node_of[pod]
+        undo = (pod, frm, self.records.get(pod))
+        w = self.graph.pods[pod]
+        led = self.ledger
+        for node, sign in ((frm, 1.0), (to, -1.0)):
+            if node in led.cpu:
+                self._resort(node, sign * w.cpu)
+                led.cpu[node] += sign * w.cpu
+                led.mem[node] += sign * w.memory
+                for k, v in w.extended.items():
+                    led.ext[node][k] = led.ext[node].get(k, 0.0) + sign * v
+        k = self.graph.wkey_of[pod]
+        ci = self.component_of.get(k)
+        if ci is not None:
+            self._cross.pop(ci, None)
+        c = self.counts[k]
+        c[frm] -= 1
+        if not c[frm]:
+            del c[frm]
+        c[to] = c.get(to, 0) + 1
+        self.on_node[frm].discard(pod)
+        self.on_node.setdefault(to, set()).add(pod)
+        self.node_of[pod] = to
+        was, now = frm != self.origin[pod], to != self.origin[pod]
+        if was != now:
+            d = 1 if now else -1
+            self.moved_total += d
+            self.moved_group[w.group] = self.moved_group.get(w.group, 0) + d
+        if now:
+            if ci is not None:
+                self.active.add(ci)
+            self.records[pod] = (self.seq, reason, gain)
+            self.seq += 1
+        else:
+            self.records.pop(pod, None)
+        return undo
+
+    def unshift(self, undo: tuple) -> None:
+        pod, frm, record = undo
+        self.shift(pod, frm, "", 0.0)
+        if record is not None:
+            self.records[pod] = record
+
+    def gain(self, pod: str, to: str) -> float:
+        aff = self.graph.pod_affinity(pod, self.counts)
+        return aff.get(to, 0.0) - aff.get(self.node_of[pod], 0.0)
+
+    def partners_on(self, pod: str, node: str) -> list[WKey]:
+        g = self.graph
+        k = g.wkey_of[pod]
+        nb = [(w, b) for b, w in g.neighbours(k).items() if self.counts[b].get(node)]
+        return [b for _, b in sorted(nb, key=lambda t: (-t[0], t[1]))]
+
+    def component_cross(self, ci: int) -> float:
+        x = self._cross.get(ci)
+        if x is None:
+            g = self.graph
+            x = self._cross[ci] = sum(g.pair_cross_traffic(a, b, self.counts) for a, b in self.component_pairs[ci])
+        return x
+
+    # --- aggregation: whole groups -------------------------------------------------------------------
+
+    def choose_target(self, ci: int) -> tuple[str | None, list[str], str]:
+        """Device that can hold the whole component with the fewest moves, the pods to move, or why not."""
+        pods = self.component_pods[ci]
+        label = self.component_label(ci)
+        fixed_nodes = sorted({self.node_of[p] for p in pods if self.fixed(p)})
+        if len(fixed_nodes) > 1:
+            return None, [], f"{label} cannot share a device: pods that may not move run on {', '.join(fixed_nodes[:3])}"
+        hosts: dict[str, int] = {}
+        for p in pods:
+            hosts[self.node_of[p]] = hosts.get(self.node_of[p], 0) + 1
+        if fixed_nodes:
+            candidates = fixed_nodes
+        else:
+            def cost(n: str) -> tuple:
+                return (len(pods) - hosts[n], sum(self.graph.pods[p].cpu for p in pods if self.node_of[p] != n), n)
+            candidates = sorted(hosts, key=cost)
+        for d in candidates:
+            to_move = [p for p in pods if self.node_of[p] != d]
+            if self.placeable(d, to_move):
+                return d, to_move, ""
+        need_cpu = sum(self.graph.pods[p].cpu for p in pods)
+        need_mem = sum(self.graph.pods[p].memory for p in pods)
+        if fixed_nodes:
+            return None, [], (f"{label} cannot share a device: {fixed_nodes[0]}, where part of it must stay, "
+                              f"has no room for the rest or does not meet its requirements")
+        start = bisect.bisect_left(self.free_sorted, (need_cpu - EPS, ""))
+        room = False
+        for _, name in self.free_sorted[start:]:
+            if name in hosts or not self.fits(name, pods):
+                continue
+            room = True
+            if all(self.req_ok(p, name) for p in pods):
+                return name, list(pods), ""
+        if room:
+            return None, [], f"no device with room for {label} meets its context requirements"
+        return None, [], f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
+
+    def component_label(self, ci: int) -> str:
+        c = self.components[ci]
+        return "+".join(k[1] for k in c) if len(c) <= 3 else f"{c[0][1]} and {len(c) - 1} co-dependent workloads"
+
+    def gather_pass(self) -> bool:
+        pol = self.policy
+        floor = max(pol.min_gain_bytes_per_second, EPS)
+        jobs = []
+        for ci in range(len(self.components)):
+            x = self.component_cross(ci)
+            if x < floor:
+                continue
+            target, to_move, _ = self.choose_target(ci)
+            if target is None or x < pol.min_gain_bytes_per_second * len(to_move):
+                continue
+            jobs.append((-x / len(to_move), -x, ci))
+        changed = False
+        for _, _, ci in sorted(jobs):
+            x = self.component_cross(ci)
+            target, to_move, _ = self.choose_target(ci)  # earlier jobs may have taken the room
+            if target is None or not to_move or x < max(floor, pol.min_gain_bytes_per_second * len(to_move)):
+                continue
+            budget = self.budget_left(self.graph.pods[to_move[0]].group)
+            cost = sum(1 for p in to_move if self.node_of[p] == self.origin[p])
+            if budget < 1 or (cost > budget and cost <= min(self.total_cap, self.group_cap)):
+                # wait for an interval with room for the whole gather rather than split it, and keep
+                # single-pod moves from pulling the group elsewhere meanwhile
+                self.budget_hit = True
+                self.gathering.add(ci)
+                continue
+            changed = self.gather(ci, target, to_move, x) or changed
+        return changed
+
+    def gather(self, ci: int, target: str, to_move: list[str], x: float) -> bool:
+        """Move pods onto target, best marginal gain first; if the budget cuts it short, keep the best prefix."""
+        label = self.component_label(ci)
+        remaining = sorted(to_move)
+        undo: list[tuple] = []
+        cum, best_cum, best_len = 0.0, 0.0, 0
+        while remaining:
+            payable = [p for p in remaining if self.can_pay(p)]
+            if not payable:
+                self.budget_hit = True
+                break
+            g, p = min(((self.gain(p, target), p) for p in payable), key=lambda t: (-t[0], t[1]))
+            partners = self.partners_on(p, target)
+            if g > EPS and partners:
+                reason = (f"co-locate with {_names(partners)} on {target}: removes {human_rate(g)} "
+                          f"of cross-device traffic")
+            elif partners:
+                reason = (f"join {_names(partners)} on {target} so {label} share one device "
+                          f"(together these moves remove {human_rate(x)} of cross-device traffic)")
+            else:
+                reason = (f"gather {label} on {target}, a device with room for all of it "
+                          f"(together these moves remove {human_rate(x)} of cross-device traffic)")
+            undo.append(self.shift(p, target, reason, g))
+            remaining.remove(p)
+            cum += g
+            if cum > best_cum + EPS:
+                best_cum, best_len = cum, len(undo)
+        if remaining:
+            # cut short by the move limit: keep the prefix that gains most on its own; if none gains
+            # yet (a chain gathers in the middle), keep them all: the next interval finishes the job
+            # on the same target, which now holds more of the group and so stays the cheapest.
+            self.gathering.add(ci)
+            if best_len > 0:
+                for u in reversed(undo[best_len:]):
+                    self.unshift(u)
+        return bool(undo)
+
+    # --- aggregation: single pods --------------------------------------------------------------------
+
+    def best_single_move(self, pod: str) -> tuple[float, str] | None:
+        pol = self.policy
+        aff = self.graph.pod_affinity(pod, self.counts)
+        cur = self.node_of[pod]
+        base = aff.get(cur, 0.0)
+        # hysteresis: a group starts moving at the full threshold; once it moves in this plan it is
+        # settled down to half of it, so the state it is left in is not within noise of a trigger
+        ci = self.component_of.get(self.graph.wkey_of[pod])
+        share = pol.gain_threshold / 2 if ci in self.active else pol.gain_threshold
+        threshold = max(pol.min_gain_bytes_per_second, share * self.graph.pod_traffic(pod), EPS)
+        for t, v in sorted(aff.items(), key=lambda kv: (-kv[1], kv[0])):
+            g = v - base
+            if g < threshold:
+                break
+            if t != cur and self.placeable(t, [pod]):
+                return g, t
+        return None
+
+    def refine_pass(self) -> bool:
+        g = self.graph
+        version: dict[str, int] = {}
+        heap: list[tuple[float, str, str, int]] = []
+
+        def push(pod: str) -> None:
+            version[pod] = version.get(pod, 0) + 1
+            if self.fixed(pod):
+                return
+            best = self.best_single_move(pod)
+            if best is not None:
+                heapq.heappush(heap, (-best[0], pod, best[1], version[pod]))
+
+        # only groups still split can gain; gathered ones (most, after gather_pass) are skipped cheaply
+        floor = max(self.policy.min_gain_bytes_per_second, EPS)
+        for ci in range(len(self.components)):
+            if ci not in self.gathering and self.component_cross(ci) >= floor:
+                for pod in self.component_pods[ci]:
+                    push(pod)
+        changed = False
+        while heap:
+            neg, pod, to, ver = heapq.heappop(heap)
+            if version[pod] != ver:
+                continue
+            if not self.can_pay(pod):
+                self.budget_hit = True
+                continue
+            if self.gain(pod, to) < -neg - EPS or not self.placeable(to, [pod]):
+                push(pod)  # capacity or partners changed since this entry was scored
+                continue
+            partners = self.partners_on(pod, to)
+            reason = (f"co-locate with {_names(partners)} on {to}: removes {human_rate(-neg)} "
+                      f"of cross-device traffic")
+            self.shift(pod, to, reason, -neg)
+            changed = True
+            k = g.wkey_of[pod]
+            push(pod)
+            for b in g.neighbours(k):
+                if self.component_of.get(b) in self.gathering:
+                    continue
+                for q in g.members[b]:
+                    push(q)
+            for q in g.members[k]:
+                if q != pod:
+                    push(q)
+        return changed
+
+    def aggregation_skipped(self, limit: int) -> tuple[Skipped, ...]:
+        """For each group still split, its heaviest split pair and why it stays split."""
+        pol = self.policy
+        g = self.graph
+        floor = max(pol.min_gain_bytes_per_second, EPS)
+        left = []
+        for ci in range(len(self.components)):
+            x = self.component_cross(ci)
+            if x < floor:
+                continue
+            a, b = max(self.component_pairs[ci], key=lambda ab: (g.pair_cross_traffic(*ab, self.counts), ab))
+            left.append((-x, ci, a, b))
+        left.sort()
+        out = [Skipped(workload=f"{a[1]}+{b[1]}", reason=self.why_split(ci, a, b, -negx))
+               for negx, ci, a, b in left[:limit]]
+        return tuple(out) + _more(len(left) - limit)
+
+    def why_split(self, ci: int, a: WKey, b: WKey, x: float) -> str:
+        g = self.graph
+        pods = list(g.members[a]) + list(g.members[b])
+        label = f"{a[1]}+{b[1]}"
+        movable = [p for p in pods if not self.fixed(p)]
+        if not movable:
+            return f"{label} cannot share a device: {self.why_fixed(pods[0])} and {self.why_fixed(pods[-1])}"
+        hosts = sorted({self.node_of[p] for p in pods})
+        room = [n for n in hosts if self.fits(n, [p for p in pods if self.node_of[p] != n])]
+        if not room:
+            need = sum(g.pods[p].cpu for p in pods)
+            start = bisect.bisect_left(self.free_sorted, (need - EPS, ""))
+            room = [n for _, n in self.free_sorted[start:] if self.fits(n, pods)][:1]
+        if not room:
+            need_cpu = sum(g.pods[p].cpu for p in pods)
+            need_mem = sum(g.pods[p].memory for p in pods)
+            return f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
+        if not any(all(self.req_ok(p, n) for p in pods) for n in room):
+            return f"no device with room for {label} meets their context requirements"
+        if self.budget_hit:
+            return (f"deferred: the move limit for this interval is reached "
+                    f"({human_rate(x)} of cross-device traffic left in this group)")
+        fixed = [p for p in pods if self.fixed(p)]
+        if fixed:
+            return (f"{self.why_fixed(fixed[0])}, and moving the rest would not save enough "
+                    f"({human_rate(x)} of cross-device traffic left in this group)")
+        return (f"they also depend on workloads elsewhere: no single move saves {self.policy.gain_threshold:.0%} "
+                f"of a pod's traffic and {human_rate(self.policy.min_gain_bytes_per_second)} "
+                f"({human_rate(x)} of cross-device traffic left in this group)")
+
+    # --- defragmentation -----------------------------------------------------------------------------
+
+    def used(self, node: str) -> float:
+        return self.devices[node].cpu_capacity - self.ledger.cpu[node]
+
+    def fraction(self, node: str) -> float:
+        cap = self.devices[node].cpu_capacity
+        return self.used(node) / cap if cap else 1.0
+
+    def drain_groups(self, node: str) -> list[list[str]]:
+        """Pods on node, grouped so co-located co-dependent pods move together (traffic never rises)."""
+        by: dict[object, list[str]] = {}
+        for p in sorted(self.on_node.get(node, ())):
+            ci = self.component_of.get(self.graph.wkey_of[p])
+            by.setdefault(ci if ci is not None else p, []).append(p)
+        return sorted(by.values(), key=lambda ps: (-sum(self.graph.pods[p].cpu for p in ps), ps[0]))
+
+    def drain_target(self, pods: list[str], source: str, rank: tuple[float, str]) -> tuple[str | None, float]:
+        aff: dict[str, float] = {}
+        for p in pods:
+            for n, v in self.graph.pod_affinity(p, self.counts).items():
+                if n != source:
+                    aff[n] = aff.get(n, 0.0) + v
+        for n, v in sorted(aff.items(), key=lambda kv: (-kv[1], self.ledger.cpu.get(kv[0], 0.0), kv[0])):
+            if v > EPS and n in self.devices and (self.used(n), n) > rank and self.placeable(n, pods):
+                return n, v
+        need = sum(self.graph.pods[p].cpu for p in pods)
+        start = bisect.bisect_left(self.free_sorted, (need - EPS, ""))
+        for _, n in self.free_sorted[start:]:
+            if n != source and (self.used(n), n) > rank and self.placeable(n, pods):
+                return n, aff.get(n, 0.0)
+        return None, 0.0
+
+    def defragment(self) -> list[Skipped]:
+        threshold = self.policy.defragment_below_utilisation
+        notes: dict[str, Skipped] = {}
+        for _ in range(MAX_PASSES):
+            notes = {}
+            progress = False
+            sources = sorted((n for n, d in self.devices.items()
+                              if d.schedulable and self.on_node.get(n) and self.fraction(n) < threshold),
+                             key=lambda n: (self.used(n), n))
+            for x in sources:
+                pods = sorted(self.on_node.get(x, ()))
+                if not pods or self.fraction(x) >= threshold:
+                    continue
+                fixed = [p for p in pods if self.fixed(p)]
+                if fixed:
+                    notes[x] = Skipped(workload=self.graph.pods[fixed[0]].workload,
+                                       reason=f"cannot free {x}: {self.why_fixed(fixed[0])}")
+                    continue
+                need: dict[str, int] = {}
+                for p in pods:
+                    if self.node_of[p] == self.origin[p]:
+                        grp = self.graph.pods[p].group
+                        need[grp] = need.get(grp, 0) + 1
+                if sum(need.values()) > self.total_cap - self.moved_total or any(
+                        self.group_cap - self.moved_group.get(grp, 0) < n for grp, n in need.items()):
+                    self.budget_hit = True
+                    notes[x] = Skipped(workload=self.graph.pods[pods[0]].workload,
+                                       reason=f"deferred: freeing {x} takes {len(pods)} moves, "
+                                              f"more than the limit left for this interval")
+                    continue
+                rank = (self.used(x), x)
+                frac = self.fraction(x)
+                undo: list[tuple] = []
+                failed: list[str] | None = None
+                for group in self.drain_groups(x):
+                    target, aff = self.drain_target(group, x, rank)
+                    if target is None:
+                        failed = group
+                        break
+                    names = sorted({self.graph.wkey_of[q] for q in group})
+                    effect = (f"next to its partners there, removes {human_rate(aff)} of cross-device traffic"
+                              if aff > EPS else "cross-device traffic unchanged")
+                    for p in group:
+                        others = [k for k in names if k != self.graph.wkey_of[p]]
+                        with_ = f" together with {_names(others)}" if others else ""
+                        reason = (f"pack onto {target}{with_} to free {x} ({frac:.0%} CPU requested); {effect}")
+                        undo.append(self.shift(p, target, reason, self.gain(p, target)))
+                if failed is not None:
+                    for u in reversed(undo):
+                        self.unshift(u)
+                    cpu = sum(self.graph.pods[p].cpu for p in failed)
+                    label = "+".join(sorted({self.graph.pods[p].workload for p in failed})[:3])
+                    notes[x] = Skipped(workload=label, reason=f"cannot free {x}: no busier device can hold "
+                                                              f"{label} (needs {cpu:.1f} CPU) within its requirements")
+                    continue
+                progress = True
+            if not progress:
+                break
+        return [notes[k] for k in sorted(notes)]
+
+    # --- result --------------------------------------------------------------------------------------
+
+    def plan(self, kind: PlanKind, skipped: tuple[Skipped, ...], note: str) -> Plan:
+        g = self.graph
+        before = g.cross_device_traffic(self.origin)
+        after = g.cross_device_traffic(self.node_of)
+        moves = []
+        for pod, (_, reason, gain) in sorted(self.records.items(), key=lambda kv: kv[1][0]):
+            w = g.pods[pod]
+            moves.append(Move(workload=w.workload, pod=pod, from_node=self.origin[pod], to_node=self.node_of[pod],
+                              reason=reason, gain=gain))
+        had = {n for n in self.origin.values()}
+        freed = tuple(sorted(n for n in had if n in self.devices and not self.on_node.get(n)))
+        if kind is not PlanKind.Defragmentation:
+            freed = ()
+        if note:
+            summary = f"{kind.value}: no moves ({note})"
+        elif not moves:
+            summary = f"{kind.value}: no moves; cross-device traffic {human_rate(before)}"
+        else:
+            pct = 100.0 * (before - after) / before if before > 0 else 0.0
+            summary = (f"{kind.value}: {len(moves)} move{'s' if len(moves) != 1 else ''}, cross-device traffic "
+                       f"{human_rate(before)} -> {human_rate(after)} (-{pct:.0f}%)")
+            if freed:
+                summary += f", frees {len(freed)} device{'s' if len(freed) != 1 else ''}"
+        if skipped:
+            summary += f"; {len(skipped)} skipped"
+        return Plan(kind=kind, moves=tuple(moves), skipped=skipped, traffic_before=before, traffic_after=after,
+                    freed_devices=freed, summary=summary)

@@ -1,0 +1,113 @@
+"""A small client of the Prometheus HTTP API, and telemetry snapshots that carry their age.
+
+Sync on purpose: callers run in kopf's handler threads, and a query must time out rather than hang a
+reconcile. A failed query raises TelemetryError; nothing downstream guesses a value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+from ..placement.model import Edge
+
+
+class TelemetryError(RuntimeError):
+    """Prometheus is unreachable, answered with an error, or sent something we cannot read."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # CamelCase, for a condition's reason
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    samples: tuple[Sample, ...]
+    evaluated_at: float  # Prometheus' evaluation time (unix seconds)
+
+
+@dataclass
+class PrometheusClient:
+    base_url: str
+    timeout: float = 5.0
+
+    def query(self, promql: str) -> QueryResult:
+        url = f"{self.base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
+                payload = json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:300]
+            raise TelemetryError("QueryFailed", f"Prometheus rejected {promql!r}: {e.code} {detail}") from e
+        except (OSError, ValueError) as e:
+            raise TelemetryError("PrometheusUnavailable", f"Prometheus at {self.base_url} unreachable: {e}") from e
+        if payload.get("status") != "success":
+            raise TelemetryError("QueryFailed", f"query {promql!r} failed: {payload.get('error', payload)}")
+        data = payload.get("data", {})
+        if data.get("resultType") not in ("vector", "scalar"):
+            raise TelemetryError("QueryFailed", f"query {promql!r} returned {data.get('resultType')}, not a vector")
+        samples: list[Sample] = []
+        evaluated_at = time.time()
+        if data["resultType"] == "scalar":
+            ts, val = data["result"]
+            return QueryResult(promql, (Sample({}, float(val)),), float(ts))
+        for item in data.get("result", []):
+            ts, val = item["value"]
+            evaluated_at = float(ts)
+            try:
+                samples.append(Sample(dict(item.get("metric", {})), float(val)))
+            except ValueError:
+                continue
+        return QueryResult(promql, tuple(samples), evaluated_at)
+
+
+@dataclass(frozen=True)
+class DependencySnapshot:
+    """Dependency edges observed at one instant; planners refuse a snapshot older than their limit."""
+
+    taken_at: float
+    edges: tuple[Edge, ...] = ()
+    queries: tuple[str, ...] = field(default_factory=tuple)
+
+    def age(self, now: float | None = None) -> float:
+        return (time.time() if now is None else now) - self.taken_at
+
+
+def render_query(template: str, namespace: str) -> str:
+    return template.replace("$namespace", namespace)
+
+
+def edges_from_results(trigger: QueryResult | None, data: QueryResult | None, min_rate: float) -> tuple[Edge, ...]:
+    """Merge requests/s and bytes/s series into one Edge per (source, destination) workload pair."""
+    pairs: dict[tuple[str, str], dict[str, float]] = {}
+    for result, key in ((trigger, "requests_per_second"), (data, "bytes_per_second")):
+        if result is None:
+            continue
+        for s in result.samples:
+            src, dst = s.labels.get("source_workload"), s.labels.get("destination_workload")
+            if not src or not dst or src == dst or s.value < min_rate:
+                continue
+            slot = pairs.setdefault((src, dst), {})
+            slot[key] = slot.get(key, 0.0) + s.value
+    return tuple(Edge(source=a, target=b, **vals) for (a, b), vals in sorted(pairs.items()))
+
+
+def fetch_dependencies(client: PrometheusClient, trigger_query: str | None, data_query: str | None,
+                       namespace: str, min_rate: float = 0.0) -> DependencySnapshot:
+    trigger = client.query(render_query(trigger_query, namespace)) if trigger_query else None
+    data = client.query(render_query(data_query, namespace)) if data_query else None
+    taken = min(r.evaluated_at for r in (trigger, data) if r is not None) if (trigger or data) else time.time()
+    return DependencySnapshot(
+        taken_at=taken, edges=edges_from_results(trigger, data, min_rate),
+        queries=tuple(r.query for r in (trigger, data) if r is not None))

@@ -1,0 +1,253 @@
+"""Aggregation on the real cluster: telemetry from a real Prometheus, moves through the Eviction API and
+the steering webhook, status as the record of every step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import Cluster, OperatorProcess, start_operator, wait_for
+from .promstack import PromStack
+
+pytestmark = pytest.mark.integration
+GROUP, VERSION = "edgeweave.io", "v1alpha1"
+LABEL = "edgeweave.io/group"
+
+
+def deployment(name: str, group: str, cpu: str = "250m", avoid: str | None = None) -> dict:
+    """A Deployment as a user keeps it in Git. A soft anti-affinity makes the scheduler place the pair
+    on different devices at first — the split the operator is there to repair."""
+    labels = {"app": name, LABEL: group}
+    spec: dict = {"containers": [{"name": "app", "image": "registry.invalid/app:1",
+                                  "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}
+    if avoid:
+        spec["affinity"] = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                 "labelSelector": {"matchLabels": {"app": avoid}}}}]}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
+
+
+def group(name: str, mode: str = "Enforce", **spec: object) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": name},
+            "spec": {"selector": {LABEL: name}, "mode": mode, "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
+                     "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 600}, **spec}}
+
+
+def running_pods(cluster: Cluster, ns: str, app: str) -> list:
+    return [p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+            if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+
+
+def nodes_of(cluster: Cluster, ns: str, *apps: str) -> dict[str, str]:
+    out = {}
+    for app in apps:
+        pods = running_pods(cluster, ns, app)
+        if len(pods) != 1:
+            return {}
+        out[app] = pods[0].spec.node_name
+    return out
+
+
+def split_pair(cluster: Cluster, ns: str, grp: str, cpu: str = "250m") -> dict[str, str]:
+    apps = cluster.api
+    from kubernetes import client
+
+    appsv1 = client.AppsV1Api(apps)
+    appsv1.create_namespaced_deployment(ns, deployment("api", grp, cpu))
+    wait_for(lambda: nodes_of(cluster, ns, "api"), 60, "api Running")
+    appsv1.create_namespaced_deployment(ns, deployment("cache", grp, cpu, avoid="api"))
+    placed = wait_for(lambda: nodes_of(cluster, ns, "api", "cache"), 60, "api and cache Running")
+    assert placed["api"] != placed["cache"], "the scheduler put the pair together; the test needs it split"
+    return placed
+
+
+def traffic(prom: PromStack, ns: str, rate: float, src: str = "api", dst: str = "cache") -> None:
+    prom.series.set_rate("edgeweave_flow_bytes_total",
+                         {"namespace": ns, "source_workload": src, "destination_workload": dst}, rate)
+
+
+def wg_status(cluster: Cluster, ns: str, name: str) -> dict:
+    return cluster.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", name).get("status") or {}
+
+
+def condition(status: dict, ctype: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == ctype), {})
+
+
+def test_split_pair_is_aggregated_without_touching_the_deployments(cluster: Cluster, operator: OperatorProcess,
+                                                                   prometheus: PromStack, namespace: str) -> None:
+    from kubernetes import client
+
+    before = split_pair(cluster, namespace, "shop")
+    deploy_before = {d.metadata.name: (d.metadata.generation, d.spec.template.to_dict())
+                     for d in client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items}
+    traffic(prometheus, namespace, 5e6)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", group("shop"))
+
+    together = wait_for(lambda: (n := nodes_of(cluster, namespace, "api", "cache")) and n["api"] == n["cache"] and n,
+                        120, "api and cache Running on one device")
+    assert together["api"] in before.values()
+    st = wait_for(lambda: (s := wg_status(cluster, namespace, "shop")).get("movesTotal") == 1 and s, 30,
+                  "status to record the finished move")
+    plan = st["plan"]
+    assert plan["kind"] == "Aggregation" and plan["mode"] == "Enforce"
+    # rate() over a young series reads low; what matters is that the plan saw the traffic and removes it.
+    assert plan["crossDeviceTrafficBefore"] > 1e4 and plan["crossDeviceTrafficAfter"] == 0
+    (move,) = plan["moves"]
+    assert move["phase"] == "Done" and move["toNode"] == together["api"]
+    assert "cache" in move["reason"] or "api" in move["reason"]
+    # GitOps-safe: the Deployments are exactly as the user wrote them.
+    after = {d.metadata.name: (d.metadata.generation, d.spec.template.to_dict())
+             for d in client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items}
+    assert after == deploy_before
+    reasons = {e.reason for e in cluster.core.list_namespaced_event(namespace).items}
+    assert {"EdgeweaveMove", "PlanCreated", "MoveDone"} <= reasons
+    # Stable: another rounds later, nothing moves again.
+    time.sleep(12)
+    assert wg_status(cluster, namespace, "shop")["movesTotal"] == 1
+    assert nodes_of(cluster, namespace, "api", "cache") == together
+
+
+def test_pair_that_fits_nowhere_is_left_alone_with_a_condition(cluster: Cluster, operator: OperatorProcess,
+                                                                prometheus: PromStack, namespace: str) -> None:
+    before = split_pair(cluster, namespace, "big", cpu="3")  # nodes have 4 CPUs: 6 never fit on one
+    uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items}
+    traffic(prometheus, namespace, 5e6)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", group("big"))
+    cond = wait_for(lambda: (c := condition(wg_status(cluster, namespace, "big"), "Aggregated")).get(
+        "reason") == "CannotPlace" and c, 60, "Aggregated=False CannotPlace")
+    assert cond["status"] == "False" and "CPU" in cond["message"]
+    time.sleep(6)
+    assert {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items} == uids
+    assert nodes_of(cluster, namespace, "api", "cache") == before
+
+
+def test_pdb_that_forbids_the_move_blocks_it(cluster: Cluster, operator: OperatorProcess, prometheus: PromStack,
+                                             namespace: str) -> None:
+    from kubernetes import client
+
+    before = split_pair(cluster, namespace, "guarded")
+    client.PolicyV1Api(cluster.api).create_namespaced_pod_disruption_budget(namespace, {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guarded"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {LABEL: "guarded"}}}})
+    wait_for(lambda: client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget(
+        "guarded", namespace).status.expected_pods == 2, 30, "PDB to observe both pods")
+    uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items}
+    traffic(prometheus, namespace, 5e6)
+    # minAvailable 1 of 2 would allow one eviction; make it strict: both must stay.
+    client.PolicyV1Api(cluster.api).patch_namespaced_pod_disruption_budget(
+        "guarded", namespace, {"spec": {"minAvailable": 2}})
+    wait_for(lambda: client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget(
+        "guarded", namespace).status.disruptions_allowed == 0, 30, "PDB to allow no disruption")
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", group("guarded"))
+    move = wait_for(lambda: [m for m in (wg_status(cluster, namespace, "guarded").get("plan") or {}).get("moves", [])
+                             if m["phase"] == "Failed"], 60, "the move to fail on the PDB")[0]
+    assert "PodDisruptionBudget" in move["message"]
+    assert {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items} == uids
+    assert nodes_of(cluster, namespace, "api", "cache") == before
+    assert any(e.reason == "EvictionBlocked" for e in cluster.core.list_namespaced_event(namespace).items)
+
+
+def test_dry_run_records_the_plan_and_changes_nothing(cluster: Cluster, operator: OperatorProcess,
+                                                      prometheus: PromStack, namespace: str) -> None:
+    before = split_pair(cluster, namespace, "dry")
+    uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items}
+    traffic(prometheus, namespace, 5e6)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups",
+                                                   group("dry", mode="DryRun"))
+    plan = wait_for(lambda: (wg_status(cluster, namespace, "dry").get("plan") or {}).get("moves") and
+                    wg_status(cluster, namespace, "dry")["plan"], 60, "a recorded dry-run plan")
+    assert plan["mode"] == "DryRun" and len(plan["moves"]) == 1
+    assert plan["moves"][0]["phase"] == "Planned" and "dry run" in plan["moves"][0]["message"]
+    time.sleep(10)
+    assert {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items} == uids
+    assert nodes_of(cluster, namespace, "api", "cache") == before
+    assert any(e.reason == "PlanDryRun" for e in cluster.core.list_namespaced_event(namespace).items)
+
+
+def test_prometheus_down_means_no_move(cluster: Cluster, operator: OperatorProcess, prometheus: PromStack,
+                                       namespace: str) -> None:
+    before = split_pair(cluster, namespace, "blind")
+    uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items}
+    prometheus.stop()
+    try:
+        traffic(prometheus, namespace, 5e6)
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", group("blind"))
+        cond = wait_for(lambda: (c := condition(wg_status(cluster, namespace, "blind"), "TelemetryFresh")) and c,
+                        60, "TelemetryFresh condition")
+        assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
+        assert "no migration" in cond["message"]
+        time.sleep(8)
+        assert {p.metadata.uid for p in cluster.core.list_namespaced_pod(namespace).items} == uids
+        assert nodes_of(cluster, namespace, "api", "cache") == before
+        assert not (wg_status(cluster, namespace, "blind").get("plan") or {}).get("moves")
+    finally:
+        prometheus.start()
+    # With Prometheus back, the retry plans and the pair comes together.
+    wait_for(lambda: (n := nodes_of(cluster, namespace, "api", "cache")) and n["api"] == n["cache"], 120,
+             "aggregation after Prometheus is back")
+
+
+@pytest.fixture
+def restart_namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"r-{uuid.uuid4().hex[:8]}"  # outside the session operator's t-* scope
+    cluster.core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: cluster.core.read_namespaced_service_account("default", name), 30, "default SA")
+    try:
+        yield name
+    finally:
+        cluster.core.delete_namespace(name)
+
+
+def test_operator_killed_mid_move_completes_it_exactly_once(cluster: Cluster, prometheus: PromStack,
+                                                            restart_namespace: str, tmp_path) -> None:
+    from .conftest import free_port
+
+    ns = restart_namespace
+    before = split_pair(cluster, ns, "phoenix")
+    original_uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(ns).items}
+    traffic(prometheus, ns, 5e6)
+    args = ("--prometheus-url", prometheus.url, "--namespace", ns, "--webhook-port", str(free_port()),
+            "--webhook-config", "restart-test.edgeweave.io")
+    first = start_operator(cluster, tmp_path, *args, name="first")
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", group("phoenix"))
+    try:
+        def moving() -> str | None:
+            moves = (wg_status(cluster, ns, "phoenix").get("plan") or {}).get("moves", [])
+            return next((m["phase"] for m in moves if m["phase"] != "Planned"), None)
+
+        killed_at = wait_for(moving, 60, "a move to start", interval=0.05)
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+    finally:
+        first.stop()
+    second = start_operator(cluster, tmp_path, *args, name="second")
+    try:
+        try:
+            st = wait_for(lambda: (s := wg_status(cluster, ns, "phoenix")).get("movesTotal") == 1 and s, 120,
+                          f"the move (killed in phase {killed_at}) to complete after restart")
+        except AssertionError:
+            pods = [(p.metadata.name, p.spec.node_name, p.status.phase)
+                    for p in cluster.core.list_namespaced_pod(ns).items]
+            raise AssertionError(f"status={wg_status(cluster, ns, 'phoenix')} pods={pods}") from None
+        assert [m["phase"] for m in st["plan"]["moves"]] == ["Done"]
+        together = wait_for(lambda: (n := nodes_of(cluster, ns, "api", "cache")) and n["api"] == n["cache"] and n,
+                            60, "pair together")
+        assert together["api"] in before.values()
+        # Exactly once: one of the two original pods was replaced, once; the other is untouched.
+        now = [p for p in cluster.core.list_namespaced_pod(ns).items if not p.metadata.deletion_timestamp]
+        assert len(now) == 2
+        assert len({p.metadata.uid for p in now} & original_uids) == 1
+        time.sleep(8)
+        assert wg_status(cluster, ns, "phoenix")["movesTotal"] == 1
+        done_events = [e for e in cluster.core.list_namespaced_event(ns).items if e.reason == "MoveDone"]
+        assert len(done_events) == 1
+    finally:
+        second.stop()

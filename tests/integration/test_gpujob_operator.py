@@ -1,0 +1,170 @@
+"""GpuJob end to end against the real control plane: plan -> job pods on the GPU nodes -> progress
+from the pods' annotation (written by the real slice runtime) -> Succeeded; lost and failed pods have
+only their unfinished slices rescheduled.
+
+kwok runs no processes: a pod's completion is simulated the way kwok allows, by marking the pod
+`kwok.x-k8s.io/status=custom` (kwok then leaves its status alone) and writing its phase through the
+status subresource, as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeweave.gpu.plan import decode_slices
+
+from .conftest import REPO, Cluster, OperatorProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION = "edgeweave.io", "v1alpha1"
+GPU_NODES = {"edge-002-0", "edge-002-1"}
+# 64 blocks of 1 ms with a 10 ms target at the assumed load 0.5 -> slices of 4 blocks: 16 slices, 8 per pod.
+SPEC = {"kernel": {"builtin": "saxpy", "problemSize": 16384}, "grid": [64], "block": [256],
+        "vgpu": {"resource": "nvidia.com/gpu", "count": 2}, "profile": {"timePerBlockUs": 1000}}
+
+
+def _create_job(cluster: Cluster, namespace: str, name: str) -> dict:
+    return cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "gpujobs", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "metadata": {"name": name}, "spec": SPEC})
+
+
+def _job(cluster: Cluster, namespace: str, name: str) -> dict:
+    return cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "gpujobs", name)
+
+
+def _status(cluster: Cluster, namespace: str, name: str) -> dict:
+    return _job(cluster, namespace, name).get("status") or {}
+
+
+def _pods(cluster: Cluster, namespace: str, job: str) -> dict:
+    return {p.metadata.name: p for p in
+            cluster.core.list_namespaced_pod(namespace, label_selector=f"edgeweave.io/gpujob={job}").items}
+
+
+def _slices(pod) -> list[int]:
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    return [s.index for s in decode_slices(env["EDGEWEAVE_SLICES"])]
+
+
+def _wait_running(cluster: Cluster, namespace: str, job: str, names: set[str]) -> dict:
+    def running():
+        pods = _pods(cluster, namespace, job)
+        if names <= set(pods) and all(pods[n].status.phase == "Running" for n in names):
+            return pods
+        return None
+    return wait_for(running, 90, f"pods {sorted(names)} Running")
+
+
+def _report_done(cluster: Cluster, namespace: str, pod: str, runs: str) -> None:
+    cluster.core.patch_namespaced_pod(pod, namespace, {"metadata": {"annotations": {"edgeweave.io/slices-done": runs}}})
+
+
+def _finish(cluster: Cluster, namespace: str, pod: str, phase: str) -> None:
+    """What a kubelet would report when the container exits (kwok told to keep out of it first)."""
+    cluster.core.patch_namespaced_pod(pod, namespace, {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}})
+    cluster.core.patch_namespaced_pod_status(pod, namespace, {"status": {"phase": phase}})
+
+
+def _events(cluster: Cluster, namespace: str, name: str, reason: str) -> list:
+    return [e for e in cluster.core.list_namespaced_event(namespace).items
+            if e.involved_object.name == name and e.involved_object.kind == "GpuJob" and e.reason == reason]
+
+
+def _pod_entry(status: dict, name: str) -> dict:
+    return next(p for p in status["pods"] if p["name"] == name)
+
+
+def test_gpujob_runs_as_slice_pods_and_succeeds(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    job = _create_job(cluster, namespace, "sax")
+    uid = job["metadata"]["uid"]
+    pods = _wait_running(cluster, namespace, "sax", {"sax-s0-a0", "sax-s1-a0"})
+    assert set(pods) == {"sax-s0-a0", "sax-s1-a0"}
+    covered: list[int] = []
+    for p in pods.values():
+        c = p.spec.containers[0]
+        assert c.resources.limits == {"nvidia.com/gpu": "1"} and c.resources.requests == {"nvidia.com/gpu": "1"}
+        (owner,) = p.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == ("GpuJob", "sax", uid, True)
+        assert p.metadata.labels["edgeweave.io/slice-pod"] in ("0", "1")
+        assert p.metadata.labels["edgeweave.io/attempt"] == "0"
+        assert p.spec.node_name in GPU_NODES and p.spec.restart_policy == "Never"
+        covered += _slices(p)
+    assert sorted(covered) == list(range(16))  # every slice exactly once
+    assert pods["sax-s0-a0"].spec.node_name != pods["sax-s1-a0"].spec.node_name  # one GPU each
+
+    st = _status(cluster, namespace, "sax")
+    assert (st["sliceBlocks"], st["slicesTotal"]) == (4, 16)
+    planned = next(c for c in st["conditions"] if c["type"] == "Planned")
+    assert "16 slices of 4 blocks over 2 pod(s)" in planned["message"] and "load unknown" in planned["message"]
+    assert {p["name"]: p["slices"] for p in st["pods"]} == {n: _slices(p) for n, p in pods.items()}
+
+    # Pod 0's real slice runtime (CPU backend here) runs the pod's own env and reports on its pod.
+    env = {e.name: e.value for e in pods["sax-s0-a0"].spec.containers[0].env if e.value is not None}
+    env.update({"EDGEWEAVE_POD_NAME": "sax-s0-a0", "EDGEWEAVE_POD_NAMESPACE": namespace})
+    run = subprocess.run([sys.executable, "-m", "edgeweave.gpu.slice_report", "--report-interval", "0",
+                          "--", "--backend", "cpu", "--verify"],
+                         env={**os.environ, **env, **cluster.env()}, cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"verified": true' in run.stdout
+    annotated = cluster.core.read_namespaced_pod("sax-s0-a0", namespace).metadata.annotations
+    assert annotated["edgeweave.io/slices-done"] == "0-7"
+    st = wait_for(lambda: (s := _status(cluster, namespace, "sax")).get("slicesDone") == 8 and s, 30,
+                  "8 slices done from pod 0's annotation")
+    assert _pod_entry(st, "sax-s0-a0")["done"] == list(range(8)) and st["phase"] == "Running"
+
+    _finish(cluster, namespace, "sax-s0-a0", "Succeeded")
+    _finish(cluster, namespace, "sax-s1-a0", "Succeeded")
+    st = wait_for(lambda: (s := _status(cluster, namespace, "sax")).get("phase") == "Succeeded" and s, 30,
+                  "phase Succeeded")
+    assert st["slicesDone"] == 16
+    assert {p["name"]: p["phase"] for p in st["pods"]} == {"sax-s0-a0": "Succeeded", "sax-s1-a0": "Succeeded"}
+    assert wait_for(lambda: _events(cluster, namespace, "sax", "Succeeded"), 30, "Succeeded Event")
+    assert len(_events(cluster, namespace, "sax", "Created")) == 2
+    # kwok really left the custom status alone.
+    assert cluster.core.read_namespaced_pod("sax-s1-a0", namespace).status.phase == "Succeeded"
+
+
+def test_lost_and_failed_pods_have_only_unfinished_slices_rescheduled(cluster: Cluster, operator: OperatorProcess,
+                                                                     namespace: str) -> None:
+    _create_job(cluster, namespace, "re")
+    pods = _wait_running(cluster, namespace, "re", {"re-s0-a0", "re-s1-a0"})
+    s0, s1 = _slices(pods["re-s0-a0"]), _slices(pods["re-s1-a0"])
+    _report_done(cluster, namespace, "re-s1-a0", f"{s1[0]}-{s1[2]}")
+    _report_done(cluster, namespace, "re-s0-a0", str(s0[0]))
+    wait_for(lambda: _status(cluster, namespace, "re").get("slicesDone") == 4, 30, "4 slices done")
+
+    # Lost: deleted (its GPU frees, so the replacement can schedule).
+    cluster.core.delete_namespaced_pod("re-s1-a0", namespace, grace_period_seconds=0)
+    pods = _wait_running(cluster, namespace, "re", {"re-s0-a0", "re-s1-a1"})
+    assert _slices(pods["re-s1-a1"]) == s1[3:]
+    st = _status(cluster, namespace, "re")
+    assert _pod_entry(st, "re-s1-a0")["phase"] == "Lost" and _pod_entry(st, "re-s1-a0")["done"] == s1[:3]
+    assert _pod_entry(st, "re-s1-a1")["slices"] == s1[3:]
+    assert _pod_entry(st, "re-s0-a0")["slices"] == s0  # a running pod keeps its list
+    assert wait_for(lambda: _events(cluster, namespace, "re", "Rescheduled"), 30, "Rescheduled Event")
+
+    # Failed: after finishing two slices.
+    _report_done(cluster, namespace, "re-s0-a0", f"{s0[0]}-{s0[1]}")
+    wait_for(lambda: _status(cluster, namespace, "re").get("slicesDone") == 5, 30, "5 slices done")
+    _finish(cluster, namespace, "re-s0-a0", "Failed")
+    pods = _wait_running(cluster, namespace, "re", {"re-s0-a1", "re-s1-a1"})
+    assert _slices(pods["re-s0-a1"]) == s0[2:]
+    st = _status(cluster, namespace, "re")
+    assert _pod_entry(st, "re-s0-a0")["phase"] == "Failed" and _pod_entry(st, "re-s0-a0")["done"] == s0[:2]
+
+    # No slice is ever handed out after it was reported done, and each is done by exactly one pod.
+    for name in ("re-s0-a1", "re-s1-a1"):
+        _finish(cluster, namespace, name, "Succeeded")
+    st = wait_for(lambda: (s := _status(cluster, namespace, "re")).get("phase") == "Succeeded" and s, 30,
+                  "phase Succeeded")
+    done_by = sorted(i for p in st["pods"] for i in p["done"])
+    assert done_by == list(range(16)) and st["slicesDone"] == 16
+    assert {p["name"] for p in st["pods"]} == {"re-s0-a0", "re-s1-a0", "re-s0-a1", "re-s1-a1"}
+    assert set(_pods(cluster, namespace, "re")) == {"re-s0-a0", "re-s0-a1", "re-s1-a1"}  # nothing extra created
+

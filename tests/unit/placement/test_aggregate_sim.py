@@ -1,0 +1,200 @@
+"""Planner properties on generated fleets: feasibility, idempotence, no oscillation, speed, and the baselines."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import pytest
+
+from edgeweave.api.workloadgroup import AggregationPolicy
+from edgeweave.placement.aggregate import plan_aggregation, plan_defragmentation
+from edgeweave.placement.baselines import low_node_utilisation, no_action, random_feasible
+from edgeweave.placement.graph import DependencyGraph
+from edgeweave.placement.model import Plan
+from edgeweave.sim.workloads import FleetSpec, SimFleet, generate_fleet, placement_violations
+
+POLICY = AggregationPolicy()
+
+
+@pytest.fixture(scope="module")
+def fleet() -> SimFleet:
+    return generate_fleet(FleetSpec(devices=120, seed=7))
+
+
+def plan(f: SimFleet, policy: AggregationPolicy = POLICY, **kw) -> Plan:
+    return plan_aggregation(f.devices, f.workloads, f.edges, policy, requirements_ok=f.requirements_ok, **kw)
+
+
+def applied(f: SimFleet, p: Plan, cooling: frozenset[str] = frozenset()) -> SimFleet:
+    return f.apply({**f.placement(), **{m.pod: m.to_node for m in p.moves}}, cooling)
+
+
+def test_generated_fleet_is_microservice_shaped_and_split(fleet: SimFleet) -> None:
+    g = DependencyGraph(fleet.workloads, fleet.edges)
+    comps = g.components()
+    assert len(fleet.workloads) == 1200 and len(comps) > 150
+    assert all(len(c) <= 8 for c in comps)
+    split = sum(1 for c in comps if len({n for k in c for n in g.counts()[k]}) > 1)
+    assert split / len(comps) > 0.8  # a spreading scheduler scatters most apps
+    rates = sorted((w for _, _, w in g.pairs()), reverse=True)
+    assert sum(rates[: len(rates) // 10]) > 0.4 * sum(rates)  # heavy tail: top 10% edges carry much of it
+    assert not placement_violations(fleet, fleet.placement())
+
+
+def test_plan_is_feasible_and_keeps_every_rule(fleet: SimFleet) -> None:
+    rng = random.Random(1)
+    cooling = frozenset(w.key for w in fleet.workloads if rng.random() < 0.05)
+    f = fleet.apply(fleet.placement(), cooling)
+    p = plan(f)
+    assert p.traffic_after < 0.1 * p.traffic_before
+    assert not placement_violations(f, {**f.placement(), **{m.pod: m.to_node for m in p.moves}})
+    assert len({m.pod for m in p.moves}) == len(p.moves)
+    assert all(m.reason and m.from_node != m.to_node for m in p.moves)
+    assert not any(m.pod in cooling for m in p.moves)
+    g = DependencyGraph(f.workloads, f.edges)
+    assert p.traffic_after == pytest.approx(g.cross_device_traffic({**f.placement(),
+                                                                     **{m.pod: m.to_node for m in p.moves}}))
+
+
+def test_planning_again_on_the_result_moves_nothing(fleet: SimFleet) -> None:
+    p = plan(fleet)
+    assert not p.empty
+    again = applied(fleet, p)
+    assert plan(again).empty
+    # also when the moved pods are then cooling down, as the operator marks them
+    assert plan(applied(fleet, p, frozenset(m.pod for m in p.moves))).empty
+
+
+def test_capped_intervals_converge_monotonically_and_stay_converged(fleet: SimFleet) -> None:
+    f, moved_at, last = fleet, {}, math.inf
+    placement = fleet.placement()
+    for r in range(60):
+        cooling = frozenset(k for k, at in moved_at.items() if r - at < 10)
+        f = fleet.apply(placement, cooling)
+        p = plan(f, max_moves_per_group=2)
+        assert all(n <= 2 for n in _per_group(f, p).values())
+        if p.empty and not cooling:
+            break
+        if not p.empty:
+            assert p.traffic_before <= last + 1e-6
+            last = p.traffic_after
+        for m in p.moves:
+            placement[m.pod] = m.to_node
+            moved_at[m.pod] = r
+    else:
+        pytest.fail("capped planning did not converge")
+    start = DependencyGraph(fleet.workloads, fleet.edges).cross_device_traffic()
+    assert last <= 0.05 * start  # cooldowns and caps change the path, not the outcome's order
+    assert plan(fleet.apply(placement)).empty
+
+
+def _per_group(f: SimFleet, p: Plan) -> dict[str, int]:
+    group = {w.key: w.group for w in f.workloads}
+    out: dict[str, int] = {}
+    for m in p.moves:
+        out[group[m.pod]] = out.get(group[m.pod], 0) + 1
+    return out
+
+
+def test_traffic_fluctuations_below_the_threshold_never_undo_or_redo_moves(fleet: SimFleet) -> None:
+    first = plan(fleet)
+    settled = applied(fleet, first)
+    g = DependencyGraph(settled.workloads, settled.edges)
+    touched = {g.wkey_of[m.pod] for m in first.moves}
+    touched_groups = {c for c in g.components() if touched & set(c)}
+    rng = random.Random(5)
+    for _ in range(5):
+        wobble = [e.model_copy(update={"bytes_per_second": e.bytes_per_second * rng.uniform(0.9, 1.1),
+                                       "requests_per_second": e.requests_per_second * rng.uniform(0.9, 1.1)})
+                  for e in settled.edges]
+        noisy = SimFleet(devices=settled.devices, workloads=settled.workloads, edges=wobble,
+                         requirements=settled.requirements)
+        p = plan(noisy)
+        # groups the planner moved are settled with a margin: +-10% noise (half the 20% threshold) moves
+        # none of them. Only a group that sat right at a trigger (e.g. 1,000 B/s against a 1,024 B/s
+        # floor) may tip over, once, and it then stays gathered.
+        for m in p.moves:
+            comp = next(c for c in g.components() if g.wkey_of[m.pod] in c)
+            assert comp not in touched_groups, m
+        assert len(p.moves) <= 2
+        if p.moves:
+            again = applied(noisy, p)
+            assert plan(again).empty
+
+
+def test_noise_on_a_settled_group_moves_nothing() -> None:
+    # hub stays with y (pinned); x (pinned elsewhere) pulls less than the threshold. Wobble both by
+    # +-15% many times: still below the 20% threshold of hub's traffic, so nothing moves.
+    from edgeweave.placement.model import DeviceState, Edge, WorkloadState
+    ws = [WorkloadState(key="ns/hub", workload="hub", group="g", node="d1", cpu=0.1),
+          WorkloadState(key="ns/y", workload="y", group="g", node="d1", cpu=0.1, movable=False),
+          WorkloadState(key="ns/x", workload="x", group="g", node="d2", cpu=0.1, movable=False)]
+    devs = [DeviceState(name=n, cpu_capacity=4, memory_capacity=8e9, cpu_free=3.8, memory_free=8e9)
+            for n in ("d1", "d2")]
+    rng = random.Random(9)
+    for _ in range(50):
+        edges = [Edge(source="hub", target="y", bytes_per_second=50e3 * rng.uniform(0.85, 1.15)),
+                 Edge(source="hub", target="x", bytes_per_second=50e3 * rng.uniform(0.85, 1.15))]
+        assert plan_aggregation(devs, ws, edges, POLICY).empty
+
+
+def test_far_less_cross_device_traffic_than_every_baseline(fleet: SimFleet) -> None:
+    g = DependencyGraph(fleet.workloads, fleet.edges)
+    ours = plan(fleet).traffic_after
+    baselines = {
+        "none": no_action(fleet.workloads),
+        "lnu": low_node_utilisation(fleet.devices, fleet.workloads, requirements_ok=fleet.requirements_ok),
+        "random": random_feasible(fleet.devices, fleet.workloads, seed=3, requirements_ok=fleet.requirements_ok),
+    }
+    for name, placement in baselines.items():
+        assert not placement_violations(fleet, placement), name
+        assert ours <= 0.5 * g.cross_device_traffic(placement), name
+
+
+def test_low_node_utilisation_moves_from_over_to_under_utilised_devices(fleet: SimFleet) -> None:
+    placement = low_node_utilisation(fleet.devices, fleet.workloads, requirements_ok=fleet.requirements_ok)
+    devices = {d.name: d for d in fleet.devices}
+    moved = [w for w in fleet.workloads if placement[w.key] != w.node]
+    assert moved  # the fleet has empty new devices and >50% old ones
+    for w in moved:  # only overutilised devices lose pods
+        assert devices[w.node].cpu_used_fraction > 0.5 or 1 - devices[w.node].memory_free / devices[w.node].memory_capacity > 0.5
+    # the scheduler puts each on the least allocated device that fits (other overutilised devices may
+    # have become that by shedding pods first): mostly the new, empty ones
+    assert sum(1 for w in moved if devices[placement[w.key]].cpu_used_fraction < 0.2) >= 0.5 * len(moved)
+    assert low_node_utilisation(fleet.devices, fleet.workloads, requirements_ok=fleet.requirements_ok) == placement
+
+
+def test_random_feasible_is_seeded() -> None:
+    f = generate_fleet(FleetSpec(devices=30, seed=2))
+    a = random_feasible(f.devices, f.workloads, seed=1, requirements_ok=f.requirements_ok)
+    assert a == random_feasible(f.devices, f.workloads, seed=1, requirements_ok=f.requirements_ok)
+    assert a != random_feasible(f.devices, f.workloads, seed=2, requirements_ok=f.requirements_ok)
+    assert not placement_violations(f, a)
+
+
+def test_defragmentation_after_aggregation_frees_devices_without_adding_traffic(fleet: SimFleet) -> None:
+    settled = applied(fleet, plan(fleet))
+    d = plan_defragmentation(settled.devices, settled.workloads, settled.edges,
+                             AggregationPolicy(defragment=True), requirements_ok=settled.requirements_ok)
+    assert d.freed_devices and d.traffic_after <= d.traffic_before + 1e-6
+    after = applied(settled, d)
+    assert not placement_violations(settled, after.placement())
+    on = {w.node for w in after.workloads}
+    assert not on & set(d.freed_devices)
+    assert plan_defragmentation(after.devices, after.workloads, after.edges, AggregationPolicy(defragment=True),
+                                requirements_ok=after.requirements_ok).empty
+    assert plan(after).empty  # packing does not give aggregation anything to undo
+
+
+@pytest.mark.timeout(120)
+def test_plans_a_thousand_devices_and_ten_thousand_pods_quickly() -> None:
+    f = generate_fleet(FleetSpec(devices=1000, seed=11))
+    assert len(f.workloads) == 10_000
+    t = time.perf_counter()
+    p = plan(f, max_moves_per_group=5)
+    elapsed = time.perf_counter() - t
+    assert p.traffic_after < 0.2 * p.traffic_before
+    # the requirement is well under 1 s on the development machine (bench reports it); CI is slower and shared
+    assert elapsed < 3.0, elapsed
