@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("edgeweave.agent.main", "main", "run the node agent: flow classification, uplink pinning, page server"),
     "crds": ("edgeweave.api.crdgen", "main", "write the CRD YAML generated from the pydantic models"),
     "slice-run": ("edgeweave.gpu.slice_run", "main", "run a list of kernel slices (what GpuJob pods execute)"),
+    "slice-report": ("edgeweave.gpu.slice_report", "main",
+                     "run slice-run and report progress on the pod (the GpuJob pods' entry point)"),
     "memory-recover": ("edgeweave.memory.cli", "recover_main", "recover a memory region: baseline + dirty pages"),
     "memory": ("edgeweave.memory.cli", "main", "memory-region tools: page server, baseline, inspect"),
     "flows-train": ("edgeweave.flows.train", "main", "train and export the elephant/mouse classifier"),

@@ -20,3 +20,9 @@ CROSS_DEVICE_TRAFFIC = Gauge("edgeweave_cross_device_traffic_bytes_per_second",
                              "Cross-device traffic of a group's co-dependent workloads (before/after its plan)",
                              ["namespace", "group", "when"])
 MOVES_IN_FLIGHT = Gauge("edgeweave_moves_in_flight", "Moves started and not finished", ["namespace", "group"])
+BREACHES_TOTAL = Counter("edgeweave_context_breaches_total", "Breaches that outlasted their grace period",
+                         ["namespace", "group"])
+BREACH_TO_RUNNING = Histogram("edgeweave_breach_to_running_seconds",
+                              "From the context change to the workload Running on another device",
+                              buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+TAINTS = Counter("edgeweave_taint_changes_total", "Breach taints added or removed", ["action"])

@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-from .promstack import PromStack
-
 REPO = Path(__file__).resolve().parents[2]
 
 # Tests get their own ports and state dir, so a `make run` in another shell is left alone.
@@ -33,16 +31,17 @@ os.environ.setdefault("EDGEWEAVE_SCHED_PORT", "36259")
 os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "36280")
 
 
-def _load_devcluster():
-    spec = importlib.util.spec_from_file_location("devcluster", REPO / "hack" / "devcluster.py")
+def _load_hack(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / f"{name}.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["devcluster"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-devcluster = _load_devcluster()
+devcluster = _load_hack("devcluster")
+PromStack = _load_hack("promstack").PromStack
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:

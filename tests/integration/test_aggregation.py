@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import Cluster, OperatorProcess, start_operator, wait_for
-from .promstack import PromStack
+from .conftest import Cluster, OperatorProcess, PromStack, start_operator, wait_for
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION = "edgeweave.io", "v1alpha1"

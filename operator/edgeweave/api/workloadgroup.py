@@ -193,6 +193,8 @@ class MoveStatus(StatusModel):
     message: str = ""
     new_pod: str | None = None
     attempts: int = Field(default=0, description="Re-steers after a replacement landed elsewhere.")
+    context_changed_at: str | None = Field(default=None,
+                                           description="Remediation: when the breach that caused it began.")
     started_at: str = ""
     updated_at: str = ""
 

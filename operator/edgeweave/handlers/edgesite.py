@@ -10,15 +10,18 @@ from .. import GROUP, metrics
 from ..actuate import events
 from ..api.conditions import set_condition
 from ..api.edgesite import EdgeSiteSpec
+from ..placement.context import observations
 from ..placement.sites import site_summary
 from .common import apply_status, parse_spec
-from .indexes import devices_of, pods_on_nodes
+from .context_cache import BREACHES, CONTEXT
+from .indexes import devices_of, pods_on_nodes, sites_of
+from .state import STATE
 
 RESOURCE = (GROUP, "edgesites")
 
 
 def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index,
-                   pods_by_node: kopf.Index) -> None:
+                   pods_by_node: kopf.Index, sites_index: kopf.Index) -> None:
     spec = parse_spec(EdgeSiteSpec, "EdgeSite", body, patch, logger)
     if spec is None:
         return
@@ -36,6 +39,19 @@ def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_inde
     else:
         conditions = set_condition(conditions, "Ready", True, "NodesReady",
                                    f"{summary['readyNodes']}/{summary['nodeCount']} nodes Ready", generation)
+    # Context: what each device reads now, and which groups find which device breached.
+    members = {n["name"] for n in summary["nodes"]}
+    snap = CONTEXT.get(devices_of(devices_index), sites_of(sites_index), STATE.prometheus_url)
+    context = [o.wire() for node in sorted(members) for o in observations(node, snap.by_device.get(node, {}))]
+    breached = {d: r for d, r in BREACHES.breached_devices().items() if d in members}
+    if breached:
+        faults = sorted({f"{d}: {r.requirement}" for d, rs in breached.items() for r in rs})
+        conditions = set_condition(conditions, "Breached", True, "RequirementsNotMet", "; ".join(faults)[:1000],
+                                   generation)
+    else:
+        conditions = set_condition(conditions, "Breached", False, "NoBreach",
+                                   "no WorkloadGroup finds a device of this site breached", generation)
+    summary["context"] = context
     if status.get("nodeCount") != summary["nodeCount"] and summary["nodeCount"]:
         events.normal(body, "NodesChanged", f"site has {summary['nodeCount']} node(s)")
     apply_status(body, patch, {**summary, "conditions": conditions, "observedGeneration": generation})
@@ -50,10 +66,10 @@ def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_inde
 @kopf.on.update(*RESOURCE, field="spec")
 def on_site_change(**kwargs: Any) -> None:
     reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
-                   kwargs["pods_by_node"])
+                   kwargs["pods_by_node"], kwargs["sites_index"])
 
 
 @kopf.timer(*RESOURCE, interval=10, initial_delay=2)
 def site_refresh(**kwargs: Any) -> None:
     reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
-                   kwargs["pods_by_node"])
+                   kwargs["pods_by_node"], kwargs["sites_index"])

@@ -28,7 +28,7 @@ from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
 from .common import describe_validation_error
 from .indexes import devices_of
-from .state import STATE
+from .state import STATE, in_scope
 
 RESOURCE = (GROUP, "gpujobs")
 PLURAL = "gpujobs"
@@ -197,19 +197,19 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     metrics.RECONCILES.labels("GpuJob", "ok").inc()
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE, when=in_scope)
+@kopf.on.create(*RESOURCE, when=in_scope)
+@kopf.on.update(*RESOURCE, field="spec", when=in_scope)
 def on_job_change(**kwargs: Any) -> None:
     reconcile(kwargs["namespace"], kwargs["name"], kwargs["devices_index"], kwargs["logger"])
 
 
-@kopf.timer(*RESOURCE, interval=10, initial_delay=2)
+@kopf.timer(*RESOURCE, interval=10, initial_delay=2, when=in_scope)
 def job_refresh(**kwargs: Any) -> None:
     reconcile(kwargs["namespace"], kwargs["name"], kwargs["devices_index"], kwargs["logger"])
 
 
-@kopf.on.event("pods", labels={LABEL_JOB: kopf.PRESENT})
+@kopf.on.event("pods", labels={LABEL_JOB: kopf.PRESENT}, when=in_scope)
 def on_job_pod_event(**kwargs: Any) -> None:
     """Progress and loss of a job pod: reconcile its GpuJob now rather than at the next timer tick."""
     body = kwargs["body"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from ..api.edgesite import EdgeSiteSpec
 from ..placement.inventory import Device, PodInfo, device_from_node, pod_info
 
 
@@ -30,3 +32,20 @@ def devices_of(index: kopf.Index) -> list[Device]:
 
 def pods_on_nodes(index: kopf.Index) -> dict[str, list[PodInfo]]:
     return {node: list(store) for node, store in index.items() if node}
+
+
+@kopf.index("edgesites")
+def sites_index(body: kopf.Body, name: str, **_: Any) -> dict[str, EdgeSiteSpec | None]:
+    try:
+        return {name: EdgeSiteSpec.model_validate(dict(body.get("spec") or {}))}
+    except ValidationError:
+        return {name: None}
+
+
+def sites_of(index: kopf.Index) -> dict[str, EdgeSiteSpec]:
+    out = {}
+    for name, store in index.items():
+        spec = next(iter(store), None)
+        if spec is not None:
+            out[name] = spec
+    return out

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--webhook-host", default=os.environ.get("EDGEWEAVE_WEBHOOK_HOST", "127.0.0.1"),
                         help="host name or IP the API server uses to reach the webhook")
     parser.add_argument("--webhook-bind", default=os.environ.get("EDGEWEAVE_WEBHOOK_BIND", "127.0.0.1"))
-    parser.add_argument("--webhook-config", default="edgeweave.io",
+    parser.add_argument("--webhook-config", default="steer.edgeweave.io",
                         help="name of the MutatingWebhookConfiguration the operator manages")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -15,21 +16,29 @@ from pydantic import ValidationError
 
 from .. import GROUP, VERSION, metrics
 from ..actuate import events
-from ..actuate.actuator import Actuator
+from ..actuate.actuator import TAINT_KEY, Actuator
 from ..actuate.moves import MoveContext, advance, register_inflight
 from ..actuate.ratelimit import SlidingWindow
 from ..api.base import now_rfc3339
 from ..api.conditions import set_condition
 from ..api.workloadgroup import TERMINAL_PHASES, MovePhase, WorkloadGroupSpec
 from ..placement.aggregate import plan_aggregation, plan_defragmentation
+from ..placement.breach import BreachTracker, Phase
 from ..placement.graph import edges_with_declared
 from ..placement.inventory import selector_matches
 from ..placement.model import Plan
-from ..placement.states import DECLARED_BYTES_PER_WEIGHT, device_states, workload_states
+from ..placement.remediate import (
+    plan_remediation,
+    requirements_checker,
+    requirements_describer,
+    taint_decisions,
+)
+from ..placement.states import DECLARED_BYTES_PER_WEIGHT, device_states, parse_rfc3339, workload_states
 from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
 from . import kube
 from .common import describe_validation_error
-from .indexes import devices_of, pods_on_nodes
+from .context_cache import BREACHES, CONTEXT
+from .indexes import devices_of, pods_on_nodes, sites_of
 from .state import STATE, in_scope
 
 RESOURCE = (GROUP, "workloadgroups")
@@ -46,6 +55,9 @@ class GroupController:
         self.actuator = Actuator(kube.api_client(), dry_run=STATE.dry_run, limiter=LIMITER)
         self.custom = kube.custom()
         self.resumed = False
+        self.tracker = BreachTracker()
+        self.last_edges: list = []
+        self.last_skip_warning = ""
 
     # -- status I/O -------------------------------------------------------------------------
     def read(self) -> dict[str, Any] | None:
@@ -108,8 +120,22 @@ class GroupController:
 
         ready = ("Ready", True, "Accepted", f"{len(members)} member pod(s) on {devices_spanned} device(s); "
                  f"mode {mode}")
+        now = time.time()
+        last_moved = status.get("lastMoved") or {}
+        all_devices = devices_of(indexes["devices_index"])
+        devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"]))
+        workloads = workload_states(members, spec.workload_label, f"{self.namespace}/{self.name}", last_moved,
+                                    spec.aggregation.cooldown_seconds, now)
+        requirements_ok = None
+        context_conds: list[tuple[str, bool | str, str, str]] = []
+        if spec.requirements:
+            remediation, requirements_ok, context_conds = self._context_round(
+                obj, spec, all_devices, devices, workloads, indexes, now, mode)
+            if remediation is not None:
+                self.write({**base, **remediation, "conditions": self.conditions(obj, ready, *context_conds)})
+                return bool(remediation["plan"]["moves"]) and mode == "Enforce"
         if not plan_now or not spec.aggregation.enabled:
-            self.write({**base, "conditions": self.conditions(obj, ready)})
+            self.write({**base, "conditions": self.conditions(obj, ready, *context_conds)})
             return False
 
         # Telemetry: stale, failed or missing means no plan — and a condition that says why.
@@ -122,12 +148,12 @@ class GroupController:
             except TelemetryError as err:
                 metrics.PLANS_SKIPPED.labels(err.reason).inc()
                 self.write({**base, "conditions": self.conditions(
-                    obj, ready, ("TelemetryFresh", False, err.reason, f"no migration: {err}"))})
+                    obj, ready, *context_conds, ("TelemetryFresh", False, err.reason, f"no migration: {err}"))})
                 return False
             age = snap.age()
             if age > spec.telemetry.max_age_seconds:
                 metrics.PLANS_SKIPPED.labels("StaleTelemetry").inc()
-                self.write({**base, "conditions": self.conditions(obj, ready, (
+                self.write({**base, "conditions": self.conditions(obj, ready, *context_conds, (
                     "TelemetryFresh", False, "StaleTelemetry",
                     f"no migration: snapshot is {age:.0f}s old (max {spec.telemetry.max_age_seconds}s)"))})
                 return False
@@ -140,19 +166,15 @@ class GroupController:
         else:
             telemetry_cond = ("TelemetryFresh", "Unknown", "DiscoveryDisabled", "declared dependencies only")
 
-        now = time.time()
-        last_moved = status.get("lastMoved") or {}
-        devices = device_states(devices_of(indexes["devices_index"]), pods_on_nodes(indexes["pods_by_node"]))
-        workloads = workload_states(members, spec.workload_label, f"{self.namespace}/{self.name}", last_moved,
-                                    spec.aggregation.cooldown_seconds, now)
         edges = edges_with_declared(observed, spec.dependencies, declared_bytes_per_second=DECLARED_BYTES_PER_WEIGHT)
         t0 = time.perf_counter()
-        result = make_plan(devices, workloads, edges, spec)
+        self.last_edges = edges
+        result = make_plan(devices, workloads, edges, spec, requirements_ok)
         metrics.PLAN_SECONDS.labels(result.kind.value).observe(time.perf_counter() - t0)
         metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(result.traffic_before)
         metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(result.traffic_after)
 
-        conds = [ready, telemetry_cond]
+        conds = [ready, *context_conds, telemetry_cond]
         if result.skipped:
             conds.append(("Aggregated", False, "CannotPlace", "; ".join(s.reason for s in result.skipped)[:1000]))
         elif result.moves:
@@ -169,6 +191,98 @@ class GroupController:
         # The plan is in status before any move starts: a restart resumes it instead of re-planning.
         self.write(new_status)
         return bool(result.moves) and mode == "Enforce"
+
+    def _context_round(self, obj, spec, all_devices, devices, workloads, indexes, now, mode):
+        """Evaluate requirements on every device the group uses; remediate breaches that outlasted their
+        grace period; keep breach taints in step. Returns (status update with a remediation plan or None,
+        requirements_ok for the aggregation planner, conditions)."""
+        group = f"{self.namespace}/{self.name}"
+        snap = CONTEXT.get(all_devices, sites_of(indexes["sites_index"]), STATE.prometheus_url)
+        reqs = list(spec.requirements)
+        hosting = {w.node for w in workloads}
+        watched = hosting | {k.device for k, st in self.tracker.items() if st.phase is not Phase.OK}
+        newly = 0
+        for dev in sorted(watched):
+            for _, _, st in self.tracker.observe_group(dev, group, reqs, snap.by_device.get(dev, {}), now,
+                                                       max_age=spec.telemetry.max_age_seconds):
+                if st.breached and st.changed_at == now:
+                    newly += 1
+        if newly:
+            metrics.BREACHES_TOTAL.labels(self.namespace, self.name).inc(newly)
+        self.tracker.prune(lambda k, st: k.device in hosting or st.phase is not Phase.OK)
+        breaches = self.tracker.breaches()
+        frozen = self.tracker.devices_in(Phase.Breached, Phase.Pending, frozen=True)
+        BREACHES.update(group, breaches, frozen)
+        if spec.remediation.taint_breached_devices:
+            self._sync_taints(all_devices, mode)
+
+        contexts = snap.by_device
+        requirements_ok = requirements_checker({group: reqs}, contexts, now=now,
+                                               max_age=spec.telemetry.max_age_seconds)
+        pending = [(k, st) for k, st in self.tracker.items() if st.phase is Phase.Pending and k.device in hosting]
+        unknown = sorted({k.device for k, st in self.tracker.items() if st.frozen and k.device in hosting})
+        mine = {d: r for d, r in breaches.items() if d in hosting}
+        if mine:
+            detail = "; ".join(f"{d}: {r.detail}" for d, rs in sorted(mine.items()) for r in rs)[:900]
+            sat = ("ContextSatisfied", False, "Breached", detail)
+        elif pending:
+            sat = ("ContextSatisfied", True, "BreachPending", "; ".join(
+                f"{k.device}: {st.detail} ({st.grace_left:.0f}s of grace left)" for k, st in pending)[:900])
+        elif unknown:
+            sat = ("ContextSatisfied", "Unknown", "TelemetryMissing",
+                   f"cannot read the context of {', '.join(unknown)}" +
+                   (f": {snap.prometheus_error}" if snap.prometheus_error else ""))
+        else:
+            sat = ("ContextSatisfied", True, "Satisfied", f"all {len(reqs)} requirement(s) hold on "
+                   f"{len(hosting)} device(s)")
+        if not mine or not spec.remediation.enabled:
+            return None, requirements_ok, [sat, ("Remediating", False, "NoBreach" if not mine else "Disabled", "")]
+
+        co_dependent = None
+        if self.last_edges:
+            from ..placement.graph import DependencyGraph
+            graph = DependencyGraph(workloads, self.last_edges, bytes_per_request=spec.discovery.bytes_per_request)
+            co_dependent = [frozenset(p for wk in comp for p in graph.members.get(wk, ())) for comp in
+                            graph.components()]
+        plan = plan_remediation(devices, workloads, mine, requirements_ok, co_dependent, spec.limits,
+                                describe=requirements_describer({group: reqs}))
+        changed_at = {}
+        for k, st in self.tracker.items():
+            if st.breached and st.since is not None:
+                changed_at[k.device] = datetime.fromtimestamp(st.since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        previous = (obj.get("status") or {}).get("plan") or {}
+        if (not plan.empty and previous.get("summary") == plan.summary and previous.get("kind") == plan.kind.value
+                and previous.get("mode") == mode):
+            # The same remediation is already recorded (a dry run, or moves that ended): no new plan, no
+            # new Event every tick.
+            return None, requirements_ok, [sat, ("Remediating", False, "Recorded", plan.summary)]
+        if plan.empty:
+            reason = "; ".join(s.reason for s in plan.skipped)[:900] or "no movable workload"
+            if reason != self.last_skip_warning:
+                events.post(kube.api_client(), self._ref(obj), "Warning", "NoValidTarget", reason)
+                self.last_skip_warning = reason
+            return None, requirements_ok, [sat, ("Remediating", False, "NoValidTarget", reason)]
+        self.last_skip_warning = ""
+        events.post(kube.api_client(), self._ref(obj), "Warning" if mode == "Enforce" else "Normal",
+                    "Remediating" if mode == "Enforce" else "PlanDryRun", plan.summary)
+        metrics.PLANS.labels(plan.kind.value, mode).inc()
+        return ({"plan": plan_status(plan, mode, changed_at)}, requirements_ok,
+                [sat, ("Remediating", mode == "Enforce", "Offloading" if mode == "Enforce" else "DryRun",
+                       plan.summary)])
+
+    def _sync_taints(self, all_devices, mode: str) -> None:
+        breached = BREACHES.breached_devices()
+        tainted = [d.name for d in all_devices if any(k == TAINT_KEY for k, _, _ in d.taints)]
+        to_taint, to_untaint = taint_decisions(breached, tainted, BREACHES.frozen_devices())
+        if mode == "DryRun":
+            return
+        for dev in to_taint:
+            reasons = "; ".join(str(r) for r in breached[dev])[:500]
+            if self.actuator.set_taint(dev, True, value="true", message=f"context breach: {reasons}").ok:
+                metrics.TAINTS.labels("add").inc()
+        for dev in to_untaint:
+            if self.actuator.set_taint(dev, False, message="context recovered").ok:
+                metrics.TAINTS.labels("remove").inc()
 
     def _ref(self, obj: dict[str, Any]) -> dict[str, str]:
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "namespace": self.namespace,
@@ -205,6 +319,8 @@ class GroupController:
                     if ok:
                         last_moved[m["workload"]] = now_rfc3339()
                         total += 1
+                        if m.get("contextChangedAt"):
+                            metrics.BREACH_TO_RUNNING.observe(max(0.0, time.time() - parse_rfc3339(m["contextChangedAt"])))
                     events.post(kube.api_client(), self._ref(obj), "Normal" if ok else "Warning",
                                 "MoveDone" if ok else "MoveFailed",
                                 f"{m['workload']} {m['fromNode']} -> {m['toNode']}: {m['message']}")
@@ -215,8 +331,9 @@ class GroupController:
         return inflight
 
 
-def plan_status(plan: Plan, mode: str) -> dict[str, Any]:
+def plan_status(plan: Plan, mode: str, changed_at: dict[str, str] | None = None) -> dict[str, Any]:
     now = now_rfc3339()
+    changed_at = changed_at or {}
     return {
         "id": uuid.uuid4().hex[:8],
         "kind": plan.kind.value,
@@ -227,16 +344,17 @@ def plan_status(plan: Plan, mode: str) -> dict[str, Any]:
         "crossDeviceTrafficAfter": round(plan.traffic_after, 3),
         "moves": [{"id": m.id, "workload": m.workload, "pod": m.pod, "fromNode": m.from_node, "toNode": m.to_node,
                    "reason": m.reason, "phase": MovePhase.Planned.value,
-                   "message": "dry run: not carried out" if mode == "DryRun" else "", "updatedAt": now}
+                   "message": "dry run: not carried out" if mode == "DryRun" else "", "updatedAt": now,
+                   **({"contextChangedAt": changed_at[m.from_node]} if m.from_node in changed_at else {})}
                   for m in plan.moves],
         "skipped": [{"workload": s.workload, "reason": s.reason} for s in plan.skipped],
     }
 
 
-def make_plan(devices, workloads, edges, spec: WorkloadGroupSpec) -> Plan:
+def make_plan(devices, workloads, edges, spec: WorkloadGroupSpec, requirements_ok=None) -> Plan:
     """Aggregation first; defragmentation only when nothing co-dependent is left to bring together."""
     kwargs = {"bytes_per_request": spec.discovery.bytes_per_request,
-              "max_moves": spec.limits.max_moves_per_interval}
+              "max_moves": spec.limits.max_moves_per_interval, "requirements_ok": requirements_ok}
     plan = plan_aggregation(devices, workloads, edges, spec.aggregation, **kwargs)
     if plan.empty and spec.aggregation.defragment:
         defrag = plan_defragmentation(devices, workloads, edges, spec.aggregation, **kwargs)
@@ -248,7 +366,7 @@ def make_plan(devices, workloads, edges, spec: WorkloadGroupSpec) -> Plan:
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0, when=in_scope)
 def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, logger: Any, **kwargs: Any) -> None:
     ctl = GroupController(namespace, name, logger)
-    indexes = {k: kwargs[k] for k in ("devices_index", "pods_by_node", "pods_by_namespace")}
+    indexes = {k: kwargs[k] for k in ("devices_index", "pods_by_node", "pods_by_namespace", "sites_index")}
     last_plan = 0.0
     last_gen = None
     inflight = False
@@ -266,4 +384,5 @@ def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, logger:
             logger.exception("WorkloadGroup round failed; retrying")
             inflight = False
         stopped.wait(INFLIGHT_TICK if inflight else TICK)
+    BREACHES.forget(f"{namespace}/{name}")
 

@@ -31,7 +31,7 @@ def device_states(devices: Iterable[Device], pods_by_node: Mapping[str, Iterable
     return sorted(out, key=lambda s: s.name)
 
 
-def _ts(value: str) -> float | None:
+def parse_rfc3339(value: str) -> float | None:
     try:
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except (TypeError, ValueError):
@@ -45,7 +45,7 @@ def workload_states(members: Iterable[PodInfo], workload_label: str, group: str,
         if not p.node or not p.active:
             continue
         workload = p.labels.get(workload_label) or p.name
-        moved = _ts(last_moved.get(workload, ""))
+        moved = parse_rfc3339(last_moved.get(workload, ""))
         out.append(WorkloadState(
             key=p.key, workload=workload, group=group, node=p.node, cpu=p.cpu, memory=p.memory,
             extended=p.extended, movable=p.owner_kind in MOVABLE_OWNERS and p.ready,

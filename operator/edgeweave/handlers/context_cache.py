@@ -1,0 +1,121 @@
+"""Context of every device, read once per short interval and shared by all WorkloadGroup rounds and
+EdgeSite status; and the fleet-wide record of which groups find which devices breached."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..api.edgesite import EdgeSiteSpec
+from ..placement.breach import BreachReason
+from ..placement.context import ContextValue, PromIndex, queries_to_run, resolve_context, sources_for
+from ..placement.inventory import Device, selector_matches
+from ..telemetry.prometheus import PrometheusClient, TelemetryError
+
+log = logging.getLogger(__name__)
+TTL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ContextSnapshot:
+    taken_at: float
+    by_device: dict[str, dict[str, ContextValue]]
+    prometheus_error: str | None = None  # set when Prometheus-sourced values are missing because of it
+
+
+def site_of(device: Device, sites: Mapping[str, EdgeSiteSpec]) -> str | None:
+    for name in sorted(sites):
+        spec = sites[name]
+        if device.name in spec.node_names or (spec.node_selector and selector_matches(spec.node_selector,
+                                                                                      device.labels)):
+            return name
+    return None
+
+
+def read_context(devices: Iterable[Device], sites: Mapping[str, EdgeSiteSpec],
+                 prometheus_url: str | None) -> ContextSnapshot:
+    devices = list(devices)
+    now = time.time()
+    site_for = {d.name: site_of(d, sites) for d in devices}
+    sources_by_site = {name: sources_for(spec) for name, spec in sites.items()}
+    default_sources = sources_for(None)
+    uplinks_by_site = {name: [u.name for u in spec.uplinks] for name, spec in sites.items()}
+    queries: dict[str, None] = {}
+    for srcs in [default_sources, *sources_by_site.values()]:
+        for q in queries_to_run(srcs, nodes=[d.name for d in devices],
+                                uplinks=sorted({u for us in uplinks_by_site.values() for u in us}) or ["default"]):
+            queries[q] = None
+    results: dict[str, list[tuple[dict[str, str], float]]] = {}
+    error = None
+    observed_at = now
+    if prometheus_url and queries:
+        client = PrometheusClient(prometheus_url, timeout=3.0)
+        for q in queries:
+            try:
+                res = client.query(q)
+            except TelemetryError as e:
+                # Missing, never guessed: every Prometheus-sourced value reads MISSING -> Unknown.
+                error = str(e)
+                results = {}
+                break
+            results[q] = [(s.labels, s.value) for s in res.samples]
+            observed_at = min(observed_at, res.evaluated_at)
+    index = PromIndex.build(results)
+    by_device = {}
+    for d in devices:
+        site = site_for[d.name]
+        by_device[d.name] = resolve_context(d, sources_by_site.get(site, default_sources) if site else default_sources,
+                                            index, uplinks_by_site.get(site, []) if site else [], observed_at)
+    return ContextSnapshot(taken_at=now, by_device=by_device, prometheus_error=error)
+
+
+class ContextCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snap: ContextSnapshot | None = None
+
+    def get(self, devices: Iterable[Device], sites: Mapping[str, EdgeSiteSpec],
+            prometheus_url: str | None) -> ContextSnapshot:
+        with self._lock:
+            if self._snap is None or time.time() - self._snap.taken_at > TTL_SECONDS:
+                self._snap = read_context(devices, sites, prometheus_url)
+            return self._snap
+
+
+@dataclass
+class BreachRegistry:
+    """group -> device -> reasons, for taints (a device stays tainted while any group finds it breached)
+    and for EdgeSite status."""
+
+    _by_group: dict[str, dict[str, list[BreachReason]]] = field(default_factory=dict)
+    _frozen: dict[str, set[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, group: str, breaches: Mapping[str, list[BreachReason]], frozen: Iterable[str]) -> None:
+        with self._lock:
+            self._by_group[group] = {k: list(v) for k, v in breaches.items()}
+            self._frozen[group] = set(frozen)
+
+    def forget(self, group: str) -> None:
+        with self._lock:
+            self._by_group.pop(group, None)
+            self._frozen.pop(group, None)
+
+    def breached_devices(self) -> dict[str, list[BreachReason]]:
+        with self._lock:
+            out: dict[str, list[BreachReason]] = {}
+            for per in self._by_group.values():
+                for dev, reasons in per.items():
+                    out.setdefault(dev, []).extend(reasons)
+            return out
+
+    def frozen_devices(self) -> set[str]:
+        with self._lock:
+            return set().union(*self._frozen.values()) if self._frozen else set()
+
+
+CONTEXT = ContextCache()
+BREACHES = BreachRegistry()

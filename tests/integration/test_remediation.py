@@ -1,0 +1,149 @@
+"""Context-breach remediation on the real cluster: context from a real Prometheus, offload through the
+shared actuation layer, breach taints, conditions and Events."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from .conftest import FLEET_NODES_PER_SITE, FLEET_SITES, Cluster, OperatorProcess, PromStack, wait_for
+from .test_aggregation import GROUP, LABEL, VERSION, condition, running_pods, wg_status
+
+pytestmark = pytest.mark.integration
+TAINT = "edgeweave.io/context-breach"
+NODES = [f"edge-{s:03d}-{i}" for s in range(FLEET_SITES) for i in range(FLEET_NODES_PER_SITE)]
+
+
+def battery(prom: PromStack, node: str, percent: float) -> None:
+    prom.series.set_gauge("edgeweave_battery_percent", {"node": node}, percent)
+
+
+def all_batteries(prom: PromStack, percent: float) -> None:
+    for n in NODES:
+        battery(prom, n, percent)
+
+
+def pos_deployment(cpu: str = "250m") -> dict:
+    labels = {"app": "pos", LABEL: "pay"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pos", "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                         {"name": "app", "image": "registry.invalid/pos:1",
+                          "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}}}}
+
+
+def pay_group(grace: int, hysteresis: float = 10) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "pay"},
+            "spec": {"selector": {LABEL: "pay"}, "aggregation": {"enabled": False},
+                     "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
+                     "requirements": [{"element": "BatteryPercent", "operator": "Gte", "value": "40",
+                                       "gracePeriodSeconds": grace, "hysteresis": hysteresis}]}}
+
+
+def taints_on(cluster: Cluster, node: str) -> list[str]:
+    return [t.key for t in cluster.core.read_node(node).spec.taints or []]
+
+
+def pos_node(cluster: Cluster, ns: str) -> str | None:
+    pods = running_pods(cluster, ns, "pos")
+    return pods[0].spec.node_name if len(pods) == 1 and pods[0].status.phase == "Running" else None
+
+
+def start_pos(cluster: Cluster, ns: str, prom: PromStack, grace: int) -> str:
+    all_batteries(prom, 100)
+    client.AppsV1Api(cluster.api).create_namespaced_deployment(ns, pos_deployment())
+    node = wait_for(lambda: pos_node(cluster, ns), 60, "pos Running")
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", pay_group(grace))
+    wait_for(lambda: condition(wg_status(cluster, ns, "pay"), "ContextSatisfied").get("reason") == "Satisfied",
+             60, "ContextSatisfied=True")
+    return node
+
+
+@pytest.fixture
+def clean_batteries(prometheus: PromStack):
+    yield
+    all_batteries(prometheus, 100)
+
+
+def test_battery_drop_offloads_within_grace_plus_actuation(cluster: Cluster, operator: OperatorProcess,
+                                                           prometheus: PromStack, namespace: str,
+                                                           clean_batteries: None) -> None:
+    grace = 3
+    node = start_pos(cluster, namespace, prometheus, grace)
+    t0 = time.monotonic()
+    battery(prometheus, node, 20)
+    new_node = wait_for(lambda: (n := pos_node(cluster, namespace)) and n != node and n, 60,
+                        "pos Running on another device")
+    elapsed = time.monotonic() - t0
+    # Grace + one scrape (1 s) + one context read (1 s) + eviction and rescheduling on kwok: well under 30 s.
+    assert grace <= elapsed < grace + 27, elapsed
+    assert TAINT in taints_on(cluster, node), "the breached device must be tainted"
+    assert TAINT not in taints_on(cluster, new_node)
+    st = wait_for(lambda: (s := wg_status(cluster, namespace, "pay")).get("movesTotal") == 1 and s, 30,
+                  "status to record the finished move")
+    plan = st["plan"]
+    assert plan["kind"] == "Remediation"
+    assert [m["phase"] for m in plan["moves"]] == ["Done"] and plan["moves"][0]["contextChangedAt"]
+    # The workload now runs where the requirement holds.
+    wait_for(lambda: condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied").get("status") == "True",
+             30, "ContextSatisfied=True on the new device")
+    reasons = {e.reason for e in cluster.core.list_namespaced_event(namespace).items}
+    assert {"Remediating", "EdgeweaveMove", "MoveDone"} <= reasons
+    site = f"site-{node.split('-')[1]}"
+    es = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", site)["status"]
+    wait_for(lambda: condition(cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", site)["status"],
+                               "Breached").get("status") == "True", 30, "EdgeSite Breached=True")
+    assert any(o["element"] == "BatteryPercent" for o in es.get("context", []))
+
+    # Recovery inside the hysteresis band (40..50) keeps the taint; above it, the taint goes.
+    battery(prometheus, node, 45)
+    time.sleep(4)
+    assert TAINT in taints_on(cluster, node)
+    battery(prometheus, node, 90)
+    wait_for(lambda: TAINT not in taints_on(cluster, node), 30, "the taint to be removed after recovery")
+
+
+def test_blip_shorter_than_grace_moves_nothing(cluster: Cluster, operator: OperatorProcess, prometheus: PromStack,
+                                               namespace: str, clean_batteries: None) -> None:
+    node = start_pos(cluster, namespace, prometheus, grace=15)
+    uid = running_pods(cluster, namespace, "pos")[0].metadata.uid
+    battery(prometheus, node, 20)
+    wait_for(lambda: condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied").get(
+        "reason") == "BreachPending", 30, "the breach to be seen (pending its grace period)")
+    time.sleep(3)
+    battery(prometheus, node, 100)
+    wait_for(lambda: condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied").get(
+        "reason") == "Satisfied", 30, "the blip to pass")
+    time.sleep(15)
+    pods = running_pods(cluster, namespace, "pos")
+    assert [p.metadata.uid for p in pods] == [uid] and pods[0].spec.node_name == node
+    assert TAINT not in taints_on(cluster, node)
+    assert not (wg_status(cluster, namespace, "pay").get("plan") or {}).get("moves")
+
+
+def test_only_valid_device_full_means_condition_and_no_eviction(cluster: Cluster, operator: OperatorProcess,
+                                                                prometheus: PromStack, namespace: str,
+                                                                clean_batteries: None) -> None:
+    node = start_pos(cluster, namespace, prometheus, grace=0)
+    uid = running_pods(cluster, namespace, "pos")[0].metadata.uid
+    spare = next(n for n in NODES if n != node)
+    # Fill the one device that will still satisfy the requirement.
+    cluster.core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "filler"},
+        "spec": {"nodeName": spare, "containers": [{"name": "f", "image": "registry.invalid/f:1",
+                                                    "resources": {"requests": {"cpu": "3900m"}}}]}})
+    wait_for(lambda: cluster.core.read_namespaced_pod("filler", namespace).status.phase == "Running", 30, "filler")
+    for n in NODES:
+        battery(prometheus, n, 100 if n == spare else 20)
+    cond = wait_for(lambda: (c := condition(wg_status(cluster, namespace, "pay"), "Remediating")).get(
+        "reason") == "NoValidTarget" and c, 60, "Remediating=False NoValidTarget")
+    assert cond["status"] == "False" and "BatteryPercent" in cond["message"]
+    events = wait_for(lambda: [e for e in cluster.core.list_namespaced_event(namespace).items
+                               if e.reason == "NoValidTarget"], 30, "a NoValidTarget Warning Event")
+    assert events[0].type == "Warning"
+    time.sleep(6)
+    pods = running_pods(cluster, namespace, "pos")
+    assert [p.metadata.uid for p in pods] == [uid], "nothing may be evicted into nowhere"
+    assert condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied")["status"] == "False"
