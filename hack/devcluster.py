@@ -194,7 +194,7 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
         f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
         "--use-service-account-credentials=false", "--cluster-name=edgeweave-dev",
-        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-persistentvolume-binder",
+        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
         "--node-monitor-grace-period=40s", "--kube-api-qps=200", "--kube-api-burst=400",
     ], rd)
     _spawn("kube-scheduler", [

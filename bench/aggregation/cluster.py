@@ -337,7 +337,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                 if ns in split and moves:
                     planned_at.setdefault(ns, now)
             if hold_until is None and len(colocated_at) == len(measured_e):
-                hold_until = now + args.hold
+                # The baseline gets the same window, and never less than --min-window to come together.
+                hold_until = max(now + args.hold, args.min_window)
             if (hold_until is not None and now >= hold_until) or now >= args.window:
                 break
             time.sleep(max(0.0, POLL_S - ((time.monotonic() - t0) - now)))
@@ -350,6 +351,12 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         statuses = {ns: (wg(ns).get("status") or {}) for ns in measured_e + measured_b}
         # Kept for whoever reads a surprising figure: every group's final status (plans, moves, conditions).
         (out_dir / "workloadgroups.json").write_text(json.dumps(statuses, indent=2, default=str))
+        (out_dir / "events.txt").write_text("\n".join(
+            f"{e.metadata.namespace} {e.last_timestamp or e.event_time} {e.reason} "
+            f"{e.involved_object.kind}/{e.involved_object.name}: {e.message}"
+            for e in sorted(core.list_event_for_all_namespaces().items,
+                            key=lambda e: (e.metadata.namespace, str(e.last_timestamp or e.event_time)))
+            if e.metadata.namespace.startswith("agg-")) + "\n")
         moves_e = sum(s.get("movesTotal", 0) for ns, s in statuses.items() if ns in measured_e) - pre_moves
         dry_plans = sum(1 for ns in measured_b if any(
             m.get("phase") == "Planned" for m in ((statuses[ns].get("plan") or {}).get("moves") or [])))
@@ -424,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes-per-site", type=int, default=2)
     ap.add_argument("--rate", type=float, default=5e6, help="bytes/s api->cache published at t0")
     ap.add_argument("--window", type=float, default=90.0, help="give up on pairs not together after this")
+    ap.add_argument("--min-window", type=float, default=30.0, help="observe at least this long after t0")
     ap.add_argument("--operator-workers", type=int, default=0,
                     help="EDGEWEAVE_WORKERS for the operator (0 = the operator's own default)")
     ap.add_argument("--hold", type=float, default=8.0, help="after the last pair is together, watch this long")

@@ -250,3 +250,58 @@ def test_operator_killed_mid_move_completes_it_exactly_once(cluster: Cluster, pr
         assert len(done_events) == 1
     finally:
         second.stop()
+
+
+def test_moved_stateful_member_recovers_its_memory_first(cluster: Cluster, operator: OperatorProcess,
+                                                         prometheus: PromStack, namespace: str) -> None:
+    """memoryRecovery: the replacement pod (not the Deployment) gets the recovery init container."""
+    from kubernetes import client
+
+    core = cluster.core
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-baselines"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "hostPath": {"path": f"/tmp/{namespace}"}, "storageClassName": "",
+                 "claimRef": {"namespace": namespace, "name": "baselines"}}})
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "baselines"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{namespace}-baselines",
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "region-token"},
+                                              "stringData": {"token": "s3cret"}})
+    try:
+        wait_for(lambda: core.read_namespaced_persistent_volume_claim("baselines", namespace).status.phase == "Bound",
+                 60, "PVC bound")
+        split_pair(cluster, namespace, "stateful")
+        before = {d.metadata.name: d.metadata.generation
+                  for d in client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items}
+        traffic(prometheus, namespace, 5e6)
+        wg = group("stateful")
+        wg["spec"]["memoryRecovery"] = {"enabled": True, "storeClaim": "baselines", "tokenSecret": "region-token"}
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", wg)
+        try:
+            st = wait_for(lambda: (s := wg_status(cluster, namespace, "stateful")).get("movesTotal") == 1 and s,
+                          120, "the move to finish")
+        except AssertionError:
+            pods = [(p.metadata.name, p.spec.node_name, p.status.phase, [c.message for c in p.status.conditions or []])
+                    for p in core.list_namespaced_pod(namespace).items]
+            evs = [(e.reason, e.message[:300]) for e in core.list_namespaced_event(namespace).items
+                   if e.type == "Warning"]
+            raise AssertionError(f"pods={pods} warnings={evs}") from None
+        move = st["plan"]["moves"][0]
+        pod = core.read_namespaced_pod(move["newPod"], namespace)
+        init = pod.spec.init_containers[0]
+        assert init.name == "edgeweave-memory-recover"
+        script = init.command[-1]
+        assert f"--region {namespace}-{move['workload']}" in script and "memory-recover" in script
+        assert "--source 10.244.0.1:7470" in script  # the source device's InternalIP (kwok's)
+        claims = {v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim}
+        assert claims == {"baselines"}
+        assert pod.spec.node_name == move["toNode"]
+        after = {d.metadata.name: d.metadata.generation
+                 for d in client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items}
+        assert after == before
+        for d in client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items:
+            assert not d.spec.template.spec.init_containers
+    finally:
+        core.delete_persistent_volume(f"{namespace}-baselines")

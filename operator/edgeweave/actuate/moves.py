@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ..api.base import now_rfc3339
-from ..api.workloadgroup import MovePhase
+from ..api.workloadgroup import MemoryRecovery, MovePhase
+from ..memory.podpatch import recovery_patch, recovery_report, region_name
 from .actuator import Actuator, Outcome
 from .steering import STEERING, SteeringTable, affinity_patch
 
@@ -39,6 +41,24 @@ class MoveContext:
     group: str  # namespace/name of the WorkloadGroup (for messages)
     ready_timeout: float = 180.0
     steering: SteeringTable = STEERING
+    memory: MemoryRecovery | None = None  # the group's settings: replacements recover their region first
+    image: str = "ghcr.io/edgeweave/edgeweave:0.1.0"
+
+
+def _node_address(core: Any, node: str) -> str | None:
+    try:
+        addresses = core.read_node(node).status.addresses or []
+    except Exception:  # noqa: BLE001 - no address means recovery from the baseline alone, said in its report
+        return None
+    return next((a.address for a in addresses if a.type == "InternalIP"), None)
+
+
+def _spec_patch(move: dict[str, Any], namespace: str, ctx: MoveContext) -> Callable[[dict], dict] | None:
+    if ctx.memory is None or not ctx.memory.enabled:
+        return None
+    settings, region = ctx.memory, region_name(namespace, move["workload"])
+    source, image = _node_address(ctx.core, move["fromNode"]), ctx.image
+    return lambda spec: recovery_patch(spec, settings, region, source, image)
 
 
 def _parse_time(ts: str) -> float:
@@ -116,7 +136,8 @@ def advance(move: dict[str, Any], ctx: MoveContext) -> dict[str, Any]:
         owner = owner_of(pod)
         extra = {"podUid": pod.metadata.uid, "owner": owner, "startedAt": now_rfc3339()}
         if owner.split("/")[0] in STEERABLE_OWNERS:
-            ctx.steering.register(namespace, owner, move["toNode"], move["id"])
+            ctx.steering.register(namespace, owner, move["toNode"], move["id"],
+                                  spec_patch=_spec_patch(move, namespace, ctx))
             return _set(move, MovePhase.Evicting, "evicting; the replacement is steered to the target", **extra)
         if owner:
             return _set(move, MovePhase.Failed, f"pods owned by {owner.split('/')[0]} are not moved", **extra)
@@ -124,7 +145,8 @@ def advance(move: dict[str, Any], ctx: MoveContext) -> dict[str, Any]:
                     **extra)
 
     if phase == MovePhase.Evicting:
-        ctx.steering.register(namespace, move["owner"], move["toNode"], move["id"])
+        if ctx.steering.lookup(namespace, move["owner"]) is None:  # resumed after a restart
+            ctx.steering.register(namespace, move["owner"], move["toNode"], move["id"])
         res = ctx.actuator.evict_pod(namespace, name, uid=move.get("podUid") or None, reason="EdgeweaveMove",
                                      message=msg)
         if res.outcome in (Outcome.Done, Outcome.NotFound, Outcome.Conflict):
@@ -168,8 +190,13 @@ def advance(move: dict[str, Any], ctx: MoveContext) -> dict[str, Any]:
         if replacement is not None and _pod_ready(replacement):
             if move.get("owner"):
                 ctx.steering.release(namespace, move["owner"], move["id"])
+                extra: dict[str, Any] = {"newPod": replacement.metadata.name}
+                report = recovery_report(ctx.actuator.api_client.sanitize_for_serialization(replacement.status))
+                if report:
+                    extra["recovery"] = {k: str(v) for k, v in report.items()
+                                         if k in ("mode", "epoch", "pages", "bytes", "duration_s", "ok")}
                 return _set(move, MovePhase.Done, f"running on {move['toNode']} as {replacement.metadata.name}",
-                            newPod=replacement.metadata.name)
+                            **extra)
             return _set(move, MovePhase.DeletingOriginal, "copy Ready; deleting the original",
                         newPod=replacement.metadata.name)
         waited = time.time() - _parse_time(move.get("updatedAt", ""))

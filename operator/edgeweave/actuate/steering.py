@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -18,6 +19,10 @@ class Steer:
     to_node: str
     move_id: str
     expires_at: float
+    # Extra pod-spec fields for the replacement (the memory-recovery init container and its volumes),
+    # computed at admission from the incoming pod's own spec: its volumes (the ServiceAccount token's
+    # among them) are only known then.
+    spec_patch: Callable[[dict], dict] | None = None
 
 
 class SteeringTable:
@@ -25,9 +30,10 @@ class SteeringTable:
         self._entries: dict[tuple[str, str], Steer] = {}
         self._lock = threading.Lock()
 
-    def register(self, namespace: str, owner: str, to_node: str, move_id: str, ttl: float = 600) -> None:
+    def register(self, namespace: str, owner: str, to_node: str, move_id: str, ttl: float = 600,
+                 spec_patch: Callable[[dict], dict] | None = None) -> None:
         with self._lock:
-            self._entries[(namespace, owner)] = Steer(to_node, move_id, time.monotonic() + ttl)
+            self._entries[(namespace, owner)] = Steer(to_node, move_id, time.monotonic() + ttl, spec_patch)
 
     def release(self, namespace: str, owner: str, move_id: str) -> None:
         with self._lock:

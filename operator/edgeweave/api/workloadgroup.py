@@ -193,6 +193,8 @@ class MoveStatus(StatusModel):
     message: str = ""
     new_pod: str | None = None
     attempts: int = Field(default=0, description="Re-steers after a replacement landed elsewhere.")
+    recovery: dict[str, str] | None = Field(
+        default=None, description="Memory recovery of the replacement: mode, epoch, pages, bytes, durationS.")
     context_changed_at: str | None = Field(default=None,
                                            description="Remediation: when the breach that caused it began.")
     started_at: str = ""

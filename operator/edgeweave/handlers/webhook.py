@@ -22,7 +22,8 @@ from ..actuate.steering import STEERING, affinity_patch
 
 
 @kopf.on.mutate("pods", operation="CREATE", ignore_failures=True, id="steer-moved-pods")
-def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logger: Any, **_: Any) -> None:
+async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logger: Any, **_: Any) -> None:
+    # Async: an in-memory lookup must never wait for a worker thread behind slow handlers.
     owner = next((f"{r['kind']}/{r['name']}" for r in body.get("metadata", {}).get("ownerReferences", [])
                   if r.get("controller")), None)
     if not owner or not namespace:
@@ -31,6 +32,9 @@ def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logger: Any
     if entry is None:
         return
     patch.spec["affinity"] = affinity_patch(body.get("spec", {}).get("affinity"), entry.to_node)
+    if entry.spec_patch is not None:
+        for key, value in entry.spec_patch(dict(body.get("spec", {}))).items():
+            patch.spec[key] = value
     patch.metadata.setdefault("annotations", {})[STEERED_ANNOTATION] = entry.move_id
     logger.info("steering a new pod of %s/%s to %s (move %s)", namespace, owner, entry.to_node, entry.move_id)
 

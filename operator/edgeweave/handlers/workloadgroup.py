@@ -6,6 +6,8 @@ record the plan in status, and — in Enforce mode — start moves within the gr
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -182,7 +184,9 @@ class GroupController:
         else:
             conds.append(("Aggregated", True, "NothingToMove", result.summary or "no split co-dependent pairs"))
         new_status = {**base, "conditions": self.conditions(obj, *conds)}
-        if result.moves or result.skipped or (plan and plan.get("summary") != result.summary):
+        # A plan whose moves ran stays in status as their record until there is a new plan with moves.
+        stale_dry_run = bool(plan) and plan.get("mode") == "DryRun" and plan.get("summary") != result.summary
+        if result.moves or result.skipped or stale_dry_run:
             new_status["plan"] = plan_status(result, mode)
             metrics.PLANS.labels(result.kind.value, mode).inc()
             if result.moves and (not plan or plan.get("summary") != result.summary):
@@ -289,7 +293,8 @@ class GroupController:
                 "name": self.name, "uid": obj["metadata"]["uid"]}
 
     def _drive_moves(self, obj: dict[str, Any], spec: WorkloadGroupSpec, plan: dict[str, Any]) -> int:
-        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}")
+        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
+                          memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
         moves = [dict(m) for m in plan.get("moves", [])]
         if not self.resumed:
             for m in moves:
@@ -364,25 +369,29 @@ def make_plan(devices, workloads, edges, spec: WorkloadGroupSpec, requirements_o
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0, when=in_scope)
-def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, logger: Any, **kwargs: Any) -> None:
+async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, logger: Any, **kwargs: Any) -> None:
+    """Async on purpose: a sync daemon would hold one of kopf's worker threads for the group's whole life,
+    and enough groups would starve the admission webhook and the timers. Each round runs in a thread
+    only while it works."""
     ctl = GroupController(namespace, name, logger)
     indexes = {k: kwargs[k] for k in ("devices_index", "pods_by_node", "pods_by_namespace", "sites_index")}
     last_plan = 0.0
     last_gen = None
     inflight = False
-    while not stopped:
-        body = kwargs["body"]
-        gen = body.get("metadata", {}).get("generation")
-        resync = (body.get("spec", {}).get("telemetry") or {}).get("resyncSeconds", 30)
-        now = time.monotonic()
-        plan_now = gen != last_gen or now - last_plan >= resync
-        try:
-            inflight = ctl.round(indexes, plan_now=plan_now and not inflight)
-            if plan_now:
-                last_plan, last_gen = now, gen
-        except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
-            logger.exception("WorkloadGroup round failed; retrying")
-            inflight = False
-        stopped.wait(INFLIGHT_TICK if inflight else TICK)
-    BREACHES.forget(f"{namespace}/{name}")
-
+    try:
+        while not stopped:
+            body = kwargs["body"]
+            gen = body.get("metadata", {}).get("generation")
+            resync = (body.get("spec", {}).get("telemetry") or {}).get("resyncSeconds", 30)
+            now = time.monotonic()
+            plan_now = gen != last_gen or now - last_plan >= resync
+            try:
+                inflight = await asyncio.to_thread(ctl.round, indexes, plan_now and not inflight)
+                if plan_now:
+                    last_plan, last_gen = now, gen
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
+                logger.exception("WorkloadGroup round failed; retrying")
+                inflight = False
+            await stopped.wait(INFLIGHT_TICK if inflight else TICK)
+    finally:
+        BREACHES.forget(f"{namespace}/{name}")
