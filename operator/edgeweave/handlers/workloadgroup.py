@@ -45,7 +45,8 @@ from .state import STATE, in_scope
 
 RESOURCE = (GROUP, "workloadgroups")
 TICK = 1.0
-INFLIGHT_TICK = 1.0
+INFLIGHT_TICK = 0.25
+RATE_LIMITED = "waiting: move rate limit reached for this interval"
 LIMITER = SlidingWindow()  # shared by every group: limits are per group key, state survives daemon restarts
 
 
@@ -304,20 +305,28 @@ class GroupController:
         last_moved = dict(status.get("lastMoved") or {})
         total = status.get("movesTotal", 0)
         key = f"{self.namespace}/{self.name}"
-        for i, m in enumerate(moves):
-            while m["phase"] not in TERMINAL_PHASES:
-                inflight = sum(1 for x in moves if x["phase"] not in TERMINAL_PHASES | {MovePhase.Planned.value})
+        # Sweeps: every move takes at most one step per sweep, and each sweep is persisted in one status
+        # write before the next. A step's side effect always follows the write of the phase it starts
+        # from, so a restart at any point resumes from what was done; the group's moves run in parallel.
+        for _ in range(8):
+            changed = False
+            for i, m in enumerate(moves):
+                if m["phase"] in TERMINAL_PHASES:
+                    continue
                 if m["phase"] == MovePhase.Planned.value:
+                    inflight = sum(1 for x in moves if x["phase"] not in TERMINAL_PHASES | {MovePhase.Planned.value})
                     if inflight >= spec.limits.max_in_flight:
-                        break
+                        continue
                     if not self.actuator.allow(key, spec.limits.max_moves_per_interval, spec.limits.interval_seconds):
-                        m = {**m, "message": "waiting: move rate limit reached for this interval"}
-                        moves[i] = m
-                        break
+                        if m.get("message") != RATE_LIMITED:
+                            moves[i] = {**m, "message": RATE_LIMITED}
+                            changed = True
+                        continue
                 nxt = advance(m, ctx)
                 if nxt == m:
-                    break
+                    continue
                 moves[i] = m = nxt
+                changed = True
                 if m["phase"] in TERMINAL_PHASES:
                     ok = m["phase"] == MovePhase.Done.value
                     metrics.MIGRATIONS.labels(plan.get("kind", ""), m["phase"]).inc()
@@ -325,12 +334,14 @@ class GroupController:
                         last_moved[m["workload"]] = now_rfc3339()
                         total += 1
                         if m.get("contextChangedAt"):
-                            metrics.BREACH_TO_RUNNING.observe(max(0.0, time.time() - parse_rfc3339(m["contextChangedAt"])))
+                            metrics.BREACH_TO_RUNNING.observe(
+                                max(0.0, time.time() - parse_rfc3339(m["contextChangedAt"])))
                     events.post(kube.api_client(), self._ref(obj), "Normal" if ok else "Warning",
                                 "MoveDone" if ok else "MoveFailed",
                                 f"{m['workload']} {m['fromNode']} -> {m['toNode']}: {m['message']}")
-                # Persist every step before taking the next one.
-                self.write({"plan": {**plan, "moves": moves}, "lastMoved": last_moved, "movesTotal": total})
+            if not changed:
+                break
+            self.write({"plan": {**plan, "moves": moves}, "lastMoved": last_moved, "movesTotal": total})
         inflight = sum(1 for m in moves if m["phase"] not in TERMINAL_PHASES)
         metrics.MOVES_IN_FLIGHT.labels(self.namespace, self.name).set(inflight)
         return inflight
