@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("edgeweave.handlers.main", "main", "run the operator (kopf) against the current kubeconfig"),
     "agent": ("edgeweave.agent.main", "main", "run the node agent: flow classification, uplink pinning, page server"),
+    "agent-site": ("edgeweave.agent.site", "main", "write the EdgeSite that selects a node (agent init step)"),
     "crds": ("edgeweave.api.crdgen", "main", "write the CRD YAML generated from the pydantic models"),
     "slice-run": ("edgeweave.gpu.slice_run", "main", "run a list of kernel slices (what GpuJob pods execute)"),
     "slice-report": ("edgeweave.gpu.slice_report", "main",
