@@ -1,0 +1,31 @@
+# One image for the operator, the node agent and the slice runtime.
+# Build: docker build -t ghcr.io/edgeweave/edgeweave:0.1.0 .
+
+# --- eBPF object: compiled once here, so the agent image needs no compiler -----------------------
+FROM debian:bookworm-slim AS bpf
+RUN apt-get update && apt-get install -y --no-install-recommends clang llvm libbpf-dev linux-libc-dev make \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY operator/edgeweave/agent/bpf/ bpf/
+RUN for f in bpf/*.bpf.c; do \
+      clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$f" -o "${f%.c}.o"; \
+    done
+
+# --- Python wheel ------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN pip wheel --no-deps -w /wheels .
+
+# --- runtime ---------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends iproute2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=wheel /wheels/ /wheels/
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --from=bpf /src/bpf/*.bpf.o /usr/local/lib/edgeweave/bpf/
+ENV EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf
+USER 65532:65532
+ENTRYPOINT ["edgeweave"]
+CMD ["operator"]
