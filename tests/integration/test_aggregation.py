@@ -305,3 +305,39 @@ def test_moved_stateful_member_recovers_its_memory_first(cluster: Cluster, opera
             assert not d.spec.template.spec.init_containers
     finally:
         core.delete_persistent_volume(f"{namespace}-baselines")
+
+
+def test_replacement_after_node_failure_recovers_memory_first(cluster: Cluster, operator: OperatorProcess,
+                                                              namespace: str) -> None:
+    from kubernetes import client
+
+    core = cluster.core
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "region-token"}, "stringData": {"token": "t"}})
+    client.AppsV1Api(cluster.api).create_namespaced_deployment(namespace, deployment("db", "failover"))
+    node = wait_for(lambda: nodes_of(cluster, namespace, "db").get("db"), 60, "db Running")
+    wg = group("failover")
+    wg["spec"]["aggregation"] = {"enabled": False}
+    wg["spec"]["memoryRecovery"] = {"enabled": True, "storeClaim": "baselines", "tokenSecret": "region-token"}
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", wg)
+    wait_for(lambda: wg_status(cluster, namespace, "failover").get("members") == 1, 30, "group sees db")
+    # The device fails: kwok stops reporting it Ready (what a dead kubelet looks like to the control plane).
+    core.patch_node(node, {"metadata": {"annotations": {"kwok.x-k8s.io/status": "custom"}}})
+    try:
+        core.patch_node_status(node, {"status": {"conditions": [
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "test: device down",
+             "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+        wait_for(lambda: "replacement will recover memory first" in operator.log(), 30,
+                 "the operator to prepare the failover")
+        # Taint-based eviction would delete the pod after its toleration; do it now.
+        (old,) = running_pods(cluster, namespace, "db")
+        core.delete_namespaced_pod(old.metadata.name, namespace, grace_period_seconds=0)
+        new = wait_for(lambda: [p for p in core.list_namespaced_pod(namespace, label_selector="app=db").items
+                                if p.metadata.uid != old.metadata.uid], 60, "the replacement pod")[0]
+        init = new.spec.init_containers[0]
+        assert init.name == "edgeweave-memory-recover"
+        assert f"--region {namespace}-db" in init.command[-1] and "--source 10.244.0.1:7470" in init.command[-1]
+        assert not new.spec.affinity or not new.spec.affinity.node_affinity  # no placement forced on a failover
+    finally:
+        core.patch_node(node, {"metadata": {"annotations": {"kwok.x-k8s.io/status": None}}})
+        wait_for(lambda: any(c.type == "Ready" and c.status == "True"
+                             for c in core.read_node(node).status.conditions or []), 60, "node Ready again")

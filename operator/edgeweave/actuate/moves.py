@@ -116,6 +116,19 @@ def owner_of(pod: Any) -> str:
     return ""
 
 
+def register_failover(namespace: str, owner: str, workload: str, failed_node: str, ctx: MoveContext) -> bool:
+    """A member's device failed (NotReady): whatever replacement its controller creates, anywhere, recovers
+    the region from the failed device (or, unreachable, from the baseline alone) before it starts."""
+    if ctx.memory is None or not ctx.memory.enabled or owner.split("/")[0] not in STEERABLE_OWNERS:
+        return False
+    if ctx.steering.lookup(namespace, owner) is not None:  # already prepared, or a move owns it
+        return False
+    failover_id = f"failover-{failed_node}"
+    move = {"workload": workload, "fromNode": failed_node}
+    ctx.steering.register(namespace, owner, None, failover_id, spec_patch=_spec_patch(move, namespace, ctx))
+    return True
+
+
 def register_inflight(move: dict[str, Any], namespace: str, steering: SteeringTable = STEERING) -> None:
     """On restart: steer replacements of moves that were mid-flight when the operator stopped."""
     if move.get("phase") in (MovePhase.Evicting.value, MovePhase.WaitingReady.value) and move.get("owner"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Steer:
-    to_node: str
+    to_node: str | None  # None: no placement to enforce, only the spec patch (failover after a node failure)
     move_id: str
     expires_at: float
     # Extra pod-spec fields for the replacement (the memory-recovery init container and its volumes),
@@ -30,7 +30,7 @@ class SteeringTable:
         self._entries: dict[tuple[str, str], Steer] = {}
         self._lock = threading.Lock()
 
-    def register(self, namespace: str, owner: str, to_node: str, move_id: str, ttl: float = 600,
+    def register(self, namespace: str, owner: str, to_node: str | None, move_id: str, ttl: float = 600,
                  spec_patch: Callable[[dict], dict] | None = None) -> None:
         with self._lock:
             self._entries[(namespace, owner)] = Steer(to_node, move_id, time.monotonic() + ttl, spec_patch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,17 @@ from .features import K_MAX, FlowRecord, feature_names, feature_vector
 from .model import FlowClass, Model, Tree
 from .synth import SizeCdf, dataset
 
-DEFAULT_CDF = "/work/shared/data/flows/websearch.cdf"
+
+def _default_cdf() -> str:
+    """The published web-search flow-size CDF: $EDGEWEAVE_FLOW_CDF, else shared/ beside the checkout."""
+    env = os.environ.get("EDGEWEAVE_FLOW_CDF")
+    if env:
+        return env
+    beside = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "flows" / "websearch.cdf"
+    return str(beside if beside.exists() else Path("/work/shared/data/flows/websearch.cdf"))
+
+
+DEFAULT_CDF = _default_cdf()
 DEFAULT_OUT = Path(__file__).resolve().parent / "model.json"
 
 

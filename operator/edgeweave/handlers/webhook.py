@@ -31,12 +31,14 @@ async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logge
     entry = STEERING.lookup(namespace, owner)
     if entry is None:
         return
-    patch.spec["affinity"] = affinity_patch(body.get("spec", {}).get("affinity"), entry.to_node)
+    if entry.to_node:
+        patch.spec["affinity"] = affinity_patch(body.get("spec", {}).get("affinity"), entry.to_node)
     if entry.spec_patch is not None:
         for key, value in entry.spec_patch(dict(body.get("spec", {}))).items():
             patch.spec[key] = value
     patch.metadata.setdefault("annotations", {})[STEERED_ANNOTATION] = entry.move_id
-    logger.info("steering a new pod of %s/%s to %s (move %s)", namespace, owner, entry.to_node, entry.move_id)
+    logger.info("steering a new pod of %s/%s to %s (%s)", namespace, owner, entry.to_node or "any device",
+                entry.move_id)
 
 
 def self_signed(host: str, directory: Path) -> tuple[Path, Path]:

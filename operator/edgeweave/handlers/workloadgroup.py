@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from .. import GROUP, VERSION, metrics
 from ..actuate import events
 from ..actuate.actuator import TAINT_KEY, Actuator
-from ..actuate.moves import MoveContext, advance, register_inflight
+from ..actuate.moves import MoveContext, advance, register_failover, register_inflight
 from ..actuate.ratelimit import SlidingWindow
 from ..api.base import now_rfc3339
 from ..api.conditions import set_condition
@@ -107,6 +107,8 @@ class GroupController:
                    if p.active and selector_matches(spec.selector, p.labels)]
         devices_spanned = len({p.node for p in members if p.node})
         mode = "DryRun" if (spec.mode.value == "DryRun" or STATE.dry_run) else "Enforce"
+        if spec.memory_recovery.enabled and mode == "Enforce":
+            self._prepare_failovers(spec, members, indexes)
         base = {"members": len(members), "devices": devices_spanned, "observedGeneration": gen}
         metrics.GROUP_MEMBERS.labels(self.namespace, self.name).set(len(members))
         metrics.GROUP_DEVICES.labels(self.namespace, self.name).set(devices_spanned)
@@ -196,6 +198,21 @@ class GroupController:
         # The plan is in status before any move starts: a restart resumes it instead of re-planning.
         self.write(new_status)
         return bool(result.moves) and mode == "Enforce"
+
+    def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list, indexes: dict[str, kopf.Index]) -> None:
+        """Members on a device that stopped being Ready will be replaced by their controller (taint-based
+        eviction); make sure each replacement recovers its memory region first."""
+        down = {d.name for d in devices_of(indexes["devices_index"]) if not d.ready}
+        if not down:
+            return
+        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
+                          memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
+        for p in members:
+            if p.node in down and p.owner_kind and p.owner_name:
+                workload = p.labels.get(spec.workload_label) or p.name
+                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx):
+                    self.logger.info("%s on failed device %s: its replacement will recover memory first",
+                                     p.key, p.node)
 
     def _context_round(self, obj, spec, all_devices, devices, workloads, indexes, now, mode):
         """Evaluate requirements on every device the group uses; remediate breaches that outlasted their
