@@ -20,24 +20,23 @@ Progress goes to stderr; the result is written to ``--out`` and printed as one J
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "hack"))
+from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
 
 # Ports and state of our own, so a `make run` or an integration test run elsewhere is left alone.
 for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-agg"), "EDGEWEAVE_APISERVER_PORT": "56443",
@@ -57,33 +56,10 @@ def log(msg: str) -> None:
     print(f"[bench-aggregation/cluster] {msg}", file=sys.stderr, flush=True)
 
 
-def load_hack(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except Exception as e:  # noqa: BLE001 - transient API errors while waiting
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
 # -- objects as a user would keep them in Git ----------------------------------------------------------

@@ -31,12 +31,10 @@ Progress goes to stderr; the result is written to ``--out`` and printed as one J
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "hack"))
+from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
 
 # Ports and state of our own, so the test suite's cluster (36443..) and the aggregation bench's (56443..)
 # are left alone. Set before hack/devcluster.py is imported: it reads them at import time.
@@ -75,33 +75,10 @@ def log(msg: str) -> None:
     print(f"[bench-remediation/cluster] {msg}", file=sys.stderr, flush=True)
 
 
-def load_hack(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except Exception as e:  # noqa: BLE001 - transient API errors while waiting
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
 # -- objects as a user would keep them in Git ----------------------------------------------------------

@@ -5,12 +5,9 @@ Set EDGEWEAVE_TEST_KUBECONFIG to run against a cluster you already have instead.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,37 +28,22 @@ os.environ.setdefault("EDGEWEAVE_SCHED_PORT", "36259")
 os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "36280")
 
 
-def _load_hack(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-devcluster = _load_hack("devcluster")
-PromStack = _load_hack("promstack").PromStack
+sys.path.insert(0, str(REPO / "hack"))
+import clusterkit  # noqa: E402 - hack/ is a script dir
+
+devcluster = clusterkit.load_hack("devcluster")
+PromStack = clusterkit.load_hack("promstack").PromStack
+free_port = clusterkit.free_port
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as e:  # noqa: BLE001 - transient API errors while waiting
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+    return clusterkit.wait_for(predicate, timeout, what, interval, exc=AssertionError)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+
 
 
 @dataclass
