@@ -177,12 +177,16 @@ def operator(cluster: Cluster, prometheus: PromStack,
         op.stop()
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
+def fresh_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.core.create_namespace({"metadata": {"name": name}})
     wait_for(lambda: cluster.core.read_namespaced_service_account("default", name), 30, "default SA")
     try:
         yield name
     finally:
         cluster.core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    yield from fresh_namespace(cluster, "t")

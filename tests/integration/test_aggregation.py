@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from .conftest import Cluster, OperatorProcess, PromStack, start_operator, wait_for
+from .conftest import Cluster, OperatorProcess, PromStack, fresh_namespace, start_operator, wait_for
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION = "edgeweave.io", "v1alpha1"
@@ -196,13 +195,7 @@ def test_prometheus_down_means_no_move(cluster: Cluster, operator: OperatorProce
 
 @pytest.fixture
 def restart_namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"r-{uuid.uuid4().hex[:8]}"  # outside the session operator's t-* scope
-    cluster.core.create_namespace({"metadata": {"name": name}})
-    wait_for(lambda: cluster.core.read_namespaced_service_account("default", name), 30, "default SA")
-    try:
-        yield name
-    finally:
-        cluster.core.delete_namespace(name)
+    yield from fresh_namespace(cluster, "r")  # outside the session operator's t-* scope
 
 
 def test_operator_killed_mid_move_completes_it_exactly_once(cluster: Cluster, prometheus: PromStack,

@@ -144,8 +144,8 @@ def reassign(plan: SlicePlan, done: Iterable[int], lost_pods: Iterable[int]) -> 
     return plan.model_copy(update={"pods": pods})
 
 
-def encode_slices(plan: SlicePlan, indices: Iterable[int]) -> str:
-    """The EDGEWEAVE_SLICES value for these slice indices (order kept; consecutive runs compressed)."""
+def runs_of(indices: Iterable[int]) -> str:
+    """Indices as runs, order kept: [0, 1, 2, 3, 7] -> "0-3,7"."""
     runs: list[str] = []
     idx = list(indices)
     k = 0
@@ -155,7 +155,12 @@ def encode_slices(plan: SlicePlan, indices: Iterable[int]) -> str:
             j += 1
         runs.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
         k = j + 1
-    return f"{FORMAT_VERSION};blocks={plan.slice_blocks};total={plan.total_blocks};slices={','.join(runs)}"
+    return ",".join(runs)
+
+
+def encode_slices(plan: SlicePlan, indices: Iterable[int]) -> str:
+    """The EDGEWEAVE_SLICES value for these slice indices (order kept; consecutive runs compressed)."""
+    return f"{FORMAT_VERSION};blocks={plan.slice_blocks};total={plan.total_blocks};slices={runs_of(indices)}"
 
 
 def decode_slices(text: str) -> list[SliceRange]:

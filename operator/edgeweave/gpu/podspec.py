@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import GROUP, VERSION, __version__
 from ..api.gpujob import GpuJobSpec
-from .plan import PodAssignment, SlicePlan, encode_slices, pod_env
+from .plan import PodAssignment, SlicePlan, encode_slices, pod_env, runs_of
 
 LABEL_JOB = "edgeweave.io/gpujob"
 LABEL_SLICE_POD = "edgeweave.io/slice-pod"
@@ -61,16 +61,7 @@ def job_selector(job: str) -> str:
 
 def encode_runs(indices: Iterable[int]) -> str:
     """Sorted, de-duplicated indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
-    idx = sorted(set(indices))
-    runs: list[str] = []
-    k = 0
-    while k < len(idx):
-        j = k
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        runs.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
-        k = j + 1
-    return ",".join(runs)
+    return runs_of(sorted(set(indices)))
 
 
 def decode_runs(text: str, limit: int = 1 << 20) -> list[int]:
