@@ -22,7 +22,7 @@ from ..actuate.actuator import TAINT_KEY, Actuator
 from ..actuate.moves import MoveContext, advance, register_failover, register_inflight
 from ..actuate.ratelimit import SlidingWindow
 from ..api.base import now_rfc3339
-from ..api.conditions import set_condition
+from ..api.conditions import get_condition, set_condition
 from ..api.workloadgroup import TERMINAL_PHASES, MovePhase, WorkloadGroupSpec
 from ..placement.aggregate import plan_aggregation, plan_defragmentation
 from ..placement.breach import BreachTracker, Phase
@@ -96,8 +96,7 @@ class GroupController:
             spec = WorkloadGroupSpec.model_validate(obj.get("spec") or {})
         except ValidationError as err:
             message = describe_validation_error(err)
-            if (next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {}) or {}).get(
-                    "reason") != "InvalidSpec":
+            if (get_condition(status.get("conditions"), "Ready") or {}).get("reason") != "InvalidSpec":
                 events.post(kube.api_client(), self._ref(obj), "Warning", "InvalidSpec", message)
             self.write({"conditions": self.conditions(obj, ("Ready", False, "InvalidSpec", message)),
                         "observedGeneration": gen})
@@ -199,14 +198,17 @@ class GroupController:
         self.write(new_status)
         return bool(result.moves) and mode == "Enforce"
 
+    def _move_context(self, spec: WorkloadGroupSpec) -> MoveContext:
+        return MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
+                           memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
+
     def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list, indexes: dict[str, kopf.Index]) -> None:
         """Members on a device that stopped being Ready will be replaced by their controller (taint-based
         eviction); make sure each replacement recovers its memory region first."""
         down = {d.name for d in devices_of(indexes["devices_index"]) if not d.ready}
         if not down:
             return
-        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
-                          memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
+        ctx = self._move_context(spec)
         for p in members:
             if p.node in down and p.owner_kind and p.owner_name:
                 workload = p.labels.get(spec.workload_label) or p.name
@@ -311,8 +313,7 @@ class GroupController:
                 "name": self.name, "uid": obj["metadata"]["uid"]}
 
     def _drive_moves(self, obj: dict[str, Any], spec: WorkloadGroupSpec, plan: dict[str, Any]) -> int:
-        ctx = MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
-                          memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
+        ctx = self._move_context(spec)
         moves = [dict(m) for m in plan.get("moves", [])]
         if not self.resumed:
             for m in moves:

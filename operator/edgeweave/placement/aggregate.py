@@ -162,23 +162,7 @@ class _Planner:
         return r
 
     def fits(self, node: str, pods: Iterable[str]) -> bool:
-        dev = self.devices.get(node)
-        if dev is None or not dev.schedulable:
-            return False
-        cpu = mem = 0.0
-        ext: dict[str, float] = {}
-        for p in pods:
-            if self.node_of[p] == node:
-                continue
-            w = self.graph.pods[p]
-            cpu += w.cpu
-            mem += w.memory
-            for k, v in w.extended.items():
-                ext[k] = ext.get(k, 0.0) + v
-        led = self.ledger
-        if cpu > led.cpu[node] + EPS or mem > led.mem[node] + EPS:
-            return False
-        return all(v <= led.ext[node].get(k, 0.0) + EPS for k, v in ext.items())
+        return self.ledger.fits(node, (self.graph.pods[p] for p in pods), where=lambda w: self.node_of[w.key])
 
     def placeable(self, node: str, pods: list[str]) -> bool:
         return self.fits(node, pods) and all(self.req_ok(p, node) for p in pods)
@@ -197,14 +181,11 @@ class _Planner:
         frm = self.node_of[pod]
         undo = (pod, frm, self.records.get(pod))
         w = self.graph.pods[pod]
-        led = self.ledger
-        for node, sign in ((frm, 1.0), (to, -1.0)):
-            if node in led.cpu:
-                self._resort(node, sign * w.cpu)
-                led.cpu[node] += sign * w.cpu
-                led.mem[node] += sign * w.memory
-                for k, v in w.extended.items():
-                    led.ext[node][k] = led.ext[node].get(k, 0.0) + sign * v
+        if frm != to:
+            for node, sign in ((frm, 1.0), (to, -1.0)):
+                if node in self.ledger.cpu:
+                    self._resort(node, sign * w.cpu)
+            self.ledger.move(w, to, frm=frm)
         k = self.graph.wkey_of[pod]
         ci = self.component_of.get(k)
         if ci is not None:

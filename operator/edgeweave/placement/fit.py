@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .model import DeviceState, WorkloadState
 
@@ -22,14 +22,17 @@ class CapacityLedger:
         self.mem = {d.name: d.memory_free for d in self.devices.values()}
         self.ext = {d.name: dict(d.extended_free) for d in self.devices.values()}
 
-    def fits(self, node: str, workloads: Iterable[WorkloadState]) -> bool:
+    def fits(self, node: str, workloads: Iterable[WorkloadState],
+             where: Callable[[WorkloadState], str] | None = None) -> bool:
+        """Whether the workloads not already on `node` fit its free capacity. `where` gives a workload's
+        current device when a planner has moved it tentatively (default: where it runs now)."""
         dev = self.devices.get(node)
         if dev is None or not dev.schedulable:
             return False
         cpu = mem = 0.0
         ext: dict[str, float] = {}
         for w in workloads:
-            if w.node == node:
+            if (where(w) if where else w.node) == node:
                 continue
             cpu += w.cpu
             mem += w.memory
@@ -39,10 +42,12 @@ class CapacityLedger:
             return False
         return all(v <= self.ext[node].get(k, 0.0) + EPS for k, v in ext.items())
 
-    def move(self, w: WorkloadState, to: str) -> None:
-        if w.node == to:
+    def move(self, w: WorkloadState, to: str, frm: str | None = None) -> None:
+        """Book w's requests from `frm` (default: where it runs now) to `to`."""
+        frm = w.node if frm is None else frm
+        if frm == to:
             return
-        for node, sign in ((w.node, 1.0), (to, -1.0)):
+        for node, sign in ((frm, 1.0), (to, -1.0)):
             if node in self.cpu:
                 self.cpu[node] += sign * w.cpu
                 self.mem[node] += sign * w.memory

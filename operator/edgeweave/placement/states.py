@@ -12,7 +12,6 @@ from .model import DeviceState, WorkloadState
 # so declared pairs are aggregated even where Prometheus sees nothing.
 DECLARED_BYTES_PER_WEIGHT = 1_000_000.0
 MOVABLE_OWNERS = (None, "ReplicaSet", "StatefulSet")
-OUR_TAINT = "edgeweave.io/context-breach"
 
 
 def device_states(devices: Iterable[Device], pods_by_node: Mapping[str, Iterable[PodInfo]],

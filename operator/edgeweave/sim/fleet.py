@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import GROUP, VERSION
+from ..placement.inventory import SITE_LABEL
 
-SITE_LABEL = "edgeweave.io/site"
 FLEET_LABEL = "edgeweave.io/fleet"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
