@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test test-unit test-integration test-e2e lint crds chart-lint bench clean stop
+.PHONY: lock setup run test test-unit test-integration test-e2e lint crds chart-lint bench clean stop
 
 ## setup: Debian packages, Python venv, Go-built Kubernetes binaries (cached outside the clone)
 setup:
@@ -29,6 +29,11 @@ test-e2e:
 lint:
 	$(PY) -m ruff check operator tests bench
 	.venv/bin/lint-imports
+
+## lock: pin every installed package (constraints.txt) to what the venv has now; run after changing pyproject.toml
+lock:
+	{ echo "# Exact versions CI tested: hack/setup.sh installs with -c constraints.txt. Regenerate with \`make lock\` after changing pyproject.toml."; \
+	  .venv/bin/pip freeze --exclude-editable | grep -v '^-e\|^edgeweave'; } > constraints.txt
 
 crds:
 	$(PY) -m edgeweave.cli crds --out crds --chart charts/edgeweave/crds

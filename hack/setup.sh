@@ -12,9 +12,10 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
-  .venv/bin/pip install -q -e '.[dev]'
+  # constraints.txt pins every package to what CI tested (make lock rewrites it).
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
   touch "$stamp"
 fi
 bash hack/build-binaries.sh >/dev/null
