@@ -276,7 +276,24 @@ def taint_claims(inp: RoundInput) -> tuple[frozenset[str], frozenset[str]]:
 
 
 # -- the round -------------------------------------------------------------------------------------
+# Conditions that say something only when True: written when True, and flipped back once it stops being
+# so; a group that never had the problem does not carry them.
+ONLY_WHEN_RAISED = frozenset({T.Conflict, T.MovesStalled, T.SteeringUnavailable})
+TELEMETRY_AT_REFRESH_SECONDS = 300.0  # lastTelemetryAt is rewritten at most this often while it stays fresh
+
+
+def prune_quiet(inp: RoundInput, conds: Sequence[Cond]) -> list[Cond]:
+    stored = {c.get("type") for c in inp.conditions}
+    return [c for c in conds if c.type not in ONLY_WHEN_RAISED or c.status.value == "True" or c.type.value in stored]
+
+
 def decide(inp: RoundInput) -> RoundStep:
+    step = _decide(inp)
+    step.conditions = prune_quiet(inp, step.conditions)
+    return step
+
+
+def _decide(inp: RoundInput) -> RoundStep:
     spec, mode, now = inp.spec, inp.mode, inp.now
     base = {"members": len(inp.members), "devices": len({p.node for p in inp.members if p.node}),
             "observedGeneration": inp.generation}
@@ -308,7 +325,8 @@ def decide(inp: RoundInput) -> RoundStep:
     conds.append(tcond)
     if not fresh:
         return step
-    if inp.telemetry.source == "prometheus":
+    last = parse_rfc3339(inp.status.last_telemetry_at) or 0.0
+    if inp.telemetry.source == "prometheus" and now - last >= TELEMETRY_AT_REFRESH_SECONDS:
         step.status["lastTelemetryAt"] = rfc3339(now)
     edges = edges_with_declared(list(inp.telemetry.edges), spec.dependencies,
                                 declared_bytes_per_second=DECLARED_BYTES_PER_WEIGHT)

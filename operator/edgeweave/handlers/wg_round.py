@@ -21,7 +21,7 @@ from .. import metrics
 from ..actuate.actuator import TAINT_OWNERS_ANNOTATION, parse_owners
 from ..actuate.moves import MoveContext, register_failover, register_inflight
 from ..api.base import Mode
-from ..api.conditions import Cond, ConditionType, Reason, apply
+from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
 from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
 from ..placement.breach import BreachTracker, Phase
 from ..placement.inventory import Device, PodInfo, selector_matches
@@ -151,6 +151,9 @@ class GroupController:
             status = WorkloadGroupStatus.model_validate(raw)
         self.resumed = True
 
+        if steering is None and (get_condition(raw.get("conditions"), ConditionType.SteeringUnavailable.value)
+                                 or {}).get("status") == "True":
+            steering = act.steering_live(self.namespace)  # raised before: find out whether it still holds
         now = time.time()
         devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"]))
         workloads = workload_states(members, spec.workload_label, self.key, status.last_moved,
@@ -165,11 +168,14 @@ class GroupController:
             workloads=workloads, now=now, plan_now=plan_now, plan_id=uuid.uuid4().hex[:8], telemetry=telemetry,
             breach=breach, edges_seen=self.last_edges, conflicts=conflicts, lost_pods=lost, steering=steering,
             may_taint=self.rt.may_taint(self.namespace), claimed_taints=claimed)
+        t0 = time.perf_counter()
         step = decide(inp)
+        elapsed = time.perf_counter() - t0
         self._act_taints(step.taint, breach)
         for etype, reason, message in step.events:
             act.event(self.ref(body), etype, reason, message)
         if step.plan is not None:
+            metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
             metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
             if step.plan.kind.value != "Remediation":
                 metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(step.plan.traffic_before)
@@ -185,7 +191,6 @@ class GroupController:
         url = self.rt.settings.prometheus_url
         if not url:
             return Telemetry(source="none")
-        t0 = time.perf_counter()
         try:
             snap = fetch_dependencies(PrometheusClient(url), spec.discovery.trigger_query, spec.discovery.data_query,
                                       self.namespace, spec.discovery.min_rate)
@@ -197,7 +202,6 @@ class GroupController:
             metrics.PLANS_SKIPPED.labels("StaleTelemetry").inc()
         else:
             self.last_edges = list(snap.edges)
-        metrics.PLAN_SECONDS.labels("telemetry").observe(time.perf_counter() - t0)
         return Telemetry(edges=tuple(snap.edges), age_seconds=age)
 
     def _observe_context(self, spec: WorkloadGroupSpec, all_devices: list[Device], workloads: list,
