@@ -44,11 +44,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack"))
 from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
 
-for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-scale"), "EDGEWEAVE_APISERVER_PORT": "57443",
-               "EDGEWEAVE_ETCD_PORT": "57790", "EDGEWEAVE_ETCD_PEER_PORT": "57800",
-               "EDGEWEAVE_KCM_PORT": "57257", "EDGEWEAVE_SCHED_PORT": "57259",
-               "EDGEWEAVE_KWOK_PORT": "57280"}.items():
-    os.environ.setdefault(_k, _v)
+# Ports and state of its own; the env (a helper's port block) wins.
+os.environ.setdefault("EDGEWEAVE_RUN_DIR", str(REPO / ".run" / "bench-scale"))
+for _name, _port in (("APISERVER", 57443), ("ETCD", 57790), ("ETCD_PEER", 57800), ("KCM", 57257), ("SCHED", 57259),
+                     ("KWOK", 57280)):
+    os.environ.setdefault(f"EDGEWEAVE_{_name}_PORT", str(_port))
 
 GROUP, VERSION = "edgeweave.io", "v1alpha1"
 LABEL = "edgeweave.io/group"
