@@ -258,8 +258,10 @@ def observe_move(move: MoveStatus, ctx: MoveContext, *, steering_live: bool, now
         if not move.owner:
             copy = read_or_none(lambda: ctx.core.read_namespaced_pod(move.new_pod, ns)) if move.new_pod else None
             return MoveObservation(replacement=pod_view(copy) if copy is not None else None, **base)
-        pods = [pod_view(p, ctx.actuator.api_client) for p in ctx.core.list_namespaced_pod(ns).items]
-        replacement, stray = find_replacement(move, pods)
+        raw = {p.metadata.uid: p for p in ctx.core.list_namespaced_pod(ns).items}
+        replacement, stray = find_replacement(move, [pod_view(p) for p in raw.values()])
+        if replacement is not None and replacement.ready:  # its memory-recovery report goes into the record
+            replacement = pod_view(raw[replacement.uid], ctx.actuator.api_client)
         return MoveObservation(replacement=replacement, stray=stray, **base)
     return MoveObservation(**base)
 

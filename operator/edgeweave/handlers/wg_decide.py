@@ -162,6 +162,13 @@ def steering_condition(steering: tuple[bool, str]) -> Cond:
     return Cond.of(T.SteeringUnavailable, True, Reason.WebhookNotSteering, f"nothing is evicted: {why}")
 
 
+def steering_step(stored: Sequence[dict], steering: tuple[bool, str]) -> tuple[Cond, list[tuple[str, str, str]]]:
+    """The condition, and a Warning Event when steering has just been found not live."""
+    sc = steering_condition(steering)
+    raised = sc.status.value == "True" and condition_changed(stored, sc)
+    return sc, [("Warning", "SteeringUnavailable", sc.message)] if raised else []
+
+
 def stalled_condition(backoff: Mapping[str, WorkloadBackoff], now: float) -> Cond:
     stalled = sorted(w for w, b in backoff.items() if b.failures >= STALLED_AFTER
                      and (parse_rfc3339(b.until) or 0) > now)
@@ -228,8 +235,12 @@ def _no_breach(w: WorkloadState, d: DeviceState) -> bool:
 
 
 def _changed(inp: RoundInput, cond: Cond) -> bool:
+    return condition_changed(inp.conditions, cond)
+
+
+def condition_changed(stored: Sequence[dict], cond: Cond) -> bool:
     """Whether `cond` differs from the stored one (an Event goes with a change, not with every round)."""
-    old = get_condition(inp.conditions, cond.type.value) or {}
+    old = get_condition(stored, cond.type.value) or {}
     return (old.get("status"), old.get("reason"), old.get("message")) != (cond.status.value, cond.reason,
                                                                          cond.message)
 
@@ -282,14 +293,14 @@ ONLY_WHEN_RAISED = frozenset({T.Conflict, T.MovesStalled, T.SteeringUnavailable}
 TELEMETRY_AT_REFRESH_SECONDS = 300.0  # lastTelemetryAt is rewritten at most this often while it stays fresh
 
 
-def prune_quiet(inp: RoundInput, conds: Sequence[Cond]) -> list[Cond]:
-    stored = {c.get("type") for c in inp.conditions}
+def prune_quiet(stored_conditions: Sequence[dict], conds: Sequence[Cond]) -> list[Cond]:
+    stored = {c.get("type") for c in stored_conditions}
     return [c for c in conds if c.type not in ONLY_WHEN_RAISED or c.status.value == "True" or c.type.value in stored]
 
 
 def decide(inp: RoundInput) -> RoundStep:
     step = _decide(inp)
-    step.conditions = prune_quiet(inp, step.conditions)
+    step.conditions = prune_quiet(inp.conditions, step.conditions)
     return step
 
 
@@ -302,10 +313,9 @@ def _decide(inp: RoundInput) -> RoundStep:
     if inp.conflicts and _changed(inp, conds[1]):
         events.append(("Warning", "Conflict", conds[1].message))
     if inp.steering is not None:
-        sc = steering_condition(inp.steering)
+        sc, sevents = steering_step(inp.conditions, inp.steering)
         conds.append(sc)
-        if sc.status.value == "True" and _changed(inp, sc):
-            events.append(("Warning", "SteeringUnavailable", sc.message))
+        events.extend(sevents)
     step = RoundStep(status=base, conditions=conds, events=events, taint=taint_claims(inp))
 
     if spec.requirements and inp.breach is not None:

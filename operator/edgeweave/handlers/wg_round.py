@@ -32,7 +32,7 @@ from . import kube
 from .common import invalid_spec
 from .indexes import devices_of, pods_on_nodes, sites_of
 from .state import Runtime
-from .wg_decide import BreachView, RoundInput, Telemetry, decide, steering_condition
+from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
 from .wg_moves import drive_moves
 
 PLURAL = "workloadgroups"
@@ -141,11 +141,14 @@ class GroupController:
             if driven.in_flight:
                 conds = [Cond.of(ConditionType.Ready, True, Reason.Moving,
                                  f"{driven.in_flight} move(s) in flight; mode {mode.value}")]
-                if steering is not None:
-                    conds.append(steering_condition(steering))
                 cur = self.current_status(body)
-                self.write(cur, {"members": len(members), "observedGeneration": gen,
-                                 "conditions": apply(cur.get("conditions"), conds, gen)})
+                if steering is not None:
+                    sc, sevents = steering_step(cur.get("conditions") or [], steering)
+                    conds.append(sc)
+                    for etype, reason, message in sevents:
+                        act.event(self.ref(body), etype, reason, message)
+                self.write(cur, {"members": len(members), "observedGeneration": gen, "conditions": apply(
+                    cur.get("conditions"), prune_quiet(cur.get("conditions") or [], conds), gen)})
                 return True
             raw = self.current_status(body)
             status = WorkloadGroupStatus.model_validate(raw)
