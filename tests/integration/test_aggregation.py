@@ -347,6 +347,10 @@ def test_overlapping_groups_get_a_conflict_and_the_older_keeps_the_pod(cluster: 
     older["spec"]["aggregation"] = {"enabled": False}
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", older)
     wait_for(lambda: wg_status(cluster, namespace, "shop").get("members") == 2, 30, "the older group's members")
+    # Creation times have one-second resolution (a tie goes to the name): make the second group younger.
+    created = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", "shop")[
+        "metadata"]["creationTimestamp"]
+    wait_for(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > created, 5, "the next second")
     younger = group("api-only")
     younger["spec"]["selector"] = {"app": "api"}
     younger["spec"]["aggregation"] = {"enabled": False}

@@ -152,6 +152,8 @@ class GroupController:
                 return True
             raw = self.current_status(body)
             status = WorkloadGroupStatus.model_validate(raw)
+            # The moves just ended: the pod indexes may not show the replacements yet. Plan next time.
+            plan_now = False
         self.resumed = True
 
         if steering is None and (get_condition(raw.get("conditions"), ConditionType.SteeringUnavailable.value)
