@@ -79,7 +79,7 @@ class GroupController:
         self.written: dict[str, Any] | None = None  # status as the API server returned it after our write
         self.written_rv: str | None = None  # the resourceVersion of the body when we wrote
         self.resumed = False
-        self.invalid_reported = ""
+        self.claimed: frozenset[str] | None = None  # devices whose taint this group claims (None: not read yet)
 
     # -- status I/O --------------------------------------------------------------------------------
     def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,13 +160,17 @@ class GroupController:
                                  or {}).get("status") == "True":
             steering = act.steering_live(self.namespace)  # raised before: find out whether it still holds
         now = time.time()
-        devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"]))
         workloads = workload_states(members, spec.workload_label, self.key, status.last_moved,
                                     spec.aggregation.cooldown_seconds, now)
         breach = self._observe_context(spec, all_devices, workloads, indexes, now) if spec.requirements else None
         telemetry = self._read_telemetry(spec) if plan_now and spec.aggregation.enabled else None
-        claimed = frozenset(d.name for d in all_devices
-                            if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION)))
+        # Device states cost a pass over every pod of the fleet: only for a round that may plan.
+        may_plan = telemetry is not None or (breach is not None and bool(set(breach.breaches) & breach.hosting))
+        devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"])) if may_plan else []
+        if self.claimed is None:  # once per daemon: what this group claimed before a restart
+            self.claimed = frozenset(d.name for d in all_devices
+                                     if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION)))
+        claimed = self.claimed
         inp = RoundInput(
             namespace=self.namespace, name=self.name, generation=gen, spec=spec, status=status,
             conditions=raw.get("conditions") or [], mode=mode, members=members, devices=devices,
@@ -242,11 +246,15 @@ class GroupController:
     # -- acting ----------------------------------------------------------------------------------------
     def _act_taints(self, taint: tuple[frozenset[str], frozenset[str]], breach: BreachView | None) -> None:
         claim, release = taint
+        held = set(self.claimed or ())
         for dev in sorted(claim):
             reasons = "; ".join(str(r) for r in (breach.breaches.get(dev, ()) if breach else ()))[:500]
-            self.rt.actuator.claim_taint(dev, self.key, True, message=f"context breach: {reasons}")
+            if self.rt.actuator.claim_taint(dev, self.key, True, message=f"context breach: {reasons}").ok:
+                held.add(dev)
         for dev in sorted(release):
-            self.rt.actuator.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered")
+            if self.rt.actuator.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered").ok:
+                held.discard(dev)
+        self.claimed = frozenset(held)
 
     def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list[PodInfo], devices: list[Device]) -> None:
         """Members on a device that stopped being Ready will be replaced by their controller (taint-based

@@ -47,16 +47,23 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
     try:
         while not stopped:
             gen = body.get("metadata", {}).get("generation")
-            resync = (body.get("spec", {}).get("telemetry") or {}).get("resyncSeconds", 30)
+            spec = body.get("spec", {})
+            resync = (spec.get("telemetry") or {}).get("resyncSeconds", 30)
             now = time.monotonic()
             plan_now = gen != last_gen or now - last_plan >= resync
+            # Between resyncs a round is only needed while something runs on a clock: moves in flight,
+            # requirements (grace periods), failover watch. An idle group costs nothing.
+            if not (plan_now or inflight or spec.get("requirements") or
+                    (spec.get("memoryRecovery") or {}).get("enabled")):
+                await stopped.wait(TICK)
+                continue
             try:
                 inflight = await asyncio.to_thread(ctl.round, body, indexes, plan_now and not inflight)
                 if plan_now:
                     last_plan, last_gen = now, gen
             except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
                 logger.exception("WorkloadGroup round failed; retrying")
-                ctl.written = None  # re-read status from the watch: our copy may be what failed
+                ctl.written, ctl.claimed = None, None  # re-read: our copies may be what failed
                 inflight = False
             await stopped.wait(INFLIGHT_TICK if inflight else TICK)
     finally:
