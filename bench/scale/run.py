@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
         log(f"{len(nodes)} devices in {args.sites} sites")
         wait_for(lambda: sum(1 for n in core.list_node().items if any(
             c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])) >= len(nodes),
-            300, "kwok devices Ready", interval=2)
+            900, "kwok devices Ready", interval=5)
         namespaces = [f"{NS_PREFIX}{i:03d}" for i in range(args.namespaces)]
         for ns in namespaces:
             core.create_namespace({"metadata": {"name": ns}})
