@@ -334,3 +334,82 @@ def test_replacement_after_node_failure_recovers_memory_first(cluster: Cluster, 
         core.patch_node(node, {"metadata": {"annotations": {"kwok.x-k8s.io/status": None}}})
         wait_for(lambda: any(c.type == "Ready" and c.status == "True"
                              for c in core.read_node(node).status.conditions or []), 60, "node Ready again")
+
+
+def test_overlapping_groups_get_a_conflict_and_the_older_keeps_the_pod(cluster: Cluster, operator: OperatorProcess,
+                                                                       namespace: str) -> None:
+    from kubernetes import client
+
+    client.AppsV1Api(cluster.api).create_namespaced_deployment(namespace, deployment("api", "shop"))
+    client.AppsV1Api(cluster.api).create_namespaced_deployment(namespace, deployment("cache", "shop"))
+    wait_for(lambda: nodes_of(cluster, namespace, "api", "cache"), 60, "api and cache Running")
+    older = group("shop")
+    older["spec"]["aggregation"] = {"enabled": False}
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", older)
+    wait_for(lambda: wg_status(cluster, namespace, "shop").get("members") == 2, 30, "the older group's members")
+    # Creation times have one-second resolution (a tie goes to the name): make the second group younger.
+    created = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", "shop")[
+        "metadata"]["creationTimestamp"]
+    wait_for(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > created, 5, "the next second")
+    younger = group("api-only")
+    younger["spec"]["selector"] = {"app": "api"}
+    younger["spec"]["aggregation"] = {"enabled": False}
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", younger)
+    mine = wait_for(lambda: (c := condition(wg_status(cluster, namespace, "api-only"), "Conflict")).get(
+        "status") == "True" and c, 30, "Conflict on the younger group")
+    assert "shop" in mine["message"] and "older group" in mine["message"]
+    theirs = wait_for(lambda: (c := condition(wg_status(cluster, namespace, "shop"), "Conflict")).get(
+        "status") == "True" and c, 30, "Conflict on the older group")
+    assert "api-only" in theirs["message"]
+    assert wg_status(cluster, namespace, "shop")["members"] == 2
+    assert wg_status(cluster, namespace, "api-only")["members"] == 0
+    assert any(e.reason == "Conflict" for e in cluster.core.list_namespaced_event(namespace).items)
+
+
+@pytest.fixture
+def steering_namespace(cluster: Cluster) -> Iterator[str]:
+    yield from fresh_namespace(cluster, "s")  # outside the session operator's t-* scope
+
+
+def test_no_eviction_without_steering_then_moves_complete_when_it_is_back(
+        cluster: Cluster, prometheus: PromStack, steering_namespace: str, tmp_path) -> None:
+    """Webhook off: the mover proves steering is not live, raises SteeringUnavailable and evicts nothing.
+    An operator with the webhook then completes the same plan."""
+    from .conftest import free_port
+
+    ns = steering_namespace
+    before = split_pair(cluster, ns, "landing")
+    uids = {p.metadata.uid for p in cluster.core.list_namespaced_pod(ns).items}
+    traffic(prometheus, ns, 5e6)
+    blind = start_operator(cluster, tmp_path, "--prometheus-url", prometheus.url, "--namespace", ns, name="blind")
+    try:
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", group("landing"))
+        cond = wait_for(lambda: (c := condition(wg_status(cluster, ns, "landing"), "SteeringUnavailable")).get(
+            "status") == "True" and c, 60, "SteeringUnavailable=True")
+        assert "without the steering patch" in cond["message"]
+        (move,) = wg_status(cluster, ns, "landing")["plan"]["moves"]
+        assert move["phase"] == "Planned" and "steering" in move["message"]
+        # Several sweeps later (0.25 s each): still nothing evicted.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert {p.metadata.uid for p in cluster.core.list_namespaced_pod(ns).items} == uids
+            time.sleep(0.5)
+        assert nodes_of(cluster, ns, "api", "cache") == before
+        events = [e for e in cluster.core.list_namespaced_event(ns).items]
+        assert any(e.reason == "SteeringUnavailable" and e.type == "Warning" for e in events)
+        assert not any(e.reason == "EdgeweaveMove" for e in events)
+    finally:
+        blind.stop()
+    steered = start_operator(cluster, tmp_path, "--prometheus-url", prometheus.url, "--namespace", ns,
+                             "--webhook-port", str(free_port()), "--webhook-config", "steer-test.edgeweave.io",
+                             name="steered")
+    try:
+        wait_for(lambda: wg_status(cluster, ns, "landing").get("movesTotal") == 1, 120,
+                 "the move to complete with steering back")
+        together = wait_for(lambda: (n := nodes_of(cluster, ns, "api", "cache")) and n["api"] == n["cache"] and n,
+                            60, "pair together")
+        assert together["api"] in before.values()
+        wait_for(lambda: condition(wg_status(cluster, ns, "landing"), "SteeringUnavailable").get("status") == "False",
+                 30, "SteeringUnavailable=False")
+    finally:
+        steered.stop()

@@ -151,7 +151,7 @@ def _acted(log: str) -> int:
 def test_two_replicas_never_act_at_once(cluster: Cluster, tmp_path) -> None:
     """A lower-priority replica stays paused while a higher one lives, and takes over when it goes."""
     peering = "edgeweave-peering-test"
-    scope = ()
+    scope = ("--verbose",)  # routine handler successes are DEBUG lines; this test counts them
     high = start_operator(cluster, tmp_path, "--priority", "200", *scope, peering=peering, name="high")
     low = None
     try:

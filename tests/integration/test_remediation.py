@@ -147,3 +147,57 @@ def test_only_valid_device_full_means_condition_and_no_eviction(cluster: Cluster
     pods = running_pods(cluster, namespace, "pos")
     assert [p.metadata.uid for p in pods] == [uid], "nothing may be evicted into nowhere"
     assert condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied")["status"] == "False"
+
+
+def test_dry_run_and_foreign_groups_never_taint_and_a_deleted_group_releases(
+        cluster: Cluster, operator: OperatorProcess, prometheus: PromStack, namespace: str,
+        clean_batteries: None) -> None:
+    """Two namespaces. A DryRun group that finds its device breached taints nothing; a group in another
+    namespace taints only devices its own members run on; an Enforce group's taint carries its name and
+    goes when the group is deleted."""
+    from .conftest import fresh_namespace
+
+    all_batteries(prometheus, 100)
+    apps = client.AppsV1Api(cluster.api)
+    apps.create_namespaced_deployment(namespace, pos_deployment())
+    node = wait_for(lambda: pos_node(cluster, namespace), 60, "pos Running")
+    dry = pay_group(grace=0)
+    dry["spec"]["mode"] = "DryRun"
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", dry)
+    other_gen = fresh_namespace(cluster, "t")
+    other = next(other_gen)
+    try:
+        elsewhere = pos_deployment()
+        elsewhere["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [node]}]}]}}}
+        apps.create_namespaced_deployment(other, elsewhere)
+        their_node = wait_for(lambda: pos_node(cluster, other), 60, "the other team's pos Running")
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, other, "workloadgroups", pay_group(grace=0))
+        wait_for(lambda: condition(wg_status(cluster, other, "pay"), "ContextSatisfied").get("reason") == "Satisfied",
+                 60, "the other group Satisfied")
+
+        battery(prometheus, node, 10)
+        wait_for(lambda: condition(wg_status(cluster, namespace, "pay"), "ContextSatisfied").get(
+            "reason") == "Breached", 60, "the DryRun group to see its device breached")
+        # Taint claims are acted on before the round writes status: this is the state after that round.
+        wait_for(lambda: (wg_status(cluster, namespace, "pay").get("plan") or {}).get("mode") == "DryRun", 30,
+                 "the DryRun remediation plan")
+        assert all(TAINT not in taints_on(cluster, n) for n in NODES), "DryRun must change nothing"
+        assert condition(wg_status(cluster, other, "pay"), "ContextSatisfied")["reason"] == "Satisfied"
+        assert pos_node(cluster, namespace) == node  # and nothing moved
+
+        # Enforce, taints on, remediation off (so the member stays): the device is tainted, with its owner.
+        cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", "pay", {
+            "spec": {"mode": "Enforce", "remediation": {"enabled": False, "taintBreachedDevices": True}}})
+        wait_for(lambda: TAINT in taints_on(cluster, node), 30, "the Enforce group's taint")
+        owners = cluster.core.read_node(node).metadata.annotations.get("edgeweave.io/context-breach-owners")
+        assert owners == f"{namespace}/pay"
+        assert all(TAINT not in taints_on(cluster, n) for n in NODES if n != node)
+        assert TAINT not in taints_on(cluster, their_node)
+
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", "pay")
+        wait_for(lambda: TAINT not in taints_on(cluster, node), 30, "the deleted group's taint to go")
+        assert not (cluster.core.read_node(node).metadata.annotations or {}).get("edgeweave.io/context-breach-owners")
+    finally:
+        next(other_gen, None)

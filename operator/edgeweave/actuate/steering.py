@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+STEERED_ANNOTATION = "edgeweave.io/steered-by-move"  # the move id the webhook stamps on a pod it steered
+
 
 @dataclass(frozen=True)
 class Steer:

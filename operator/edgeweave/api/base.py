@@ -56,8 +56,24 @@ class Condition(StatusModel):
     last_transition_time: str = Field(default="", description="When status last changed (RFC 3339).")
 
 
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(RFC3339)
+
+
+def rfc3339(ts: float) -> str:
+    """A Unix time as the API server writes times (UTC, seconds)."""
+    return datetime.fromtimestamp(ts, UTC).strftime(RFC3339)
+
+
+def parse_rfc3339(value: str | None) -> float | None:
+    """The Unix time of an RFC 3339 string as we write them, or None when empty or malformed."""
+    try:
+        return datetime.strptime(value or "", RFC3339).replace(tzinfo=UTC).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 _QTY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")

@@ -177,7 +177,7 @@ class MovePhase(StrEnum):
     RolledBack = "RolledBack"
 
 
-TERMINAL_PHASES = frozenset({MovePhase.Done.value, MovePhase.Failed.value, MovePhase.RolledBack.value})
+TERMINAL_PHASES = frozenset({MovePhase.Done, MovePhase.Failed, MovePhase.RolledBack})
 
 
 class MoveStatus(StatusModel):
@@ -189,7 +189,7 @@ class MoveStatus(StatusModel):
     from_node: str
     to_node: str
     reason: str
-    phase: str = MovePhase.Planned.value
+    phase: MovePhase = MovePhase.Planned
     message: str = ""
     new_pod: str | None = None
     attempts: int = Field(default=0, description="Re-steers after a replacement landed elsewhere.")
@@ -200,18 +200,46 @@ class MoveStatus(StatusModel):
     started_at: str = ""
     updated_at: str = ""
 
+    @property
+    def namespace(self) -> str:
+        return self.pod.split("/", 1)[0]
+
+    @property
+    def pod_name(self) -> str:
+        return self.pod.split("/", 1)[-1]
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def steerable(self) -> bool:
+        """Controller-owned: its replacement comes from the controller and must be steered at admission."""
+        return self.owner.split("/")[0] in STEERABLE_OWNERS
+
+
+STEERABLE_OWNERS = ("ReplicaSet", "StatefulSet")
+
 
 class PlanStatus(StatusModel):
     id: str
     kind: str = Field(description="Aggregation, Defragmentation or Remediation.")
     created_at: str
-    mode: str
+    mode: Mode
     summary: str = ""
     cross_device_traffic_before: float = Field(default=0, description="Cross-device bytes/s before the plan.")
     cross_device_traffic_after: float = Field(default=0, description="Expected cross-device bytes/s after it.")
     moves: list[MoveStatus] = Field(default_factory=list)
     skipped: list[dict[str, str]] = Field(default_factory=list,
                                           description="Workloads that could not be placed, and why.")
+
+
+class WorkloadBackoff(StatusModel):
+    """A workload whose moves rolled back: it is not planned again until `until`."""
+
+    failures: int = Field(default=0, description="Consecutive moves of this workload that did not complete.")
+    until: str = Field(default="", description="Not moved again before this time (RFC 3339).")
+    last_failure: str = Field(default="", description="Why the last move did not complete.")
 
 
 class WorkloadGroupStatus(StatusModel):
@@ -224,3 +252,5 @@ class WorkloadGroupStatus(StatusModel):
     last_moved: dict[str, str] = Field(default_factory=dict,
                                        description="Workload -> when it last moved (for the cooldown).")
     moves_total: int = 0
+    backoff: dict[str, WorkloadBackoff] = Field(
+        default_factory=dict, description="Workloads whose moves rolled back, backing off exponentially.")

@@ -115,7 +115,3 @@ class BreachRegistry:
     def frozen_devices(self) -> set[str]:
         with self._lock:
             return set().union(*self._frozen.values()) if self._frozen else set()
-
-
-CONTEXT = ContextCache()
-BREACHES = BreachRegistry()

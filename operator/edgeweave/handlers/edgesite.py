@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from .. import GROUP, metrics
 from ..actuate import events
+from ..api.base import parse_rfc3339
 from ..api.conditions import set_condition
 from ..api.edgesite import EdgeSiteSpec
 from ..placement.context import observations
 from ..placement.sites import site_summary
 from .common import apply_status, parse_spec
-from .context_cache import BREACHES, CONTEXT
 from .indexes import devices_of, pods_on_nodes, sites_of
-from .state import STATE
+from .state import Runtime, runtime
 
 RESOURCE = (GROUP, "edgesites")
+# Context values carry the time they were read; a refresh where nothing but those times moved is written
+# at most this often (250 sites would otherwise cost 25 status patches a second for no news).
+OBSERVED_AT_REFRESH_SECONDS = 60.0
 
 
-def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index,
+def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(status)
+    out["context"] = [{k: v for k, v in c.items() if k != "observedAt"} for c in status.get("context") or []]
+    return out
+
+
+def only_times_moved(current: Mapping[str, Any], new: Mapping[str, Any], now: float) -> bool:
+    """True when `new` differs from `current` in observation times only, and those are recent enough."""
+    if _without_times({k: current.get(k) for k in new}) != _without_times(new):
+        return False
+    times = [parse_rfc3339(c.get("observedAt")) for c in current.get("context") or []]
+    return all(t is not None and now - t < OBSERVED_AT_REFRESH_SECONDS for t in times)
+
+
+def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index,
                    pods_by_node: kopf.Index, sites_index: kopf.Index) -> None:
     spec = parse_spec(EdgeSiteSpec, "EdgeSite", body, patch, logger)
     if spec is None:
@@ -41,9 +60,9 @@ def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_inde
                                    f"{summary['readyNodes']}/{summary['nodeCount']} nodes Ready", generation)
     # Context: what each device reads now, and which groups find which device breached.
     members = {n["name"] for n in summary["nodes"]}
-    snap = CONTEXT.get(devices_of(devices_index), sites_of(sites_index), STATE.prometheus_url)
+    snap = rt.context.get(devices_of(devices_index), sites_of(sites_index), rt.settings.prometheus_url)
     context = [o.wire() for node in sorted(members) for o in observations(node, snap.by_device.get(node, {}))]
-    breached = {d: r for d, r in BREACHES.breached_devices().items() if d in members}
+    breached = {d: r for d, r in rt.breaches.breached_devices().items() if d in members}
     if breached:
         faults = sorted({f"{d}: {r.requirement}" for d, rs in breached.items() for r in rs})
         conditions = set_condition(conditions, "Breached", True, "RequirementsNotMet", "; ".join(faults)[:1000],
@@ -54,7 +73,9 @@ def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_inde
     summary["context"] = context
     if status.get("nodeCount") != summary["nodeCount"] and summary["nodeCount"]:
         events.normal(body, "NodesChanged", f"site has {summary['nodeCount']} node(s)")
-    apply_status(body, patch, {**summary, "conditions": conditions, "observedGeneration": generation})
+    new = {**summary, "conditions": conditions, "observedGeneration": generation}
+    if not only_times_moved(status, new, time.time()):
+        apply_status(body, patch, new)
     metrics.SITE_NODES.labels(name).set(summary["nodeCount"])
     metrics.SITE_READY_NODES.labels(name).set(summary["readyNodes"])
     metrics.SITE_CPU_UTILISATION.labels(name).set(summary["cpuUtilisationPercent"] / 100)
@@ -65,11 +86,11 @@ def reconcile_site(body: kopf.Body, patch: kopf.Patch, logger: Any, devices_inde
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 def on_site_change(**kwargs: Any) -> None:
-    reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
+    reconcile_site(runtime(kwargs.get("memo")), kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
                    kwargs["pods_by_node"], kwargs["sites_index"])
 
 
 @kopf.timer(*RESOURCE, interval=10, initial_delay=2)
 def site_refresh(**kwargs: Any) -> None:
-    reconcile_site(kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
+    reconcile_site(runtime(kwargs.get("memo")), kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
                    kwargs["pods_by_node"], kwargs["sites_index"])

@@ -26,41 +26,26 @@ from ..gpu import dcgm
 from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, restore_plan
 from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
-from .common import describe_validation_error
+from . import kube
+from .common import invalid_spec
 from .indexes import devices_of
-from .state import STATE, in_scope
+from .state import in_scope, runtime
 
 RESOURCE = (GROUP, "gpujobs")
 PLURAL = "gpujobs"
+POD_CREATES_PER_INTERVAL, POD_CREATE_INTERVAL = 50, 10.0  # per job, through the shared limiter
 
 _client_lock = threading.Lock()
-_client: Any = None
-_actuator: Actuator | None = None
 _job_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
 def api_client() -> Any:
-    """One shared client: in-cluster credentials when running in a pod, else the kubeconfig."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            from kubernetes import client, config
-
-            try:
-                config.load_incluster_config()
-                _client = client.ApiClient()
-            except config.ConfigException:
-                _client = config.new_client_from_config()
-        return _client
+    return kube.api_client()
 
 
 def actuator() -> Actuator:
-    global _actuator
-    client = api_client()
-    with _client_lock:
-        if _actuator is None or _actuator.dry_run != STATE.dry_run:
-            _actuator = Actuator(client, dry_run=STATE.dry_run)
-        return _actuator
+    """The operator's shared actuator (its limiter, dry-run and Events)."""
+    return runtime(None).actuator
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -114,13 +99,9 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     try:
         spec = GpuJobSpec.model_validate(job.get("spec") or {})
     except ValidationError as err:
-        message = describe_validation_error(err)
-        if (cond := next((c for c in conditions or [] if c.get("type") == "Ready"), None)) is None \
-                or cond.get("reason") != "InvalidSpec":
-            _post(job, JobEvent(type="Warning", reason="InvalidSpec", message=message))
-        metrics.INVALID_SPECS.labels("GpuJob").inc()
-        _write_status(namespace, name, current, {"conditions": set_condition(
-            conditions, "Ready", False, "InvalidSpec", message, generation), "observedGeneration": generation})
+        _write_status(namespace, name, current, invalid_spec(
+            "GpuJob", current, generation, err, kube.group_ref("GpuJob", namespace, name, meta.get("uid", "")),
+            api_client(), logger))
         return
 
     offering = sorted(d.name for d in devices_of(devices_index) if d.extended.get(spec.vgpu.resource, 0) > 0)
@@ -146,7 +127,7 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
                 "phase": GpuJobPhase.Unschedulable.value})
             metrics.RECONCILES.labels("GpuJob", "ok").inc()
             return
-        load, why = dcgm.read_load(STATE.prometheus_url, offering)
+        load, why = dcgm.read_load(runtime(None).settings.prometheus_url, offering)
         plan = plan_job(spec, load)
         summary = plan.summary()
         if load is None:
@@ -186,7 +167,10 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
         manifest = job_pod(job_meta, spec, plan, assignment)
         pod_name = manifest["metadata"]["name"]
         result = act.create_pod(namespace, manifest, reason="GpuJobSlicePod",
-                                message=f"runs {len(assignment.slices)} slice(s) of GpuJob {name}")
+                                message=f"runs {len(assignment.slices)} slice(s) of GpuJob {name}",
+                                limit=(f"gpujob/{namespace}/{name}", POD_CREATES_PER_INTERVAL, POD_CREATE_INTERVAL))
+        if result.outcome == Outcome.RateLimited:
+            break  # still Planned in status: the next reconcile creates the rest
         if result.outcome == Outcome.Done:
             _post(job, JobEvent(type="Normal", reason="Created",
                                 message=f"pod {pod_name} for {len(assignment.slices)} slice(s)"))

@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import GROUP, __version__
+from . import state
 from .state import STATE
 
 log = logging.getLogger("edgeweave.operator")
@@ -46,6 +47,22 @@ async def _serve_probes(port: int, host: str) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+class RoutineSuccessFilter(logging.Filter):
+    """kopf logs every successful timer, daemon and handler run at INFO ("Timer 'site_refresh' succeeded"):
+    at fleet scale that is all `make run` prints. Those go to DEBUG; everything else is untouched."""
+
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            msg = record.getMessage()
+            if msg.endswith(("succeeded.", "succeeded")) or msg.startswith(("Creation is processed",
+                                                                           "Updating is processed",
+                                                                           "Resuming is processed")):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _configure(settings: kopf.OperatorSettings) -> None:
@@ -97,6 +114,12 @@ def main(argv: list[str]) -> int:
     STATE.prometheus_url = args.prometheus_url
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RoutineSuccessFilter())
+    from . import kube
+
+    rt = state.make_runtime(STATE, kube.api_client())
+    state.install(rt)
     _load_handlers(webhook=bool(args.webhook_port))
 
     runner_box: dict[str, web.AppRunner] = {}
@@ -127,6 +150,7 @@ def main(argv: list[str]) -> int:
             await runner_box["probes"].cleanup()
 
     asyncio.run(kopf.operator(
+        memo=kopf.Memo(runtime=rt),
         clusterwide=True,
         standalone=args.standalone,
         # kopf makes peering mandatory whenever a name is given, which pauses a standalone operator forever.

@@ -1,9 +1,17 @@
-"""Process-wide operator settings, set once at start from the command line."""
+"""Process state: the operator's settings (set once at start from the command line) and the runtime every
+handler shares, kept in kopf's `memo` (main puts one `Runtime` there; handlers take it from `memo.runtime`)."""
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from ..actuate.actuator import Actuator
+from ..actuate.ratelimit import SlidingWindow
+from ..actuate.steering import STEERING, SteeringTable
+from .context_cache import BreachRegistry, ContextCache
 
 
 @dataclass
@@ -12,15 +20,60 @@ class OperatorState:
     namespaces: list[str] = field(default_factory=list)
     prometheus_url: str | None = None
     ready: bool = False
+    # Namespaces whose groups may taint shared devices (globs; None: every namespace). Set by the
+    # cluster-scoped policy; a group elsewhere records its breaches but never taints.
+    taint_namespaces: list[str] | None = None
 
 
 STATE = OperatorState()
 
 
-def in_scope(namespace: str | None = None, **_: object) -> bool:
+@dataclass
+class Runtime:
+    """Everything handlers share across calls. The steering table is the admission webhook's too."""
+
+    settings: OperatorState
+    actuator: Actuator
+    context: ContextCache = field(default_factory=ContextCache)
+    breaches: BreachRegistry = field(default_factory=BreachRegistry)
+    steering: SteeringTable = field(default_factory=lambda: STEERING)
+
+    def may_taint(self, namespace: str) -> bool:
+        allowed = self.settings.taint_namespaces
+        return allowed is None or any(fnmatch.fnmatchcase(namespace, p) for p in allowed)
+
+
+def make_runtime(settings: OperatorState, api_client: Any) -> Runtime:
+    return Runtime(settings=settings, actuator=Actuator(api_client, dry_run=settings.dry_run, limiter=SlidingWindow(),
+                                                        steering=STEERING))
+
+
+_DEFAULT: Runtime | None = None
+
+
+def install(rt: Runtime) -> None:
+    """The runtime main puts in kopf's memo, also for the few callers that have no memo at hand."""
+    global _DEFAULT
+    _DEFAULT = rt
+
+
+def runtime(memo: Mapping[str, Any] | None) -> Runtime:
+    """The Runtime in kopf's memo; outside an operator started by main (tests, tools) one made on demand."""
+    global _DEFAULT
+    if memo is not None and "runtime" in memo:
+        return memo["runtime"]
+    if _DEFAULT is None:
+        from . import kube
+
+        _DEFAULT = make_runtime(STATE, kube.api_client())
+    return _DEFAULT
+
+
+def in_scope(namespace: str | None = None, memo: Mapping[str, Any] | None = None, **_: object) -> bool:
     """kopf `when=` filter for namespaced kinds. The operator always runs cluster-wide (nodes and EdgeSites
     are cluster-scoped, and kopf does not serve those in namespaced mode); --namespace globs only narrow
     which WorkloadGroups and GpuJobs it acts on."""
-    if not STATE.namespaces or namespace is None:
+    settings = memo["runtime"].settings if memo is not None and "runtime" in memo else STATE
+    if not settings.namespaces or namespace is None:
         return True
-    return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in STATE.namespaces)
+    return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in settings.namespaces)

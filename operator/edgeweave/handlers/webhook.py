@@ -19,6 +19,7 @@ import kopf
 
 from ..actuate.moves import STEERED_ANNOTATION
 from ..actuate.steering import STEERING, affinity_patch
+from ..actuate.steering_probe import PROBE_PREFIX
 
 
 @kopf.on.mutate("pods", operation="CREATE", ignore_failures=True, id="steer-moved-pods")
@@ -37,8 +38,9 @@ async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logge
         for key, value in entry.spec_patch(dict(body.get("spec", {}))).items():
             patch.spec[key] = value
     patch.metadata.setdefault("annotations", {})[STEERED_ANNOTATION] = entry.move_id
-    logger.info("steering a new pod of %s/%s to %s (%s)", namespace, owner, entry.to_node or "any device",
-                entry.move_id)
+    # The mover's liveness probe (a dry-run pod) comes through here every sweep: not worth a line each.
+    log = logger.debug if entry.move_id.startswith(PROBE_PREFIX) else logger.info
+    log("steering a new pod of %s/%s to %s (%s)", namespace, owner, entry.to_node or "any device", entry.move_id)
 
 
 def self_signed(host: str, directory: Path) -> tuple[Path, Path]:

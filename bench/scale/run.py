@@ -1,0 +1,311 @@
+"""Fleet-scale benchmark: the operator on a real control plane with a kwok fleet, many pods and many
+WorkloadGroups, telemetry in a real Prometheus.
+
+What it does, on ports of its own (so a `make run` or a test cluster elsewhere is left alone):
+
+1. starts etcd, kube-apiserver, controller-manager, scheduler and kwok; creates `--sites` x
+   `--nodes-per-site` kwok devices with their EdgeSites; a real Prometheus scraping an exporter whose
+   series this script controls;
+2. creates `--groups` WorkloadGroups (Enforce) over `--namespaces` namespaces; each group has two bare
+   pods (api-i, cache-i) bound to different devices; the rest of `--pods` are other tenants' pods,
+   spread over every device (the operator's pod indexes hold them all);
+3. starts the operator as a subprocess and waits until every group reports Ready;
+4. steady state: over `--window` seconds, the operator's RSS and CPU share (from /proc) and the API
+   requests it causes per second by verb (from the API server's own `apiserver_request_total`);
+5. burst: the dependency api-i -> cache-i appears in Prometheus for every group at once; time from then
+   to each group's plan recorded in status (p50/p95), API requests per second until the moves end;
+6. converged: evictions (and deletes) per minute over another window once every move has ended.
+
+Attribution: the API server does not label requests by client. Requests counted as the operator's are
+those on its own kinds (edgeweave.io, kopf.dev; LIST excluded — this script polls with LIST, the operator
+lists only when a watch starts), Events created, pod creates/deletes/evictions (no controller owns these
+pods, and the scheduler's binding subresource is excluded), and node patches (taints; kwok's heartbeats
+go to the status subresource). kwok, the scheduler and the controller-manager account for the rest,
+reported as `api_requests_per_s_all_clients`.
+
+The last line on stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "hack"))
+from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
+
+# Ports and state of its own; the env (a helper's port block) wins.
+os.environ.setdefault("EDGEWEAVE_RUN_DIR", str(REPO / ".run" / "bench-scale"))
+for _name, _port in (("APISERVER", 57443), ("ETCD", 57790), ("ETCD_PEER", 57800), ("KCM", 57257), ("SCHED", 57259),
+                     ("KWOK", 57280)):
+    os.environ.setdefault(f"EDGEWEAVE_{_name}_PORT", str(_port))
+
+GROUP, VERSION = "edgeweave.io", "v1alpha1"
+LABEL = "edgeweave.io/group"
+NS_PREFIX = "scale-"
+RESYNC_S = 30
+REQ_RE = re.compile(r'^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$')
+LABEL_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def log(msg: str) -> None:
+    print(f"[bench-scale] {msg}", file=sys.stderr, flush=True)
+
+
+# -- pure helpers ----------------------------------------------------------------------------------------
+def parse_requests(text: str) -> dict[tuple[str, ...], float]:
+    """(verb, group, resource, subresource, dry_run) -> count, from the API server's /metrics."""
+    out: dict[tuple[str, ...], float] = {}
+    for line in text.splitlines():
+        m = REQ_RE.match(line)
+        if not m:
+            continue
+        labels = dict(LABEL_RE.findall(m.group(1)))
+        key = (labels.get("verb", ""), labels.get("group", ""), labels.get("resource", ""),
+               labels.get("subresource", ""), labels.get("dry_run", ""))
+        out[key] = out.get(key, 0.0) + float(m.group(2))
+    return out
+
+
+def operators(key: tuple[str, ...]) -> bool:
+    verb, group, resource, sub, _ = key
+    if group in ("edgeweave.io", "kopf.dev"):
+        return verb != "LIST"
+    if resource == "events":
+        return verb in ("POST", "PATCH")
+    if resource == "pods":
+        return sub == "eviction" or (verb in ("POST", "DELETE") and sub == "")
+    if resource == "nodes":
+        return verb == "PATCH" and sub == ""
+    return False
+
+
+def by_verb(before: dict, after: dict, seconds: float, pick=operators) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in after.items():
+        if pick(key):
+            delta = value - before.get(key, 0.0)
+            if delta > 0:
+                out[key[0]] = out.get(key[0], 0.0) + delta / seconds
+    return {k: round(v, 3) for k, v in sorted(out.items())}
+
+
+def evictions(before: dict, after: dict) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items()
+               if k[2] == "pods" and (k[3] == "eviction" or (k[0] == "DELETE" and k[3] == "")))
+
+
+def nearest_rank(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+# -- the cluster side -------------------------------------------------------------------------------------
+class Proc:
+    """CPU seconds and RSS of one process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.tick = pid, os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def bare_pod(name: str, node: str, labels: dict[str, str], cpu: str = "10m") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1",
+                                                       "resources": {"requests": {"cpu": cpu, "memory": "16Mi"}}}]}}
+
+
+def workload_group(name: str) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": name},
+            "spec": {"selector": {LABEL: name}, "mode": "Enforce",
+                     "telemetry": {"resyncSeconds": RESYNC_S, "maxAgeSeconds": 120},
+                     "limits": {"maxInFlight": 1},
+                     "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 3600}}}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sites", type=int, default=200)
+    ap.add_argument("--nodes-per-site", type=int, default=10)
+    ap.add_argument("--pods", type=int, default=20000)
+    ap.add_argument("--groups", type=int, default=500)
+    ap.add_argument("--namespaces", type=int, default=50)
+    ap.add_argument("--window", type=float, default=60.0, help="seconds of each measurement window")
+    ap.add_argument("--burst-timeout", type=float, default=600.0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scale" / "result.json")
+    args = ap.parse_args(argv)
+
+    from kubernetes import client, config
+
+    from edgeweave.sim.fleet import FleetShape, create_fleet
+
+    devcluster = load_hack("devcluster")
+    PromStack = load_hack("promstack").PromStack
+    devcluster.stop()
+    kubeconfig = devcluster.start()
+    kubectl = [str(devcluster.bin_dir() / "kubectl"), f"--kubeconfig={kubeconfig}"]
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    api.configuration.connection_pool_maxsize = 32
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    prom = PromStack(prom_port=free_port(), exporter_port=free_port())
+    op = None
+    t_start = time.monotonic()
+    try:
+        prom.start()
+        subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
+        subprocess.run([*kubectl, "wait", "--for", "condition=established", "crd", "--all", "--timeout=60s"],
+                       check=True, capture_output=True)
+        shape = FleetShape(sites=args.sites, nodes_per_site=args.nodes_per_site, gpu_every=0, pods="250")
+        nodes = create_fleet(api, shape)
+        log(f"{len(nodes)} devices in {args.sites} sites")
+        wait_for(lambda: sum(1 for n in core.list_node().items if any(
+            c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])) >= len(nodes),
+            900, "kwok devices Ready", interval=5)
+        namespaces = [f"{NS_PREFIX}{i:03d}" for i in range(args.namespaces)]
+        for ns in namespaces:
+            core.create_namespace({"metadata": {"name": ns}})
+        pods: list[tuple[str, dict]] = []
+        for g in range(args.groups):
+            ns, name = namespaces[g % len(namespaces)], f"g{g:04d}"
+            a, b = g % len(nodes), (g + len(nodes) // 2 + 1) % len(nodes)
+            pods.append((ns, bare_pod(f"api-{g}", nodes[a], {LABEL: name, "app": f"api-{g}"}, "100m")))
+            pods.append((ns, bare_pod(f"cache-{g}", nodes[b], {LABEL: name, "app": f"cache-{g}"}, "100m")))
+        for i in range(max(0, args.pods - len(pods))):
+            pods.append((namespaces[i % len(namespaces)], bare_pod(f"other-{i}", nodes[i % len(nodes)],
+                                                                   {"app": f"other-{i % 97}"})))
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda p: core.create_namespaced_pod(p[0], p[1]), pods))
+        log(f"{len(pods)} pods created in {time.monotonic() - t0:.0f}s")
+        wait_for(lambda: sum(1 for p in core.list_pod_for_all_namespaces(
+            field_selector="status.phase=Running", _request_timeout=120).items) >= len(pods),
+            900, "pods Running", interval=5)
+        for g in range(args.groups):
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespaces[g % len(namespaces)],
+                                                   "workloadgroups", workload_group(f"g{g:04d}"))
+
+        port = free_port()
+        oplog = args.out.parent / "operator.log"
+        oplog.parent.mkdir(parents=True, exist_ok=True)
+        op = subprocess.Popen([sys.executable, "-m", "edgeweave.cli", "operator", "--standalone",
+                               "--probe-host", "127.0.0.1", "--probe-port", str(port), "--prometheus-url", prom.url,
+                               "--namespace", f"{NS_PREFIX}*"],
+                              stdout=open(oplog, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child's
+                              env={**os.environ, "KUBECONFIG": str(kubeconfig)}, cwd=REPO, start_new_session=True)
+        proc = Proc(op.pid)
+
+        def all_ready() -> bool:
+            items = custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"]
+            return sum(1 for o in items if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                               for c in (o.get("status") or {}).get("conditions", []))) >= args.groups
+        t0 = time.monotonic()
+        wait_for(all_ready, 900, "every group Ready", interval=3)
+        log(f"operator up, all {args.groups} groups Ready after {time.monotonic() - t0:.0f}s")
+        time.sleep(RESYNC_S)  # one full resync before measuring: the steady state, not the start-up
+
+        def metrics() -> dict:
+            return parse_requests(subprocess.run([*kubectl, "get", "--raw", "/metrics"], check=True,
+                                                 capture_output=True, text=True).stdout)
+
+        # -- steady state --
+        m0, c0, w0 = metrics(), proc.cpu_seconds(), time.monotonic()
+        rss = [proc.rss_mib()]
+        while time.monotonic() - w0 < args.window:
+            time.sleep(5)
+            rss.append(proc.rss_mib())
+        m1, c1, w1 = metrics(), proc.cpu_seconds(), time.monotonic()
+        steady = by_verb(m0, m1, w1 - w0)
+        steady_all = by_verb(m0, m1, w1 - w0, pick=lambda k: k[0] not in ("WATCH", "LIST"))
+        cpu_steady = (c1 - c0) / (w1 - w0)
+        log(f"steady: {steady} cpu={cpu_steady:.3f} rss={max(rss):.0f}MiB")
+
+        # -- burst: every group's dependency appears at once --
+        for g in range(args.groups):
+            prom.series.set_rate("edgeweave_flow_bytes_total", {
+                "namespace": namespaces[g % len(namespaces)], "source_workload": f"api-{g}",
+                "destination_workload": f"cache-{g}"}, 5e6)
+        tb, cb, mb = time.monotonic(), proc.cpu_seconds(), metrics()
+        recorded: dict[str, float] = {}
+        ended: set[str] = set()
+        while time.monotonic() - tb < args.burst_timeout and len(ended) < args.groups:
+            items = custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"]
+            now = time.monotonic()
+            for o in items:
+                key = f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+                moves = ((o.get("status") or {}).get("plan") or {}).get("moves") or []
+                if moves and key not in recorded:
+                    recorded[key] = now - tb
+                if moves and all(m["phase"] in ("Done", "Failed", "RolledBack") for m in moves):
+                    ended.add(key)
+            rss.append(proc.rss_mib())
+            time.sleep(0.5)
+        te, ce, me = time.monotonic(), proc.cpu_seconds(), metrics()
+        burst = by_verb(mb, me, te - tb)
+        log(f"burst: {len(recorded)} plans recorded, {len(ended)} groups' moves ended in {te - tb:.0f}s: {burst}")
+
+        # -- converged --
+        time.sleep(5)
+        mc0, wc0 = metrics(), time.monotonic()
+        time.sleep(args.window)
+        mc1, wc1 = metrics(), time.monotonic()
+        evicted_per_min = evictions(mc0, mc1) / ((wc1 - wc0) / 60)
+        items = custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"]
+        done = sum(1 for o in items for m in ((o.get("status") or {}).get("plan") or {}).get("moves") or []
+                   if m["phase"] == "Done")
+        latencies = sorted(recorded.values())
+        result: dict[str, Any] = {
+            "evictions_per_min_converged": round(evicted_per_min, 2),
+            "operator_rss_mib": round(max(rss), 1),
+            "api_requests_per_s_steady": round(sum(steady.values()), 2),
+            "api_requests_per_s_steady_by_verb": steady,
+            "api_requests_per_s_all_clients": round(sum(steady_all.values()), 2),
+            "api_requests_per_s_burst": round(sum(burst.values()), 2),
+            "api_requests_per_s_burst_by_verb": burst,
+            "operator_cpu_cores_steady": round(cpu_steady, 3),
+            "operator_cpu_cores_burst": round((ce - cb) / (te - tb), 3),
+            "plan_recorded_p50_s": nearest_rank(latencies, 0.5),
+            "plan_recorded_p95_s": nearest_rank(latencies, 0.95),
+            "plans_recorded": len(latencies), "moves_done": done, "resync_s": RESYNC_S,
+            "devices": len(nodes), "sites": args.sites, "pods": len(pods), "groups": args.groups,
+            "namespaces": args.namespaces, "window_s": args.window,
+            "bench_seconds": round(time.monotonic() - t_start),
+        }
+        result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}
+        args.out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result), flush=True)
+        return 0
+    finally:
+        if op is not None and op.poll() is None:
+            op.terminate()
+            try:
+                op.wait(15)
+            except subprocess.TimeoutExpired:
+                op.kill()
+        prom.close()
+        if not os.environ.get("EDGEWEAVE_KEEP_CLUSTER"):
+            devcluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""Drive a recorded Enforce plan's moves, one persisted step per move per sweep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import metrics
+from ..actuate.actuator import REFUSAL_MESSAGES, Refusal
+from ..actuate.moves import MoveContext, carry_out, next_move, observe_move, resolve
+from ..api.base import rfc3339
+from ..api.workloadgroup import ActuationLimits, MovePhase, MoveStatus, WorkloadGroupStatus
+from .wg_decide import backoff_after
+
+SWEEPS = 8
+_NEEDS_STEERING = (MovePhase.Planned, MovePhase.Evicting, MovePhase.WaitingReady)
+
+
+@dataclass(frozen=True)
+class DriveResult:
+    in_flight: int
+    steering: tuple[bool, str] | None  # probed this round (None: no move needed it)
+
+
+def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: ActuationLimits, key: str,
+                involved: dict[str, str], write: Callable[[dict[str, Any]], None]) -> DriveResult:
+    """Sweeps: every move takes at most one step per sweep, and each sweep is persisted in one status write
+    before the next. A step's side effect always follows the write of the phase it starts from, so a
+    restart at any point resumes from what was done; the group's moves run in parallel."""
+    plan = status.plan
+    assert plan is not None
+    act = ctx.actuator
+    moves = list(plan.moves)
+    last_moved = dict(status.last_moved)
+    backoff = dict(status.backoff)
+    total = status.moves_total
+    namespace = key.split("/", 1)[0]
+    steering: tuple[bool, str] | None = None
+
+    def live() -> bool:
+        nonlocal steering
+        if steering is None:
+            steering = act.steering_live(namespace)
+        return steering[0]
+
+    for _ in range(SWEEPS):
+        changed = False
+        for i, m in enumerate(moves):
+            if m.terminal:
+                continue
+            now = time.time()
+            if m.phase is MovePhase.Planned:
+                in_flight = sum(1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned)
+                refusal = act.would_refuse(key, limits, plan.mode, in_flight)
+                if refusal is not None:
+                    changed |= _refused(moves, i, refusal)
+                    continue
+            needs = m.phase in _NEEDS_STEERING and (m.phase is not MovePhase.WaitingReady or bool(m.owner))
+            obs = observe_move(m, ctx, steering_live=live() if needs else True, now=now)
+            decided, action = next_move(m, obs)
+            if m.phase is MovePhase.Planned and decided.phase is not MovePhase.Planned and not decided.terminal:
+                refusal = act.may_start_move(key, limits, plan.mode, sum(
+                    1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned))
+                if refusal is not None:
+                    changed |= _refused(moves, i, refusal)
+                    continue
+            result = carry_out(decided, action, ctx)
+            nxt = resolve(decided, action, result, now)
+            if nxt == m:
+                continue
+            moves[i] = nxt
+            changed = True
+            if nxt.terminal:
+                act.move_finished(involved, plan.kind, nxt, now)
+                if nxt.phase is MovePhase.Done:
+                    last_moved[nxt.workload] = rfc3339(now)
+                    total += 1
+                b = backoff_after(backoff.get(nxt.workload), nxt, now)
+                if b is None:
+                    backoff.pop(nxt.workload, None)
+                else:
+                    backoff[nxt.workload] = b
+        if not changed:
+            break
+        write({"plan": plan.model_copy(update={"moves": moves}).wire(), "lastMoved": last_moved,
+               "movesTotal": total, "backoff": {w: b.wire() for w, b in backoff.items()}})
+    in_flight = sum(1 for m in moves if not m.terminal)
+    metrics.MOVES_IN_FLIGHT.labels(*key.split("/", 1)).set(in_flight)
+    return DriveResult(in_flight, steering)
+
+
+def _refused(moves: list[MoveStatus], i: int, refusal: Refusal) -> bool:
+    message = REFUSAL_MESSAGES[refusal]
+    if moves[i].message == message:
+        return False
+    moves[i] = moves[i].model_copy(update={"message": message})
+    return True

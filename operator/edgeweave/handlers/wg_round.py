@@ -1,0 +1,275 @@
+"""One WorkloadGroup round: read, gather, decide (`wg_decide`), write if changed, act.
+
+The daemon is the single writer of the group's status. It reads spec and metadata from the body kopf
+keeps fresh from its watch (no GET per round) and status from what it last wrote (the watch may not have
+delivered that write yet; the write's response is authoritative).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .. import metrics
+from ..actuate.actuator import TAINT_OWNERS_ANNOTATION, parse_owners
+from ..actuate.moves import MoveContext, register_failover, register_inflight
+from ..api.base import Mode
+from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
+from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
+from ..placement.breach import BreachTracker, Phase
+from ..placement.inventory import Device, PodInfo, selector_matches
+from ..placement.remediate import requirements_checker
+from ..placement.states import device_states, workload_states
+from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
+from . import kube
+from .common import invalid_spec
+from .indexes import devices_of, pods_on_nodes, sites_of
+from .state import Runtime
+from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
+from .wg_moves import drive_moves
+
+PLURAL = "workloadgroups"
+log = logging.getLogger("edgeweave.workloadgroup")
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A WorkloadGroup as the overlap check sees it (kopf index value)."""
+
+    name: str
+    created: str
+    selector: tuple[tuple[str, str], ...]
+
+
+def membership(namespace: str, name: str, created: str, selector: Mapping[str, str], pods: Sequence[PodInfo],
+               groups: Sequence[GroupRef]) -> tuple[list[PodInfo], list[str], int]:
+    """(members, overlapping groups older first, pods kept by an older group). A pod belongs to at most
+    one group: the older (creation time, then name) keeps it."""
+    mine = (created, name)
+    others = sorted((g for g in groups if g.name != name), key=lambda g: (g.created, g.name))
+    members, conflicts, lost = [], set(), 0
+    for p in pods:
+        if not p.active or not selector_matches(dict(selector), p.labels):
+            continue
+        overlapping = [g for g in others if selector_matches(dict(g.selector), p.labels)]
+        conflicts.update(g.name for g in overlapping)
+        if any((g.created, g.name) < mine for g in overlapping):
+            lost += 1
+            continue
+        members.append(p)
+    return members, [g.name for g in others if g.name in conflicts], lost
+
+
+class GroupController:
+    """Everything one group's rounds need across rounds: the breach tracker, the last edges seen, and the
+    status last written."""
+
+    def __init__(self, namespace: str, name: str, rt: Runtime, logger: Any) -> None:
+        self.namespace, self.name, self.rt, self.logger = namespace, name, rt, logger
+        self.key = f"{namespace}/{name}"
+        self.tracker = BreachTracker()
+        self.last_edges: list = []
+        self.written: dict[str, Any] | None = None  # status as the API server returned it after our write
+        self.written_rv: str | None = None  # the resourceVersion of the body when we wrote
+        self.resumed = False
+        self.claimed: frozenset[str] | None = None  # devices whose taint this group claims (None: not read yet)
+
+    # -- status I/O --------------------------------------------------------------------------------
+    def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.written is not None:
+            return self.written
+        return dict(body.get("status") or {})
+
+    def write(self, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        stored = kube.patch_status_if_changed(PLURAL, self.namespace, self.name, current, new)
+        if stored is not None:
+            self.written = stored
+
+    def ref(self, body: Mapping[str, Any]) -> dict[str, str]:
+        return kube.group_ref("WorkloadGroup", self.namespace, self.name, body["metadata"].get("uid", ""))
+
+    def move_context(self, spec: WorkloadGroupSpec) -> MoveContext:
+        return MoveContext(actuator=self.rt.actuator, core=kube.core(), group=self.key, steering=self.rt.steering,
+                           memory=spec.memory_recovery, image=os.environ.get("EDGEWEAVE_IMAGE", MoveContext.image))
+
+    # -- one round ---------------------------------------------------------------------------------
+    def round(self, body: Mapping[str, Any], indexes: Mapping[str, Any], plan_now: bool) -> bool:
+        """Returns True while moves are in flight (the caller then ticks faster)."""
+        meta = body.get("metadata") or {}
+        gen = meta.get("generation", 0)
+        raw = self.current_status(body)
+        try:
+            spec = WorkloadGroupSpec.model_validate(dict(body.get("spec") or {}))
+        except ValidationError as err:
+            new = invalid_spec("WorkloadGroup", raw, gen, err, self.ref(body), self.rt.actuator.api_client,
+                               self.logger)
+            self.write(raw, new)
+            return False
+        try:
+            status = WorkloadGroupStatus.model_validate(raw)
+        except ValidationError:
+            status = WorkloadGroupStatus()  # a status we cannot read is rebuilt, never a crash loop
+        act = self.rt.actuator
+        mode = act.effective_mode(spec.mode)
+        groups = [g for g in indexes["groups_by_namespace"].get(self.namespace, ()) if isinstance(g, GroupRef)]
+        members, conflicts, lost = membership(self.namespace, self.name, meta.get("creationTimestamp", ""),
+                                              spec.selector, list(indexes["pods_by_namespace"].get(self.namespace, ())),
+                                              groups)
+        all_devices = devices_of(indexes["devices_index"])
+        if spec.memory_recovery.enabled and mode is Mode.Enforce:
+            self._prepare_failovers(spec, members, all_devices)
+        metrics.GROUP_MEMBERS.labels(self.namespace, self.name).set(len(members))
+        metrics.GROUP_DEVICES.labels(self.namespace, self.name).set(len({p.node for p in members if p.node}))
+
+        steering = None
+        plan = status.plan
+        if plan is not None and plan.mode is Mode.Enforce and any(not m.terminal for m in plan.moves):
+            if not self.resumed:
+                for m in plan.moves:
+                    register_inflight(m, self.rt.steering)
+            self.resumed = True
+            driven = drive_moves(self.move_context(spec), status, spec.limits, self.key, self.ref(body),
+                                 lambda new: self.write(self.current_status(body), new))
+            steering = driven.steering
+            if driven.in_flight:
+                conds = [Cond.of(ConditionType.Ready, True, Reason.Moving,
+                                 f"{driven.in_flight} move(s) in flight; mode {mode.value}")]
+                cur = self.current_status(body)
+                if steering is not None:
+                    sc, sevents = steering_step(cur.get("conditions") or [], steering)
+                    conds.append(sc)
+                    for etype, reason, message in sevents:
+                        act.event(self.ref(body), etype, reason, message)
+                self.write(cur, {"members": len(members), "observedGeneration": gen, "conditions": apply(
+                    cur.get("conditions"), prune_quiet(cur.get("conditions") or [], conds), gen)})
+                return True
+            raw = self.current_status(body)
+            status = WorkloadGroupStatus.model_validate(raw)
+            # The moves just ended: the pod indexes may not show the replacements yet. Plan next time.
+            plan_now = False
+        self.resumed = True
+
+        if steering is None and (get_condition(raw.get("conditions"), ConditionType.SteeringUnavailable.value)
+                                 or {}).get("status") == "True":
+            steering = act.steering_live(self.namespace)  # raised before: find out whether it still holds
+        now = time.time()
+        workloads = workload_states(members, spec.workload_label, self.key, status.last_moved,
+                                    spec.aggregation.cooldown_seconds, now)
+        breach = self._observe_context(spec, all_devices, workloads, indexes, now) if spec.requirements else None
+        telemetry = self._read_telemetry(spec) if plan_now and spec.aggregation.enabled else None
+        # Device states cost a pass over every pod of the fleet: only for a round that may plan.
+        may_plan = telemetry is not None or (breach is not None and bool(set(breach.breaches) & breach.hosting))
+        devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"])) if may_plan else []
+        if self.claimed is None:  # once per daemon: what this group claimed before a restart
+            self.claimed = frozenset(d.name for d in all_devices
+                                     if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION)))
+        claimed = self.claimed
+        inp = RoundInput(
+            namespace=self.namespace, name=self.name, generation=gen, spec=spec, status=status,
+            conditions=raw.get("conditions") or [], mode=mode, members=members, devices=devices,
+            workloads=workloads, now=now, plan_now=plan_now, plan_id=uuid.uuid4().hex[:8], telemetry=telemetry,
+            breach=breach, edges_seen=self.last_edges, conflicts=conflicts, lost_pods=lost, steering=steering,
+            may_taint=self.rt.may_taint(self.namespace), claimed_taints=claimed)
+        t0 = time.perf_counter()
+        step = decide(inp)
+        elapsed = time.perf_counter() - t0
+        self._act_taints(step.taint, breach)
+        for etype, reason, message in step.events:
+            act.event(self.ref(body), etype, reason, message)
+        if step.plan is not None:
+            metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
+            metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
+            if step.plan.kind.value != "Remediation":
+                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(step.plan.traffic_before)
+                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(step.plan.traffic_after)
+        # The plan is in status before any move starts: a restart resumes it instead of re-planning.
+        self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
+        return step.start_moves
+
+    # -- gathering -----------------------------------------------------------------------------------
+    def _read_telemetry(self, spec: WorkloadGroupSpec) -> Telemetry:
+        if not spec.discovery.enabled:
+            return Telemetry(source="disabled")
+        url = self.rt.settings.prometheus_url
+        if not url:
+            return Telemetry(source="none")
+        try:
+            snap = fetch_dependencies(PrometheusClient(url), spec.discovery.trigger_query, spec.discovery.data_query,
+                                      self.namespace, spec.discovery.min_rate)
+        except TelemetryError as err:
+            metrics.PLANS_SKIPPED.labels(err.reason).inc()
+            return Telemetry(error_reason=err.reason, error_message=str(err))
+        age = snap.age()
+        if age > spec.telemetry.max_age_seconds:
+            metrics.PLANS_SKIPPED.labels("StaleTelemetry").inc()
+        else:
+            self.last_edges = list(snap.edges)
+        return Telemetry(edges=tuple(snap.edges), age_seconds=age)
+
+    def _observe_context(self, spec: WorkloadGroupSpec, all_devices: list[Device], workloads: list,
+                         indexes: Mapping[str, Any], now: float) -> BreachView:
+        """Evaluate requirements on every device the group uses (and on devices still breached)."""
+        snap = self.rt.context.get(all_devices, sites_of(indexes["sites_index"]), self.rt.settings.prometheus_url)
+        reqs = list(spec.requirements)
+        hosting = {w.node for w in workloads}
+        watched = hosting | {k.device for k, st in self.tracker.items() if st.phase is not Phase.OK}
+        newly = 0
+        for dev in sorted(watched):
+            for _, _, st in self.tracker.observe_group(dev, self.key, reqs, snap.by_device.get(dev, {}), now,
+                                                       max_age=spec.telemetry.max_age_seconds):
+                if st.breached and st.changed_at == now:
+                    newly += 1
+        if newly:
+            metrics.BREACHES_TOTAL.labels(self.namespace, self.name).inc(newly)
+        self.tracker.prune(lambda k, st: k.device in hosting or st.phase is not Phase.OK)
+        breaches = self.tracker.breaches()
+        frozen = self.tracker.devices_in(Phase.Breached, Phase.Pending, frozen=True)
+        self.rt.breaches.update(self.key, breaches, frozen)
+        items = self.tracker.items()
+        return BreachView(
+            breaches=breaches, frozen=frozenset(frozen), hosting=frozenset(hosting),
+            pending=[(k.device, st.detail, st.grace_left) for k, st in items
+                     if st.phase is Phase.Pending and k.device in hosting],
+            unknown=sorted({k.device for k, st in items if st.frozen and k.device in hosting}),
+            requirements_ok=requirements_checker({self.key: reqs}, snap.by_device, now=now,
+                                                 max_age=spec.telemetry.max_age_seconds),
+            breached_since={k.device: st.since for k, st in items if st.breached and st.since is not None},
+            prometheus_error=snap.prometheus_error)
+
+    # -- acting ----------------------------------------------------------------------------------------
+    def _act_taints(self, taint: tuple[frozenset[str], frozenset[str]], breach: BreachView | None) -> None:
+        claim, release = taint
+        held = set(self.claimed or ())
+        for dev in sorted(claim):
+            reasons = "; ".join(str(r) for r in (breach.breaches.get(dev, ()) if breach else ()))[:500]
+            if self.rt.actuator.claim_taint(dev, self.key, True, message=f"context breach: {reasons}").ok:
+                held.add(dev)
+        for dev in sorted(release):
+            if self.rt.actuator.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered").ok:
+                held.discard(dev)
+        self.claimed = frozenset(held)
+
+    def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list[PodInfo], devices: list[Device]) -> None:
+        """Members on a device that stopped being Ready will be replaced by their controller (taint-based
+        eviction); make sure each replacement recovers its memory region first."""
+        down = {d.name for d in devices if not d.ready}
+        if not down:
+            return
+        ctx = self.move_context(spec)
+        for p in members:
+            if p.node in down and p.owner_kind and p.owner_name:
+                workload = p.labels.get(spec.workload_label) or p.name
+                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx):
+                    self.logger.info("%s on failed device %s: its replacement will recover memory first",
+                                     p.key, p.node)
+
+    def release_all_taints(self, devices: list[Device]) -> int:
+        held = [d.name for d in devices if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION))]
+        return self.rt.actuator.release_taints(self.key, held)
