@@ -20,7 +20,7 @@ import numpy as np
 
 from .patterns import pattern
 from .region import Region
-from .store import DirStore
+from .store import open_store
 
 ACK = struct.Struct("<II")
 
@@ -54,10 +54,14 @@ def main(argv: list[str]) -> int:
                     help="take baseline epoch 2 after this many of the dirty-page writes (0 = never)")
     ap.add_argument("--rate", type=float, default=0.0, help="writes/s after the dirty phase, until killed")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--namespace", default="default")
+    ap.add_argument("--pod-uid", default="0")
+    ap.add_argument("--baseline-every", type=float, default=0.0,
+                    help="take a baseline every N seconds while writing (prints 'SNAP' when one starts)")
     a = ap.parse_args(argv)
 
     token = open(a.token_file, "rb").read().strip()
-    r = Region.create(a.name, a.size, a.page_size, a.backing, a.track)
+    r = Region.create(a.name, a.size, a.page_size, a.backing, a.track, namespace=a.namespace, pod_uid=a.pod_uid)
     words = a.page_size // 8
     arr = r.array.view(np.uint64).reshape(r.npages, words)
     explicit = r.tracker is None
@@ -67,10 +71,12 @@ def main(argv: list[str]) -> int:
     if explicit:
         r.mark_dirty(0, a.size)
     r.register(a.control, token)
-    store = DirStore(a.store)
+    store = open_store(a.store)
     m = r.baseline(store)
     ack = os.open(a.ack, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
-    r.start(scan_interval=a.scan_interval)
+    r.start(store=store if a.baseline_every else None, scan_interval=a.scan_interval,
+            baseline_interval=a.baseline_every or None, on_error=lambda e: print(f"ERROR {e}", flush=True),
+            on_baseline_start=lambda: print("SNAP", flush=True))
     rng = np.random.default_rng(a.seed)
     version = np.zeros(r.npages, dtype=np.int64)
 
@@ -89,7 +95,7 @@ def main(argv: list[str]) -> int:
         if a.second_baseline_after and i + 1 == a.second_baseline_after:
             m = r.baseline(store)
     dt = time.perf_counter() - t
-    print("READY " + json.dumps({"epoch": m.epoch, "tracking": r.tracking_mode, "pid": os.getpid(),
+    print("READY " + json.dumps({"epoch": m.epoch, "region": r.rid.key, "store_name": r.rid.store_name, "tracking": r.tracking_mode, "pid": os.getpid(),
                                  "dirty_writes": len(dirty), "dirty_seconds": round(dt, 4)}), flush=True)
     if a.rate <= 0:
         while True:
