@@ -186,6 +186,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--region", required=True, help="store name (namespace.name)")
     p.add_argument("--rate", default="", help="e.g. 200mbit (default: unlimited)")
     sub.add_parser("writer", help="test workload writing known patterns", add_help=False)
+    sub.add_parser("lazy-check", help="test replacement workload of a lazy restore", add_help=False)
+    if argv[:1] == ["lazy-check"]:
+        from .loadgen import lazy_check_main
+
+        return lazy_check_main(argv[1:])
     if argv[:1] == ["writer"]:
         from .loadgen import main as writer_main
 
@@ -232,8 +237,26 @@ def recover_main(argv: list[str]) -> int:
     ap.add_argument("--full-copy", action="store_true", help="copy every page from the source (comparison)")
     ap.add_argument("--transport", choices=["auto", "tcp", "rdma"], default="auto",
                     help="auto: RDMA where /dev/infiniband and pyverbs exist, else TCP")
+    ap.add_argument("--lazy", metavar="SOCKET", help="lazy restore: the replacement attaches its "
+                    "userfaultfd on SOCKET and serves at once; faults first, the rest in the background")
     _add_tls(ap)
     a = ap.parse_args(argv)
+    if a.lazy:
+        from .lazy import recover_lazy
+
+        try:
+            report = recover_lazy(open_store(a.store), a.region, a.dest,
+                                  Endpoint.parse(a.source) if a.source else None, read_token(a), a.lazy,
+                                  _tls(a, server=False), DirStore(a.local_cache) if a.local_cache else None,
+                                  a.timeout, on_listening=lambda: print("LAZY-LISTENING", file=sys.stderr,
+                                                                        flush=True))
+        except RecoveryFailed as exc:
+            print(f"lazy recovery of {a.region} FAILED: {exc}", file=sys.stderr)
+            print(exc.report.model_dump_json())
+            return EXIT_FAILED
+        print(f"recovered {a.region}: {report.message}", file=sys.stderr)
+        print(report.model_dump_json())
+        return 0
     try:
         report = recover(open_store(a.store), a.region, a.dest, Endpoint.parse(a.source) if a.source else None,
                          read_token(a), a.epoch, a.connections, a.batch, a.depth, a.timeout,

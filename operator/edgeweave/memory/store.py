@@ -51,6 +51,17 @@ class Manifest(BaseModel):
     chunk_bytes: int = Field(0, description="object stores: data is split into objects of this size")
 
 
+def runs_of(pages: np.ndarray) -> list[tuple[int, int, int]]:
+    """(position in the list, first page, count) for each run of consecutive pages."""
+    p = np.asarray(pages, dtype=np.int64)
+    if len(p) == 0:
+        return []
+    brk = np.flatnonzero(np.diff(p) != 1) + 1
+    starts = np.concatenate(([0], brk))
+    ends = np.concatenate((brk, [len(p)]))
+    return [(int(a), int(p[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
 class RateLimiter(Protocol):
     def take(self, n: int) -> None: ...
 
@@ -160,6 +171,18 @@ class DirStore:
         self.gc(name, keep)
         return m
 
+    def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int:
+        """Pages (ascending) into dest one after another: dest[j*ps] holds page pages[j]."""
+        ps = m.page_size_bytes
+        n = 0
+        fd = os.open(self.epoch_dir(m.region, m.epoch) / "data", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for pos, first, count in runs_of(pages):
+                n += os.preadv(fd, [dest[pos * ps:(pos + count) * ps]], first * ps)
+        finally:
+            os.close(fd)
+        return n
+
     def import_epoch(self, src: BaselineStore, m: Manifest, limit: RateLimiter | None = None) -> Manifest:
         """Copy epoch `m` of another store here (pre-staging), verified page by page, then publish it."""
         rdir = self.region_dir(m.region)
@@ -265,6 +288,7 @@ class BaselineStore(Protocol):
               keep: int = 2) -> Manifest: ...
     def manifest(self, name: str, epoch: int | None = None) -> Manifest: ...
     def sums(self, m: Manifest) -> np.ndarray: ...
+    def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int: ...
     def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
                   limit: RateLimiter | None = None,
                   on_piece: Callable[[int, int], None] | None = None) -> int: ...

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .hashing import DIGEST, page_sums
-from .store import Manifest, StoreError, check_name
+from .store import Manifest, StoreError, check_name, runs_of
 
 CHUNK = 16 << 20
 PIECE = 1 << 20
@@ -257,6 +257,21 @@ class S3Store:
                 out.append((self._key(m.region, ed, "data", f"{i:06d}"), within, lo, n))
                 lo += n
         return out
+
+    def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int:
+        """Pages (ascending) into dest one after another, one ranged GET per run (cut at objects)."""
+        ps, ch = m.page_size_bytes, m.chunk_bytes
+        ed = self._edir(m.epoch)
+        n = 0
+        for pos, first, count in runs_of(pages):
+            lo, hi, at = first * ps, (first + count) * ps, pos * ps
+            while lo < hi:
+                i, within = divmod(lo, ch)
+                k = min(hi - lo, ch - within)
+                n += self._get_into(self._key(m.region, ed, "data", f"{i:06d}"), within, dest[at:at + k])
+                lo += k
+                at += k
+        return n
 
     def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
                   limit: RateLimit | None = None, on_piece: Callable[[int, int], None] | None = None) -> int:

@@ -121,6 +121,23 @@ class PageClient:
             window.release()
             t.join(timeout=5)
 
+    def fetch_compact(self, pages: np.ndarray, dest: memoryview) -> None:
+        """One request: `pages` (ascending) into dest one after another, each checked against its sum."""
+        ps, n = self.page_size, len(pages)
+        body = np.asarray(pages).astype("<u4").tobytes()
+        self.conn.send(pack(Msg.PAGES, 0, {}, len(body)), body)
+        kind, _, meta, plen = self.conn.recv_head()
+        if kind == Msg.ERR:
+            raise ProtocolError(f"pages refused: {meta.get('error')}")
+        if meta.get("n") != n or plen != n * (DIGEST + ps):
+            raise ProtocolError("page reply does not match the request")
+        sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
+        self.conn.recv_into(dest[:n * ps])
+        got = page_sums(dest, ps, list(range(n)), algo=self.algo, threads=1)
+        bad = np.flatnonzero(np.any(got != sums, axis=1))
+        if len(bad):
+            raise ChecksumMismatch(np.asarray(pages)[bad].tolist())
+
     def close(self) -> None:
         self.conn.close()
 
