@@ -91,6 +91,15 @@ class MemTopo:
             raise
         return self
 
+    def shape(self, link: str, rate: str | None) -> None:
+        """Set (or with None, remove) a tbf rate on both ends of one link."""
+        na, _, nb, _ = LINKS[link]
+        for dev, role in ((f"ewm{link}a{self.sfx}", na), (f"ewm{link}b{self.sfx}", nb)):
+            base = ["ip", "netns", "exec", self.ns(role), "tc", "qdisc"]
+            subprocess.run([*base, "del", "dev", dev, "root"], capture_output=True)
+            if rate:
+                sh(*base, "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms")
+
     def down(self) -> None:
         for p in self.procs:
             if p.poll() is None:

@@ -75,6 +75,7 @@ class LazyRegion:
     fd: int
     map: mmap.mmap
     addr: int
+    helper_sock: socket.socket | None = None
 
     @classmethod
     def attach(cls, path: str, size: int, helper: str, timeout: float = 30.0) -> LazyRegion:
@@ -99,12 +100,21 @@ class LazyRegion:
             socket.send_fds(s, [json.dumps({"addr": addr, "size": size, "pid": os.getpid()}).encode()], [ufd])
             s.settimeout(timeout)
             reply = json.loads(s.recv(4096) or b"{}")
-            s.close()
             if not reply.get("ok"):
+                s.close()
                 raise RuntimeError(f"lazy restore helper refused: {reply.get('error')}")
         finally:
             os.close(ufd)  # the helper holds it now; the registration lives while it does
-        return cls(path, size, fd, mp, addr)
+        r = cls(path, size, fd, mp, addr)
+        r.helper_sock = s
+        return r
+
+    def wait_resident(self, timeout: float | None = None) -> dict:
+        """Block until the helper says every page is in place (it then drops the userfaultfd)."""
+        self.helper_sock.settimeout(timeout)
+        msg = json.loads(self.helper_sock.recv(4096) or b"{}")
+        self.helper_sock.close()
+        return msg
 
 
 # --- the recovery side ----------------------------------------------------------------------------
@@ -141,11 +151,8 @@ class LazyServer:
         self.error: BaseException | None = None
         self._stop = threading.Event()
 
-    def _copy(self, first: int, buf: memoryview) -> int:
-        """UFFDIO_COPY pages from buf to [first, ...); returns pages placed (EEXIST ones skipped)."""
-        n = len(buf) // self.ps
-        src = ctypes.addressof(ctypes.c_char.from_buffer(buf)) if not buf.readonly else \
-            ctypes.cast(ctypes.c_char_p(bytes(buf)), ctypes.c_void_p).value
+    def _copy(self, first: int, n: int, src: int) -> int:
+        """UFFDIO_COPY n pages from address src to [first, ...); returns pages placed (EEXIST ones skipped)."""
         placed, i = 0, 0
         while i < n:
             arg = _UffdioCopy(dst=self.addr + (first + i) * self.ps, src=src + i * self.ps,
@@ -162,6 +169,8 @@ class LazyServer:
                 self.stats.already_present += 1
             elif err == errno.EAGAIN:
                 i += done
+            elif err == errno.ESRCH:
+                raise OSError(err, "the replacement process exited before its region was resident")
             else:
                 raise OSError(err, f"UFFDIO_COPY: {os.strerror(err)}")
         with self.lock:
@@ -184,6 +193,8 @@ class LazyServer:
     def serve_faults(self) -> None:
         ps = self.ps
         buf = mmap.mmap(-1, ps)
+        anchor = ctypes.c_char.from_buffer(buf)
+        base = ctypes.addressof(anchor)
         view = memoryview(buf)
         poller = select.poll()
         poller.register(self.ufd, select.POLLIN)
@@ -202,7 +213,7 @@ class LazyServer:
                     t = time.monotonic()
                     p = (address - self.addr) // ps
                     self._page_content(np.array([p], dtype=np.int64), view)
-                    if self._copy(p, view) == 0:
+                    if self._copy(p, 1, base) == 0:
                         _libc.ioctl(self.ufd, UFFDIO_WAKE, ctypes.byref(_UffdioRange(self.addr + p * ps, ps)))
                     now = time.monotonic()
                     self.stats.faults += 1
@@ -214,12 +225,14 @@ class LazyServer:
             self.error = exc
         finally:
             view.release()
-            buf.close()
+            del anchor
 
     def fill(self, run_pages: int = 256) -> None:
         """Background fill: dirty pages (source) first, then the baseline, skipping placed pages."""
         ps = self.ps
         buf = mmap.mmap(-1, run_pages * ps)
+        anchor = ctypes.c_char.from_buffer(buf)
+        base = ctypes.addressof(anchor)
         view = memoryview(buf)
         try:
             for want_dirty in (True, False):
@@ -237,7 +250,7 @@ class LazyServer:
                     brk = np.flatnonzero(np.diff(chunk) != 1) + 1
                     pos = 0
                     for run in np.split(chunk, brk):
-                        self._copy(int(run[0]), view[pos * ps:(pos + len(run)) * ps])
+                        self._copy(int(run[0]), len(run), base + pos * ps)
                         pos += len(run)
                     if want_dirty:
                         self.stats.filled_from_source += len(chunk)
@@ -248,7 +261,7 @@ class LazyServer:
             self.error = exc
         finally:
             view.release()
-            buf.close()
+            del anchor
 
     def stop(self) -> None:
         self._stop.set()
@@ -337,7 +350,6 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
             raise ValueError("bad attach")
         ufd = fds[0]
         c.sendall(json.dumps({"ok": True}).encode())
-        c.close()
     finally:
         ls.close()
         os.unlink(helper)
@@ -350,6 +362,11 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     srv.stop()
     faults.join(timeout=5)
     os.close(ufd)
+    try:
+        c.sendall(json.dumps({"resident": srv.error is None, "at": stats.resident_at}).encode())
+    except OSError:
+        pass
+    c.close()
     for c in clients:
         c.close()
     err = srv.error

@@ -151,7 +151,10 @@ def lazy_check_main(argv: list[str]) -> int:
         lat.append(now - t)
         if not first:
             first = now
-    print(json.dumps({"attached_at": attached, "first_served_at": first, "last_served_at": time.monotonic(),
+    last = time.monotonic()
+    resident = r.wait_resident(timeout=600)
+    print(json.dumps({"attached_at": attached, "first_served_at": first, "last_served_at": last,
+                      "resident": resident.get("resident"), "resident_at": resident.get("at"),
                       "requests": len(pick), "wrong": wrong,
                       "request_ms_p50": round(float(np.percentile(lat, 50)) * 1e3, 3),
                       "request_ms_p99": round(float(np.percentile(lat, 99)) * 1e3, 3)}), flush=True)

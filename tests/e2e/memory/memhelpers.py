@@ -123,8 +123,8 @@ class Stack:
         return f"{self.ns}/{self.pod_uid}/{name}"
 
     def recover(self, name: str, *extra: str, token_file: Path | None = None,
-                key: str | None = None) -> tuple[int, dict, Path]:
-        dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-{name}"
+                key: str | None = None, dest: Path | None = None) -> tuple[int, dict, Path]:
+        dest = dest or Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-{name}"
         r = subprocess.run(self.env.topo.py("dst", "memory-recover", "--store", self.env.store_url, "--region",
                                             key or self.key(name), "--dest", str(dest), "--source",
                                             f"{self.env.topo.src_ip}:{PORT}", "--timeout", "3", "--token-file",

@@ -8,11 +8,14 @@ the source agent lives; when it does not, the report must say which epoch it fel
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from memhelpers import NPAGES, Stack, kill9, region_words, wait_for
+from memhelpers import NPAGES, SIZE, Stack, kill9, region_words, wait_for
 
 from edgeweave.memory.loadgen import read_acks
 from edgeweave.memory.patterns import check
@@ -61,21 +64,23 @@ def test_writes_after_the_last_scan_are_found_by_the_sweep(stack: Stack) -> None
 def test_kill_during_a_snapshot(stack: Stack) -> None:
     """SIGKILL while a baseline is being uploaded: the half-written epoch is never used, no ack lost."""
     stack.start_agent()
-    w, ready = stack.start_writer("orders", "--dirty-pages", "200", "--rate", "600", "--baseline-every", "0.5")
-    assert w.stdout is not None
-    # Each 'SNAP' is printed right after the flip, before the copy starts; the second one is
-    # killed while its 32 MiB are still on the way to the store.
-    snaps = 0
-    while snaps < 2:
-        line = w.stdout.readline()
-        assert line, (stack.dir / "orders.log").read_text()
-        snaps += line.startswith("SNAP")
-    kill9(w)
-    ack = stack.dir / "orders.ack"
+    w, ready = stack.start_writer("orders", "--dirty-pages", "200", "--rate", "600", "--baseline-every", "1")
     objs = stack.env.store_root / "baselines" / f"{stack.ns}.orders"
+
+    def partial() -> list[Path]:
+        return [p for p in objs.iterdir() if p.name.startswith("epoch-") and not (p / "manifest.json").exists()
+                and any((p / "data").glob("0*"))]
+
+    # slow the src-store link so the 32 MiB upload takes seconds, then kill once one object is stored
+    stack.env.topo.shape("B", "40mbit")
+    try:
+        abandoned = wait_for(partial, 60, "a snapshot upload in progress", interval=0.02)
+        kill9(w)
+    finally:
+        stack.env.topo.shape("B", None)
+    ack = stack.dir / "orders.ack"
     published = int((objs / "CURRENT").read_text())
-    abandoned = [p for p in objs.iterdir() if p.name.startswith("epoch-") and not (p / "manifest.json").exists()]
-    assert abandoned, f"the kill did not land mid-snapshot: {sorted(p.name for p in objs.iterdir())}"
+    assert all(int(p.name[6:]) > published for p in abandoned)
     rc, rep, dest = stack.recover("orders")
     assert rc == 0, rep
     assert rep["mode"] == "baseline+dirty" and rep["epoch"] == published
@@ -149,7 +154,7 @@ def test_prestaged_baseline_is_read_locally(stack: Stack) -> None:
     stack.start_agent()
     cache = stack.dir / "prestaged"
     w, ready = stack.start_writer("feed", "--dirty-pages", "100", "--rate", "300", "--baseline-every", "2")
-    stack.start_agent("--prestage", ready["store_name"], "--prestage-cache", str(cache), "--prestage-rate",
+    dst_agent = stack.start_agent("--prestage", ready["store_name"], "--prestage-cache", str(cache), "--prestage-rate",
                       "400mbit", "--prestage-interval", "0.3", role="dst", control=stack.dir / "dst.sock")
     # wait until the pre-staged copy has caught up with an epoch after the first
     wait_for(lambda: (cache / ready["store_name"] / "CURRENT").exists()
@@ -164,8 +169,37 @@ def test_prestaged_baseline_is_read_locally(stack: Stack) -> None:
     assert rep["sources"]["baseline"]["from"] == "local" and rep["epoch"] == published
     ahead, wrong = check(region_words(dest), read_acks(str(stack.dir / "feed.ack"), NPAGES))
     assert len(wrong) == 0 and len(ahead) <= 1
-    # a stale local copy is not used: drop it to an older epoch and recovery reads the store
+    # without a local copy (the dst agent stopped, its cache gone) recovery reads the store
+    kill9(dst_agent)
     shutil.rmtree(cache / ready["store_name"])
     rc, rep, _ = stack.recover("feed", "--local-cache", str(cache))
     assert rc == 0 and rep["sources"]["baseline"]["from"] == "store"
     assert "nothing pre-staged" in rep["sources"]["baseline"]["note"]
+
+
+def test_lazy_restore_serves_before_the_region_is_resident(stack: Stack) -> None:
+    """The replacement attaches a userfaultfd (missing mode) and serves at once; the fill follows."""
+    stack.start_agent()
+    w, ready = stack.start_writer("lazy", "--dirty-pages", "800", "--rate", "500")
+    ack = stack.dir / "lazy.ack"
+    wait_for(lambda: ack.stat().st_size >= (800 + 200) * 8, 30, "writer acks")
+    kill9(w)
+    dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-lazy"
+    stack.dests.append(dest)
+    sock = stack.dir / "lazy.sock"
+    app = stack.popen("dst", "memory", "lazy-check", "--dest", str(dest), "--size", str(SIZE), "--helper",
+                      str(sock), "--ack", str(ack), "--requests", "3000", log="lazy-app.log")
+    rc, rep, _ = stack.recover("lazy", "--lazy", str(sock), dest=dest)
+    assert rc == 0, rep["message"]
+    assert app.stdout is not None
+    served = json.loads(app.stdout.readline())
+    app.wait(timeout=30)
+    lz = rep["source_sweep"]["lazy"]
+    assert rep["mode"] == "lazy:baseline+dirty" and rep["epoch"] == ready["epoch"]
+    assert served["wrong"] == 0 and served["requests"] == 3000
+    assert lz["faults"] > 0  # requests touched missing pages and were served by the fault handler
+    # requests were answered before the last page was in place
+    assert served["first_served_at"] < lz["t0_monotonic"] + lz["fully_resident_s"]
+    assert lz["filled_from_source"] + lz["fault_pages_from_source"] >= rep["dirty_pages"]
+    ahead, wrong = check(region_words(dest), read_acks(str(ack), NPAGES))
+    assert len(wrong) == 0 and len(ahead) <= 1
