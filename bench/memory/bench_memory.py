@@ -120,7 +120,8 @@ class Bench:
 
     def agent(self) -> subprocess.Popen:
         p = self.popen("src", "memory", "serve", "--control", str(self.work / "agent.sock"), "--listen",
-                       f"{self.topo.src_ip}:{PORT}", "--store", self.url, *self.tls("src"), log_name="agent.log")
+                       f"{self.topo.src_ip}:{PORT}", "--store", self.url, *self.tls("src"), "-v",
+                       log_name="agent.log")
         assert p.stdout is not None
         line = p.stdout.readline()
         if not line.startswith("LISTENING"):
@@ -426,13 +427,23 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ewm-bench-", dir="/var/tmp"))  # local disk, not tmpfs
     b = Bench(work)
     runs, crius = [], []
+    failed: list[str] = []
     try:
         b.up()
         agent = b.agent()
         log(f"memory bench: {SIZE >> 20} MiB region, every link {RATE} (tbf), store rclone serve s3 (TLS), "
             f"page server mutual TLS, {RUNS} runs, work {work}")
+        failed: list[str] = []
         for i in range(RUNS):
-            runs.append(one_run(b, i, with_lazy=True))
+            try:
+                runs.append(one_run(b, i, with_lazy=True))
+            except (RuntimeError, AssertionError, OSError, KeyError) as exc:
+                # reported, never dropped silently: the JSON counts failed runs and says why
+                agent_log = (work / "agent.log").read_text()[-1500:]
+                failed.append(f"run {i}: {str(exc)[-600:]} | agent: {agent_log}")
+                log(f"  run {i} FAILED: {failed[-1]}")
+                if agent.poll() is not None:
+                    agent = b.agent()
         if criu_bin:
             for i in range(RUNS):
                 crius.append(criu_run(b, criu_bin, i))
@@ -496,6 +507,7 @@ def main() -> int:
             "speedup_vs_criu_restore_1pct": round(total["median"] / pre["median"], 2),
             "speedup_vs_criu_restore_only_1pct": round(restore["median"] / pre["median"], 2),
         })
+    result["failed_runs"] = failed
     result["bench_seconds"] = round(time.monotonic() - t_all, 1)
     print(json.dumps(result))
     return 0

@@ -227,20 +227,21 @@ class LazyServer:
             view.release()
             del anchor
 
-    def fill(self, run_pages: int = 256) -> None:
+    def fill(self, run_pages: int = 256, baseline_run_pages: int = 2048) -> None:
         """Background fill: dirty pages (source) first, then the baseline, skipping placed pages."""
         ps = self.ps
-        buf = mmap.mmap(-1, run_pages * ps)
+        buf = mmap.mmap(-1, max(run_pages, baseline_run_pages) * ps)
         anchor = ctypes.c_char.from_buffer(buf)
         base = ctypes.addressof(anchor)
         view = memoryview(buf)
         try:
             for want_dirty in (True, False):
                 todo = np.flatnonzero(self.dirty == want_dirty)
-                for i in range(0, len(todo), run_pages):
+                step = run_pages if want_dirty else baseline_run_pages  # 8 MiB reads from the baseline
+                for i in range(0, len(todo), step):
                     if self._stop.is_set():
                         return
-                    chunk = todo[i:i + run_pages]
+                    chunk = todo[i:i + step]
                     with self.lock:
                         chunk = chunk[~self.present[chunk]]
                     if len(chunk) == 0:
@@ -282,6 +283,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                  tls=None, local=None, timeout: float = 5.0, attach_timeout: float = 60.0,
                  on_listening=None):
     """Lazy counterpart of recovery.recover: returns a RecoveryReport once the region is fully resident."""
+    from .protocol import ProtocolError
     from .recovery import RecoveryFailed, RecoveryReport, pick_baseline, store_name_of
     from .transport_tcp import PageClient
 
@@ -318,7 +320,13 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                 # the fill's own connection, opened by the fill thread: not on the path to first serve
                 clients.append(PageClient(source, region, token, timeout, tls))
             for i in range(0, len(pages), 4096):
-                clients[idx].fetch_compact(pages[i:i + 4096], dst[i * ps:])
+                try:
+                    clients[idx].fetch_compact(pages[i:i + 4096], dst[i * ps:])
+                except (OSError, ProtocolError):
+                    # the page server closes connections idle past its timeout: reconnect once
+                    clients[idx].close()
+                    clients[idx] = PageClient(source, region, token, timeout, tls)
+                    clients[idx].fetch_compact(pages[i:i + 4096], dst[i * ps:])
         return read
 
     def baseline_reader(idx: int):  # type: ignore[no-untyped-def]

@@ -96,6 +96,15 @@ def pick_baseline(store: BaselineStore, local: BaselineStore | None, name: str,
     return store, "store", m, note
 
 
+def _close_map(buf: memoryview, mp: mmap.mmap, fd: int) -> None:
+    try:
+        buf.release()
+        mp.close()
+    except BufferError:
+        pass  # a failed transfer's traceback still holds slices; the map goes with them
+    os.close(fd)
+
+
 def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | None, token: bytes,
             epoch: int | None = None, connections: int = 4, batch: int = 256, depth: int = 8,
             timeout: float = 5.0, tls: ssl.SSLContext | None = None, require_source: bool = False,
@@ -233,9 +242,7 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             + (f"; {len(corrupt)} corrupt baseline page(s) repaired from the source" if len(corrupt) else ""),
             **base)  # type: ignore[arg-type]
     finally:
-        buf.release()
-        mp.close()
-        os.close(fd)
+        _close_map(buf, mp, fd)
 
 
 def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, connections: int, batch: int,
@@ -256,6 +263,4 @@ def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, co
                               duration_s=round(time.monotonic() - t0, 4), dest=dest)
     finally:
         client.close()
-        buf.release()
-        mp.close()
-        os.close(fd)
+        _close_map(buf, mp, fd)

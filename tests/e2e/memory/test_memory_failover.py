@@ -55,7 +55,7 @@ def test_writes_after_the_last_scan_are_found_by_the_sweep(stack: Stack) -> None
     kill9(w)
     rc, rep, dest = stack.recover("cache")
     assert rc == 0, rep
-    assert rep["source_sweep"]["found"] == 700
+    assert rep["source_sweep"] and rep["source_sweep"]["found"] == 700, rep
     ahead, wrong = check(region_words(dest), read_acks(str(stack.dir / "cache.ack"), NPAGES))
     assert len(wrong) == 0 and len(ahead) == 0
     assert rep["pages"] == 700

@@ -231,3 +231,39 @@ except Exception as e:
                        str(p["cert"]), str(p["key"]), str(p["ca"]), stack.key("gamma"), str(stack.token_file)],
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.startswith("closed"), (r.stdout, r.stderr[-2000:])
+
+
+def test_control_socket_flood_costs_bounded_threads(stack: Stack) -> None:
+    agent = stack.start_agent()
+    w, ready = stack.start_writer("delta", "--dirty-pages", "5")
+    base = threads_of(agent.pid)
+    socks = []
+    for _ in range(300):  # connect and say nothing
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(stack.control))
+        socks.append(s)
+    try:
+        wait_for(lambda: threads_of(agent.pid) <= base + 16 + 2, 5, "threads bounded")
+        closed = 0
+        for s in socks:
+            s.settimeout(0.05)
+            try:
+                closed += s.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed >= 300 - 16  # over the pending cap: closed at once
+        assert threads_of(agent.pid) <= base + 16 + 2
+    finally:
+        for s in socks:
+            s.close()
+    # once the held ones time out (5 s) the owner is served again
+    tok = stack.token_file.read_bytes().strip().hex()
+
+    def served() -> bool:
+        try:
+            return bool(control(stack.control, {"op": "list", "region": ready["region"], "token": tok}).get("ok"))
+        except OSError:
+            return False
+
+    assert wait_for(served, 15, "control socket serves again")
+    kill9(w)
