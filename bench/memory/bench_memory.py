@@ -49,6 +49,8 @@ PAGE = 4096
 NPAGES = SIZE // PAGE
 RATE = os.environ.get("EWM_BENCH_RATE", "1gbit")
 RUNS = int(os.environ.get("EWM_BENCH_RUNS", "10"))
+CRIU_RUNS = int(os.environ.get("EWM_BENCH_CRIU_RUNS", str(RUNS)))
+FAULT_REPS = int(os.environ.get("EWM_BENCH_FAULT_REPS", "3"))
 FAULT_SIZE = 64 << 20
 PRESTAGE_RATE = os.environ.get("EWM_BENCH_PRESTAGE_RATE", "800mbit")
 PORT = 7470
@@ -445,9 +447,9 @@ def main() -> int:
                 if agent.poll() is not None:
                     agent = b.agent()
         if criu_bin:
-            for i in range(RUNS):
+            for i in range(CRIU_RUNS):
                 crius.append(criu_run(b, criu_bin, i))
-        fault_res, agent = faults(b, agent)
+        fault_res, agent = faults(b, agent, FAULT_REPS)
     finally:
         b.down()
         shutil.rmtree(work, ignore_errors=True)
@@ -464,7 +466,8 @@ def main() -> int:
     resident = med_ci([r["lazy"]["fully_resident_s"] for r in runs])
     result: dict = {
         "bench": "memory",
-        "region_bytes": SIZE, "page_bytes": PAGE, "dirty_fraction": 0.01, "runs": RUNS,
+        "region_bytes": SIZE, "page_bytes": PAGE, "dirty_fraction": 0.01, "runs": RUNS, "criu_runs": len(crius),
+        "fault_reps": FAULT_REPS,
         "link": f"{RATE} tbf veth, every link (src-dst, dst-store, src-store)",
         "store": "rclone serve s3 (TLS) in its own netns; client boto3",
         "store_link": RATE,

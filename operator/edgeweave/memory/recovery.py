@@ -60,7 +60,8 @@ class RecoveryFailed(Exception):
 def _alloc(dest: str, size: int) -> tuple[int, mmap.mmap]:
     fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
+    # Populate up front: one batched allocation instead of a fault per page during the copy.
+    return fd, mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
 
 
 def store_name_of(region: str) -> str:
