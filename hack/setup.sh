@@ -19,4 +19,7 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 bash hack/build-binaries.sh >/dev/null
+# memory: the S3 server of the baseline-store tests (rclone serve s3) and CRIU 4.1.1 for the bench
+bash hack/build-rclone.sh >/dev/null
+bash hack/fetch-criu.sh >/dev/null || echo "[setup] CRIU not fetched: bench-memory will omit the CRIU peer" >&2
 echo "[setup] ready in $(( $(date +%s) - t0 ))s" >&2

@@ -13,16 +13,26 @@ from edgeweave.api.workloadgroup import MemoryRecovery
 
 STORE_MOUNT = "/var/lib/edgeweave/baselines"
 TOKEN_DIR = "/var/run/edgeweave/memory-token"
+TLS_DIR = "/var/run/edgeweave/memory-tls"  # ca.crt, tls.crt, tls.key (a kubernetes.io/tls Secret + CA)
+PRESTAGE_DIR = "/var/lib/edgeweave/prestaged"  # the node agent's pre-staged baselines (hostPath)
 DEFAULT_PORT = 7470
 
 
+def source_region(namespace: str, source_pod_uid: str, name: str) -> str:
+    """The agent key of the failed pod's region (regions are named by namespace/pod UID/name)."""
+    from .naming import RegionId
+
+    return RegionId(namespace, source_pod_uid, name).key
+
+
 def region_file(region: str, shm_dir: str = "/dev/shm") -> str:
-    return f"{shm_dir}/edgeweave-{region}"
+    return f"{shm_dir}/edgeweave-{region.replace('/', '_')}"
 
 
 def recover_command(settings: MemoryRecovery, region: str, source_host: str | None,
                     port: int = DEFAULT_PORT, store_mount: str = STORE_MOUNT, token_dir: str = TOKEN_DIR,
-                    require_source: bool = False) -> list[str]:
+                    require_source: bool = False, tls_dir: str | None = TLS_DIR,
+                    local_cache: str | None = None) -> list[str]:
     """argv for `edgeweave memory-recover` in the replacement pod's init container."""
     if not settings.enabled:
         raise ValueError("memory recovery is not enabled for this group")
@@ -32,6 +42,11 @@ def recover_command(settings: MemoryRecovery, region: str, source_host: str | No
             "--dest", region_file(region), "--token-file", f"{token_dir}/token"]
     if source_host:
         argv += ["--source", f"{source_host}:{port}"]
+    if tls_dir:
+        # The page server speaks TLS by default; without these the source would look unreachable.
+        argv += ["--tls-cert", f"{tls_dir}/tls.crt", "--tls-key", f"{tls_dir}/tls.key", "--tls-ca", f"{tls_dir}/ca.crt"]
+    if local_cache:
+        argv += ["--local-cache", local_cache]
     if require_source:
         argv.append("--require-source")
     return argv

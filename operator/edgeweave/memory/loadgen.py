@@ -20,7 +20,7 @@ import numpy as np
 
 from .patterns import pattern
 from .region import Region
-from .store import DirStore
+from .store import open_store
 
 ACK = struct.Struct("<II")
 
@@ -54,10 +54,14 @@ def main(argv: list[str]) -> int:
                     help="take baseline epoch 2 after this many of the dirty-page writes (0 = never)")
     ap.add_argument("--rate", type=float, default=0.0, help="writes/s after the dirty phase, until killed")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--namespace", default="default")
+    ap.add_argument("--pod-uid", default="0")
+    ap.add_argument("--baseline-every", type=float, default=0.0,
+                    help="take a baseline every N seconds while writing (prints 'SNAP' when one starts)")
     a = ap.parse_args(argv)
 
     token = open(a.token_file, "rb").read().strip()
-    r = Region.create(a.name, a.size, a.page_size, a.backing, a.track)
+    r = Region.create(a.name, a.size, a.page_size, a.backing, a.track, namespace=a.namespace, pod_uid=a.pod_uid)
     words = a.page_size // 8
     arr = r.array.view(np.uint64).reshape(r.npages, words)
     explicit = r.tracker is None
@@ -67,10 +71,12 @@ def main(argv: list[str]) -> int:
     if explicit:
         r.mark_dirty(0, a.size)
     r.register(a.control, token)
-    store = DirStore(a.store)
+    store = open_store(a.store)
     m = r.baseline(store)
     ack = os.open(a.ack, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
-    r.start(scan_interval=a.scan_interval)
+    r.start(store=store if a.baseline_every else None, scan_interval=a.scan_interval,
+            baseline_interval=a.baseline_every or None, on_error=lambda e: print(f"ERROR {e}", flush=True),
+            on_baseline_start=lambda: print("SNAP", flush=True))
     rng = np.random.default_rng(a.seed)
     version = np.zeros(r.npages, dtype=np.int64)
 
@@ -89,7 +95,7 @@ def main(argv: list[str]) -> int:
         if a.second_baseline_after and i + 1 == a.second_baseline_after:
             m = r.baseline(store)
     dt = time.perf_counter() - t
-    print("READY " + json.dumps({"epoch": m.epoch, "tracking": r.tracking_mode, "pid": os.getpid(),
+    print("READY " + json.dumps({"epoch": m.epoch, "region": r.rid.key, "store_name": r.rid.store_name, "tracking": r.tracking_mode, "pid": os.getpid(),
                                  "dirty_writes": len(dirty), "dirty_seconds": round(dt, 4)}), flush=True)
     if a.rate <= 0:
         while True:
@@ -102,6 +108,57 @@ def main(argv: list[str]) -> int:
         delay = nxt - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+
+def lazy_check_main(argv: list[str]) -> int:
+    """The replacement workload of a lazy restore: attach, then serve requests at once.
+
+    Each request reads one page (user-space access: a missing page faults and is served by the
+    recovery process) and checks it against the acknowledgement log. Prints one JSON line with
+    monotonic timestamps (comparable with the recovery's t0: one clock for the machine).
+    """
+    from .lazy import LazyRegion
+
+    ap = argparse.ArgumentParser(prog="edgeweave memory lazy-check")
+    ap.add_argument("--dest", required=True)
+    ap.add_argument("--size", type=int, required=True)
+    ap.add_argument("--helper", required=True, help="the recovery's lazy socket")
+    ap.add_argument("--ack", required=True)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=7)
+    a = ap.parse_args(argv)
+    npages = a.size // 4096
+    acked = read_acks(a.ack, npages)
+    rng = np.random.default_rng(a.seed)
+    # half the requests go to pages with acknowledged writes (dirty: from the source), half anywhere
+    written = np.flatnonzero(acked > 0)
+    pick = np.where(rng.random(a.requests) < 0.5, rng.choice(written, a.requests) if len(written) else 0,
+                    rng.integers(0, npages, a.requests))
+    while not os.path.exists(a.dest):
+        time.sleep(0.001)
+    r = LazyRegion.attach(a.dest, a.size, a.helper)
+    attached = time.monotonic()
+    words = np.frombuffer(r.map, dtype=np.uint64).reshape(npages, 512)
+    first = 0.0
+    lat = []
+    wrong = 0
+    for p in pick.tolist():
+        t = time.monotonic()
+        page = words[p].copy()  # the touch: faults if the page is missing
+        want = pattern(np.array([p, p]), np.array([acked[p], acked[p] + 1]), 512)
+        wrong += not (np.array_equal(page, want[0]) or np.array_equal(page, want[1]))
+        now = time.monotonic()
+        lat.append(now - t)
+        if not first:
+            first = now
+    last = time.monotonic()
+    resident = r.wait_resident(timeout=600)
+    print(json.dumps({"attached_at": attached, "first_served_at": first, "last_served_at": last,
+                      "resident": resident.get("resident"), "resident_at": resident.get("at"),
+                      "requests": len(pick), "wrong": wrong,
+                      "request_ms_p50": round(float(np.percentile(lat, 50)) * 1e3, 3),
+                      "request_ms_p99": round(float(np.percentile(lat, 99)) * 1e3, 3)}), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ import shlex
 from typing import Any
 
 from ..api.workloadgroup import MemoryRecovery
-from .initcontainer import STORE_MOUNT, TOKEN_DIR, recover_command
+from .initcontainer import STORE_MOUNT, TLS_DIR, TOKEN_DIR, recover_command
 
 INIT_NAME = "edgeweave-memory-recover"
 STORE_VOLUME = "edgeweave-baselines"
 TOKEN_VOLUME = "edgeweave-memory-token"
 SHM_VOLUME = "edgeweave-shm"
+TLS_VOLUME = "edgeweave-memory-tls"
+TLS_SECRET = "edgeweave-memory-tls"  # the chart's (or cert-manager's) client certificate + CA
 
 
 def region_name(namespace: str, workload: str) -> str:
@@ -36,12 +38,14 @@ def recovery_patch(spec: dict[str, Any], settings: MemoryRecovery, region: str, 
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": STORE_VOLUME, "mountPath": STORE_MOUNT, "readOnly": True},
                          {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+                         {"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True},
                          {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
     volumes = list(spec.get("volumes") or [])
     have = {v.get("name") for v in volumes}
     for vol in ({"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": settings.store_claim, "readOnly": True}},
                 {"name": TOKEN_VOLUME, "secret": {"secretName": settings.token_secret}},
+                {"name": TLS_VOLUME, "secret": {"secretName": TLS_SECRET}},
                 {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}):
         if vol["name"] not in have:
             volumes.append(vol)

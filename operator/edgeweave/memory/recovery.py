@@ -20,8 +20,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .hashing import page_sums
+from .naming import RegionId
 from .protocol import AuthError, ProtocolError
-from .store import DirStore, StoreError
+from .store import BaselineStore, Manifest, StoreError
 from .transport_tcp import ChecksumMismatch, Endpoint, PageClient, fetch_parallel
 
 
@@ -45,6 +46,8 @@ class RecoveryReport(BaseModel):
     dest: str = ""
     transport: str = "tcp"
     source_sweep: dict | None = None
+    sources: dict = Field(default_factory=dict, description="what came from where: baseline (store or the "
+                          "pre-staged local copy), source agent")
     message: str = ""
 
 
@@ -57,34 +60,84 @@ class RecoveryFailed(Exception):
 def _alloc(dest: str, size: int) -> tuple[int, mmap.mmap]:
     fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
+    # Populate up front: one batched allocation instead of a fault per page during the copy.
+    return fd, mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
 
 
-def recover(store: DirStore, region: str, dest: str, source: Endpoint | None, token: bytes,
+def store_name_of(region: str) -> str:
+    """The store name of an agent key `namespace/pod-uid/name` (a plain name is its own)."""
+    return RegionId.parse(region).store_name if "/" in region else region
+
+
+def pick_baseline(store: BaselineStore, local: BaselineStore | None, name: str,
+                  epoch: int | None) -> tuple[BaselineStore, str, Manifest, str]:
+    """(store to read, label, manifest, note): the pre-staged copy when it is the wanted epoch.
+
+    The shared store says which epoch is current (one small read); a local copy of exactly that
+    epoch, with the same checksum file, is read instead of the shared one.
+    """
+    note = ""
+    try:
+        m = store.manifest(name, epoch)
+    except (StoreError, OSError) as exc:
+        if local is None:
+            raise
+        m = local.manifest(name, epoch)
+        return local, "local", m, f"shared store unreachable ({exc}); used the pre-staged epoch {m.epoch}"
+    if local is not None:
+        try:
+            lm = local.manifest(name, m.epoch)
+            if lm.sums_sha256 == m.sums_sha256 and lm.size_bytes == m.size_bytes:
+                return local, "local", lm, note
+            note = f"pre-staged copy of epoch {m.epoch} differs from the store's; read the store"
+        except (StoreError, OSError, ValueError):
+            have = local.current(name)
+            note = (f"pre-staged epoch {have} is not the store's current {m.epoch}; read the store"
+                    if have is not None else "nothing pre-staged; read the store")
+    return store, "store", m, note
+
+
+def _close_map(buf: memoryview, mp: mmap.mmap, fd: int) -> None:
+    try:
+        buf.release()
+        mp.close()
+    except BufferError:
+        pass  # a failed transfer's traceback still holds slices; the map goes with them
+    os.close(fd)
+
+
+def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | None, token: bytes,
             epoch: int | None = None, connections: int = 4, batch: int = 256, depth: int = 8,
             timeout: float = 5.0, tls: ssl.SSLContext | None = None, require_source: bool = False,
-            full_copy: bool = False, transport: str = "auto") -> RecoveryReport:
+            full_copy: bool = False, transport: str = "auto", local: BaselineStore | None = None) -> RecoveryReport:
     t0 = time.monotonic()
     if transport == "auto":
         from .transport_rdma import available
 
         transport = "rdma" if available() and tls is None else "tcp"
     phases: dict[str, float] = {}
-    base = dict(region=region, dest=dest)
+    base: dict = dict(region=region, dest=dest)
+    sources: dict = {}
+    name = store_name_of(region)
 
     def fail(msg: str, **kw: object) -> RecoveryFailed:
         Path(dest).unlink(missing_ok=True)  # no half-built region for anyone to start on
         return RecoveryFailed(RecoveryReport(ok=False, mode="failed", duration_s=round(time.monotonic() - t0, 4),
-                                             message=msg, phases=phases, **{**base, **kw}))  # type: ignore[arg-type]
+                                             message=msg, phases=phases, sources=sources,
+                                             **{**base, **kw}))  # type: ignore[arg-type]
 
     if full_copy:
         return _full_copy(region, dest, source, token, connections, batch, depth, timeout, tls, t0)
 
     try:
-        m = store.manifest(region, epoch)
-        ref = store.sums(m)
+        t = time.monotonic()
+        used, label, m, note = pick_baseline(store, local, name, epoch)
+        ref = used.sums(m)
+        phases["manifest_s"] = round(time.monotonic() - t, 4)
     except (StoreError, OSError, ValueError) as exc:
         raise fail(f"no usable baseline: {exc}", epoch=epoch, source_reachable=False, pages=0, bytes=0) from exc
+    sources["baseline"] = {"from": label, "url": used.url, "epoch": m.epoch, "note": note}
+    store = used
     ps, n = m.page_size_bytes, m.npages
     base.update(epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps)
 
@@ -94,6 +147,7 @@ def recover(store: DirStore, region: str, dest: str, source: Endpoint | None, to
         t = time.monotonic()
         baseline_bytes = store.read_into(m, buf)
         phases["baseline_load_s"] = round(time.monotonic() - t, 4)
+        sources["baseline"]["bytes"] = baseline_bytes
         t = time.monotonic()
         got = page_sums(buf, ps, algo=m.checksum_algo)
         corrupt = np.flatnonzero(np.any(got != ref, axis=1))
@@ -119,10 +173,13 @@ def recover(store: DirStore, region: str, dest: str, source: Endpoint | None, to
                 raise fail(f"{len(corrupt)} baseline page(s) fail their checksum and {reason}",
                            source_reachable=False, pages=0, bytes=0)
             mp.flush()
+            sources["source_agent"] = {"addr": None if source is None else f"{source.host}:{source.port}",
+                                       "reachable": False, "pages": 0, "bytes": 0, "error": reason}
             return RecoveryReport(ok=True, mode="baseline-only", source_reachable=False, pages=0, bytes=0,
-                                  duration_s=round(time.monotonic() - t0, 4), phases=phases,
-                                  message=f"{reason}: restored baseline epoch {m.epoch} only; writes "
-                                  f"made after it are lost", **base)  # type: ignore[arg-type]
+                                  duration_s=round(time.monotonic() - t0, 4), phases=phases, sources=sources,
+                                  message=f"HOST FAILURE: {reason}: restored baseline epoch {m.epoch} "
+                                  f"({sources['baseline']['from']}) only; writes made after epoch {m.epoch} "
+                                  f"are lost", **base)  # type: ignore[arg-type]
 
         try:
             if (client.npages, client.page_size, client.algo) != (n, ps, m.checksum_algo):
@@ -164,23 +221,29 @@ def recover(store: DirStore, region: str, dest: str, source: Endpoint | None, to
                 raise fail("baseline changed under us while rolling back", source_reachable=True,
                            pages=0, bytes=client.rx) from exc
             mp.flush()
+            sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True, "pages": 0,
+                                       "bytes": client.rx, "error": str(exc)}
             return RecoveryReport(ok=True, mode="baseline-only", source_reachable=True, pages=0,
                                   bytes=client.rx, duration_s=round(time.monotonic() - t0, 4), phases=phases,
+                                  sources=sources,
                                   message=f"source failed mid-transfer ({exc}): restored baseline epoch "
                                   f"{m.epoch} only", **base)  # type: ignore[arg-type]
         client.close()
         mp.flush()
+        sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True,
+                                   "pages": int(len(pages)), "bytes": int(nbytes), "dirty_pages": int(dirty.sum()),
+                                   "repaired_baseline_pages": int(len(corrupt)),
+                                   "owner_alive": client.info.get("owner_alive")}
         return RecoveryReport(
             ok=True, mode="baseline+dirty", source_reachable=True, pages=int(len(pages)), bytes=int(nbytes),
             dirty_pages=int(dirty.sum()), duration_s=round(time.monotonic() - t0, 4), phases=phases,
+            sources=sources,
             source_sweep=meta.get("sweep"), transport=transport,
-            message=f"baseline epoch {m.epoch} + {int(dirty.sum())} dirty page(s) from the source"
+            message=f"baseline epoch {m.epoch} ({label}) + {int(dirty.sum())} dirty page(s) from the source"
             + (f"; {len(corrupt)} corrupt baseline page(s) repaired from the source" if len(corrupt) else ""),
             **base)  # type: ignore[arg-type]
     finally:
-        buf.release()
-        mp.close()
-        os.close(fd)
+        _close_map(buf, mp, fd)
 
 
 def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, connections: int, batch: int,
@@ -201,6 +264,4 @@ def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, co
                               duration_s=round(time.monotonic() - t0, 4), dest=dest)
     finally:
         client.close()
-        buf.release()
-        mp.close()
-        os.close(fd)
+        _close_map(buf, mp, fd)

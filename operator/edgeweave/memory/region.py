@@ -2,7 +2,7 @@
 
     r = Region.create("sessions", 64 << 20, agent="/run/edgeweave/memory.sock", token=tok)
     r.array[...] = ...          # just write; uffd-wp tracks it (or r.mark_dirty(off, n))
-    r.start(store=DirStore("/baselines"), baseline_interval=300)
+    r.start(store=open_store("/baselines"), baseline_interval=300)
 
 The memory is a memfd (or a file in /dev/shm or on hugetlbfs) that the node agent also
 holds: the library hands both descriptors (memory and dirty-state) to the agent over a
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .hashing import DEFAULT_ALGO
+from .naming import RegionId
 from .snapshot import take_baseline
 from .state import RegionState
-from .store import DirStore, Manifest
+from .store import BaselineStore, Manifest
 from .uffd import UffdUnavailable, WriteTracker
 
 
@@ -63,9 +64,10 @@ class Registration:
 
 
 class Region:
-    def __init__(self, name: str, mem_fd: int, state: RegionState, size: int, page_size: int,
+    def __init__(self, rid: RegionId, mem_fd: int, state: RegionState, size: int, page_size: int,
                  track: str = "auto") -> None:
-        self.name, self.size, self.page_size = name, size, page_size
+        self.rid = rid
+        self.name, self.size, self.page_size = rid.name, size, page_size
         self.mem_fd = mem_fd
         self.state = state
         self.map = mmap.mmap(mem_fd, size)
@@ -91,7 +93,11 @@ class Region:
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, name: str, size: int, page_size: int = 4096, backing: str = "memfd",
-               track: str = "auto", algo: str = DEFAULT_ALGO) -> Region:
+               track: str = "auto", algo: str = DEFAULT_ALGO, namespace: str = "default",
+               pod_uid: str | None = None) -> Region:
+        """`namespace`/`pod_uid` default to the pod's (POD_NAMESPACE/POD_UID from the downward API)."""
+        rid = RegionId(os.environ.get("POD_NAMESPACE", namespace) if namespace == "default" else namespace,
+                       pod_uid or os.environ.get("POD_UID", "0"), name)
         if size % page_size or page_size % mmap.PAGESIZE:
             raise ValueError("size must be a multiple of page_size, page_size of the system page size")
         mem_fd = open_backing(name, size, backing)
@@ -100,7 +106,7 @@ class Region:
         st_fd = os.memfd_create(f"edgeweave-{name}-state", os.MFD_CLOEXEC)
         state = RegionState(st_fd, size // page_size, page_size, algo)
         state.start(0)
-        return cls(name, mem_fd, state, size, page_size, track)
+        return cls(rid, mem_fd, state, size, page_size, track)
 
     # --- tracking --------------------------------------------------------------------------
     def mark_dirty(self, offset: int, length: int) -> None:
@@ -119,11 +125,12 @@ class Region:
                 self.state.slots[self.state.active][pages] = 1
         return len(pages)
 
-    def baseline(self, store: DirStore, source: str = "") -> Manifest:
+    def baseline(self, store: BaselineStore, source: str = "",
+                 on_start: Callable[[], None] | None = None) -> Manifest:
         # The lock is held only for collect+flip (inside take_baseline), not for the copy, so
         # explicit markers and scans go on while the region is written out.
-        self.last_manifest = take_baseline(self.name, self.buf, self.page_size, self.state, store,
-                                           self._collect_locked, self.lock, source=source)
+        self.last_manifest = take_baseline(self.rid.store_name, self.buf, self.page_size, self.state, store,
+                                           self._collect_locked, self.lock, source=source, on_start=on_start)
         return self.last_manifest
 
     def _collect_locked(self) -> None:
@@ -138,7 +145,8 @@ class Region:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
         s.connect(agent_socket)
-        msg = json.dumps({"op": "register", "name": self.name, "size": self.size,
+        msg = json.dumps({"op": "register", "namespace": self.rid.namespace, "pod_uid": self.rid.pod_uid,
+                          "name": self.name, "size": self.size,
                           "page_size": self.page_size, "token": token.hex(), "pid": os.getpid(),
                           "tracking": self.tracking_mode}).encode()
         socket.send_fds(s, [msg], [self.mem_fd, self.state.fd])
@@ -149,9 +157,9 @@ class Region:
         s.settimeout(None)
         self._agent = s
 
-    def start(self, store: DirStore | None = None, scan_interval: float = 0.5,
+    def start(self, store: BaselineStore | None = None, scan_interval: float = 0.5,
               baseline_interval: float | None = None, on_error: Callable[[Exception], None] | None = None,
-              source: str = "") -> None:
+              source: str = "", on_baseline_start: Callable[[], None] | None = None) -> None:
         """Background scans (so the shared dirty list stays current) and periodic baselines."""
         def loop() -> None:
             next_base = time.monotonic() + (baseline_interval or 0)
@@ -159,7 +167,7 @@ class Region:
                 try:
                     self.collect()
                     if store is not None and baseline_interval and time.monotonic() >= next_base:
-                        self.baseline(store, source)
+                        self.baseline(store, source, on_start=on_baseline_start)
                         next_base = time.monotonic() + baseline_interval
                 except Exception as exc:  # keep tracking even if one baseline failed
                     if on_error:

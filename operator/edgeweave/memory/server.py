@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .hashing import page_sums
+from .naming import RegionId, pod_in_cgroup
 from .protocol import Conn, Msg, ProtocolError, client_mac, pack, server_mac
 from .state import NO_EPOCH, RegionState
 
@@ -49,6 +51,8 @@ class AgentRegion:
     token: bytes
     owner_pid: int
     tracking: str = ""
+    rid: RegionId | None = None
+    owner_uid: int = 0
     owner_alive: bool = True
     swept_after_death: bool = False
     last_sweep: SweepResult | None = None
@@ -58,8 +62,10 @@ class AgentRegion:
         self.map = mmap.mmap(self.mem_fd, self.size, prot=mmap.PROT_READ)
         self.buf = memoryview(self.map)
         self.npages = self.size // self.page_size
+        self.file = open(self.mem_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - lives with the region
 
     def close(self) -> None:
+        self.file.close()
         self.buf.release()
         self.map.close()
         self.state.close()
@@ -88,16 +94,72 @@ def sweep(r: AgentRegion) -> SweepResult | None:
     return res
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one caller can cost the agent: every socket is capped and times out."""
+
+    max_tcp_connections: int = 32
+    max_control_pending: int = 16  # control connections not yet past their first message
+    max_regions: int = 64
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 30.0
+
+
+def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket, from the kernel."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def _cgroup_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+UNAUTHORIZED = {"ok": False, "error": "unauthorized"}
+
+
 class Agent:
+    """The node agent's memory side.
+
+    Control socket (unix): `register` hands over a region (memory + state fds); the caller's
+    pid comes from SO_PEERCRED, and with `require_pod_cgroup` the caller must run in the
+    cgroup of the pod whose UID it names. Every other op (`list`, `baseline`) needs the
+    region's token or the admin token; anything else gets `unauthorized` and nothing more.
+    A key held by a live workload is never replaced; one whose workload died is replaced only
+    by a caller with the same token. Baselines go only to the agent's configured store.
+    Page server (TCP): bound to one given address, TLS unless explicitly plaintext, capped
+    connections, handshake and idle timeouts.
+    """
+
     def __init__(self, control_path: str | None, listen: tuple[str, int] | None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, *, store: str | None = None,
+                 admin_token: bytes | None = None, require_pod_cgroup: bool = False,
+                 allow_plaintext: bool = False, limits: Limits = Limits()) -> None:
         self.regions: dict[str, AgentRegion] = {}
         self.rlock = threading.Lock()
         self.tls = tls
+        self.store_spec = store
+        self.admin_token = admin_token
+        self.require_pod_cgroup = require_pod_cgroup
+        self.limits = limits
+        self._tcp_slots = threading.BoundedSemaphore(limits.max_tcp_connections)
+        self._control_slots = threading.BoundedSemaphore(limits.max_control_pending)
+        self.refused = {"tcp_over_cap": 0, "control_over_cap": 0, "unauthorized": 0}
         self._stop = threading.Event()
         self._socks: list[socket.socket] = []
         self.control_path = control_path
         self.port = 0
+        if listen and tls is None and not allow_plaintext:
+            raise ValueError("the page server needs TLS (certificate, key and CA); plaintext only when "
+                             "explicitly allowed")
+        if listen and listen[0] in ("", "0.0.0.0", "::", "[::]"):
+            raise ValueError("the page server binds to one address (the node's pod-network address), "
+                             "not to all addresses")
         if control_path:
             if os.path.exists(control_path):
                 os.unlink(control_path)
@@ -132,87 +194,147 @@ class Agent:
                 r.close()
             self.regions.clear()
 
-    # --- registration ----------------------------------------------------------------------
+    # --- control socket ---------------------------------------------------------------------
     def _accept_control(self, cs: socket.socket) -> None:
         while not self._stop.is_set():
             try:
                 c, _ = cs.accept()
             except OSError:
                 return
+            if not self._control_slots.acquire(blocking=False):
+                self.refused["control_over_cap"] += 1
+                c.close()  # over the cap: no thread, no buffer
+                continue
             self._spawn(self._serve_control, c)
 
     def _serve_control(self, c: socket.socket) -> None:
         region: AgentRegion | None = None
+        pending = True
         try:
+            c.settimeout(self.limits.handshake_timeout_s)
+            pid, uid, _ = peer_cred(c)
             msg, fds, _, _ = socket.recv_fds(c, 65536, 4)
-            req = json.loads(msg or b"{}")
-            if req.get("op") in ("list", "baseline") and not fds:
+            try:
+                req = json.loads(msg or b"{}")
+                if not isinstance(req, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                req = {}
+            if req.get("op") != "register":
+                for fd in fds:
+                    os.close(fd)
                 c.sendall(json.dumps(self._control_op(req)).encode())
                 return
-            if req.get("op") != "register" or len(fds) != 2:
+            if len(fds) != 2:
                 for fd in fds:
                     os.close(fd)
                 c.sendall(json.dumps({"ok": False, "error": "expected register with 2 fds"}).encode())
                 return
             try:
-                region = self.add_region(req, fds[0], fds[1])
-            except (ValueError, KeyError) as exc:
+                region = self.add_region(req, fds[0], fds[1], peer_pid=pid, peer_uid=uid)
+            except (ValueError, KeyError, TypeError, PermissionError) as exc:
                 for fd in fds:
                     os.close(fd)
                 c.sendall(json.dumps({"ok": False, "error": str(exc)}).encode())
                 return
-            c.sendall(json.dumps({"ok": True}).encode())
-            while c.recv(4096):  # the workload never sends more; EOF means it is gone
+            c.sendall(json.dumps({"ok": True, "region": region.name}).encode())
+            self._control_slots.release()
+            pending = False
+            c.settimeout(None)  # a registration lasts the workload's life; EOF means it is gone
+            while c.recv(4096):
                 pass
         except OSError:
             pass
         finally:
+            if pending:
+                self._control_slots.release()
             c.close()
             if region is not None and not self._stop.is_set():
                 self.owner_gone(region)
 
-    def add_region(self, req: dict, mem_fd: int, state_fd: int) -> AgentRegion:
+    def add_region(self, req: dict, mem_fd: int, state_fd: int, peer_pid: int = 0,
+                   peer_uid: int = 0) -> AgentRegion:
+        rid = RegionId(str(req.get("namespace", "")), str(req.get("pod_uid", "")), str(req.get("name", "")))
+        if peer_pid and int(req.get("pid", peer_pid)) != peer_pid:
+            raise PermissionError("declared pid is not the caller's")
+        if self.require_pod_cgroup and not pod_in_cgroup(rid.pod_uid, _cgroup_of(peer_pid)):
+            self.refused["unauthorized"] += 1
+            raise PermissionError(f"caller (pid {peer_pid}) is not in the cgroup of pod {rid.pod_uid}")
+        token = bytes.fromhex(str(req["token"]))
+        if len(token) < 16:
+            raise ValueError("token too short (need >= 16 bytes)")
+        with self.rlock:
+            old = self.regions.get(rid.key)
+            if old is not None and (old.owner_alive or not hmac.compare_digest(old.token, token)):
+                # Never silently take another's region: a live owner keeps it, and only the
+                # holder of its token may take over a dead owner's.
+                self.refused["unauthorized"] += 1
+                raise PermissionError(f"region {rid.key} is registered" + (" by a live workload" if old.owner_alive
+                                                                            else " with another token"))
+            if old is None and len(self.regions) >= self.limits.max_regions:
+                raise ValueError(f"agent holds {len(self.regions)} regions (the limit)")
         st = RegionState(state_fd)
         size, ps = int(req["size"]), int(req["page_size"])
         if os.fstat(mem_fd).st_size < size or st.npages != size // ps or st.page_size != ps:
             st.close()
             raise ValueError("descriptors do not match the declared geometry")
-        token = bytes.fromhex(req["token"])
-        if len(token) < 16:
-            st.close()
-            raise ValueError("token too short (need >= 16 bytes)")
-        r = AgentRegion(req["name"], size, ps, mem_fd, st, token, int(req.get("pid", 0)),
-                        tracking=req.get("tracking", ""))
+        r = AgentRegion(rid.key, size, ps, mem_fd, st, token, peer_pid or int(req.get("pid", 0)),
+                        tracking=str(req.get("tracking", "")), rid=rid, owner_uid=peer_uid)
         with self.rlock:
-            old = self.regions.pop(r.name, None)
-            self.regions[r.name] = r
+            old = self.regions.get(rid.key)
+            if old is not None and old.owner_alive:
+                r.close()
+                raise PermissionError(f"region {rid.key} was registered meanwhile")
+            self.regions[rid.key] = r
         if old is not None:
-            log.warning("region %s re-registered; dropping the previous one", r.name)
+            log.warning("region %s re-registered by the holder of its token (pid %d)", rid.key, peer_pid)
             old.close()
-        log.info("registered %s: %d bytes, %d-byte pages, tracking %s", r.name, size, ps, r.tracking)
+        log.info("registered %s: %d bytes, %d-byte pages, tracking %s, pid %d", r.name, size, ps, r.tracking,
+                 peer_pid)
         return r
 
-    def _control_op(self, req: dict) -> dict:
-        if req["op"] == "list":
-            with self.rlock:
-                regs = list(self.regions.values())
-            return {"ok": True, "regions": [{
-                "name": r.name, "size": r.size, "page_size": r.page_size, "owner_pid": r.owner_pid,
-                "owner_alive": r.owner_alive, "tracking": r.tracking, **r.state.header(),
-                "last_sweep": r.last_sweep.__dict__ if r.last_sweep else None} for r in regs]}
+    def _authorized(self, req: dict) -> tuple[bool, AgentRegion | None]:
+        """(admin?, region the caller holds the token of). Unknown region and wrong token look alike."""
+        def tok(field_: str) -> bytes | None:
+            try:
+                return bytes.fromhex(str(req.get(field_, "")))
+            except ValueError:
+                return None
+        admin = bool(self.admin_token) and hmac.compare_digest(self.admin_token or b"", tok("admin_token") or b"")
         with self.rlock:
-            r = self.regions.get(str(req.get("name")))
-        if r is None:
-            return {"ok": False, "error": "no such region"}
+            r = self.regions.get(str(req.get("region", "")))
+        given = tok("token")
+        if r is not None and not (given and hmac.compare_digest(r.token, given)) and not admin:
+            r = None
+        return admin, r
+
+    def _control_op(self, req: dict) -> dict:
+        op = req.get("op")
+        admin, r = self._authorized(req)
+        if op == "list" and (admin or r is not None):
+            with self.rlock:
+                regs = list(self.regions.values()) if admin else [r]
+            return {"ok": True, "regions": [{
+                "name": x.name, "size": x.size, "page_size": x.page_size, "owner_pid": x.owner_pid,
+                "owner_alive": x.owner_alive, "tracking": x.tracking, **x.state.header(),
+                "last_sweep": x.last_sweep.__dict__ if x.last_sweep else None} for x in regs if x is not None]}
+        if op != "baseline" or r is None:
+            self.refused["unauthorized"] += 1
+            return UNAUTHORIZED
+        if self.store_spec is None:
+            return {"ok": False, "error": "this agent has no baseline store configured"}
+        if req.get("store") not in (None, self.store_spec):
+            return {"ok": False, "error": "the agent writes baselines only to its configured store"}
         if r.owner_alive:
             # Only the owner can scan its userfaultfd; two processes flipping one state would race.
             return {"ok": False, "error": "the workload is alive and takes its own baselines"}
         from .snapshot import take_baseline
-        from .store import DirStore
+        from .store import open_store
 
         try:
             # collect = sweep: the owner's unscanned writes join the old slot before the flip.
-            m = take_baseline(r.name, r.buf, r.page_size, r.state, DirStore(req["store"]),
+            assert r.rid is not None
+            m = take_baseline(r.rid.store_name, r.buf, r.page_size, r.state, open_store(self.store_spec),
                               lambda: sweep(r), r.lock, source=socket.gethostname())
         except Exception as exc:
             return {"ok": False, "error": str(exc)}
@@ -234,21 +356,29 @@ class Agent:
                 c, _ = ts.accept()
             except OSError:
                 return
+            if not self._tcp_slots.acquire(blocking=False):
+                self.refused["tcp_over_cap"] += 1
+                c.close()  # over the cap: closed at once, no thread
+                continue
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._spawn(self._serve_tcp, c)
 
     def _serve_tcp(self, raw: socket.socket) -> None:
         try:
+            raw.settimeout(self.limits.handshake_timeout_s)
             sock = self.tls.wrap_socket(raw, server_side=True) if self.tls else raw
         except (ssl.SSLError, OSError) as exc:
             log.info("TLS handshake refused: %s", exc)
             raw.close()
+            self._tcp_slots.release()
             return
         conn = Conn(sock)
         try:
             region = self._handshake(conn)
             if region is None:
+                self.refused["unauthorized"] += 1
                 return
+            sock.settimeout(self.limits.idle_timeout_s)
             while True:
                 try:
                     kind, req_id, meta, plen = conn.recv_head()
@@ -268,6 +398,7 @@ class Agent:
             log.info("connection ended: %s", exc)
         finally:
             conn.close()
+            self._tcp_slots.release()
 
     def _handshake(self, conn: Conn) -> AgentRegion | None:
         nonce = secrets.token_bytes(32)
@@ -332,13 +463,8 @@ class Agent:
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             off, count = int(pages[a]) * ps, (b - a) * ps
             if self.tls is None:
-                while count:
-                    sent = os.sendfile(conn.sock.fileno(), r.mem_fd, off, count)
-                    if sent == 0:
-                        raise ConnectionError("peer closed during sendfile")
-                    off += sent
-                    count -= sent
-                    conn.tx += sent
+                # socket.sendfile honours the socket's timeout (os.sendfile would see EAGAIN).
+                conn.tx += conn.sock.sendfile(r.file, off, count)
             else:
                 conn.send(r.buf[off:off + count])
 

@@ -18,16 +18,19 @@ import time
 from collections.abc import Callable
 
 from .state import RegionState
-from .store import DirStore, Manifest
+from .store import BaselineStore, Manifest
 
 
-def take_baseline(name: str, buf: memoryview, page_size: int, state: RegionState, store: DirStore,
-                  collect: Callable[[], None], lock: threading.Lock, source: str = "") -> Manifest:
+def take_baseline(name: str, buf: memoryview, page_size: int, state: RegionState, store: BaselineStore,
+                  collect: Callable[[], None], lock: threading.Lock, source: str = "",
+                  on_start: Callable[[], None] | None = None) -> Manifest:
     t_start = time.monotonic()
     with lock:
         collect()
         epoch = store.next_epoch(name)
         slot = state.flip(epoch)
+    if on_start:
+        on_start()
     try:
         manifest = store.write(name, epoch, buf, page_size, state.algo, sums_out=state.sums[slot],
                                source=source, started=t_start)

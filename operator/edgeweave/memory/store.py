@@ -7,24 +7,27 @@
 
 An epoch is written into a temporary directory, fsynced, renamed into place and only then
 named by CURRENT (itself replaced by rename), so a reader sees a whole epoch or the previous
-one. Object storage would implement the same four calls (next_epoch, write, manifest,
-read_into); only the directory store exists so far.
+one. `store_s3.S3Store` implements the same calls on an S3-compatible object store;
+`open_store(spec)` picks one from a path or an `s3://bucket/prefix` URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
 import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .hashing import DIGEST, page_sums
 
@@ -45,10 +48,35 @@ class Manifest(BaseModel):
     created_at: str
     source: str = ""
     write_seconds: float = 0.0
+    chunk_bytes: int = Field(0, description="object stores: data is split into objects of this size")
+
+
+def runs_of(pages: np.ndarray) -> list[tuple[int, int, int]]:
+    """(position in the list, first page, count) for each run of consecutive pages."""
+    p = np.asarray(pages, dtype=np.int64)
+    if len(p) == 0:
+        return []
+    brk = np.flatnonzero(np.diff(p) != 1) + 1
+    starts = np.concatenate(([0], brk))
+    ends = np.concatenate((brk, [len(p)]))
+    return [(int(a), int(p[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
+class RateLimiter(Protocol):
+    def take(self, n: int) -> None: ...
 
 
 class StoreError(Exception):
     pass
+
+
+REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def check_name(name: str) -> str:
+    if not REGION_NAME.fullmatch(name):
+        raise ValueError(f"bad region name {name!r}")
+    return name
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,10 +92,15 @@ class DirStore:
         self.root = Path(root)
         self.fsync = fsync
 
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def regions(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
     def region_dir(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", name):
-            raise ValueError(f"bad region name {name!r}")
-        return self.root / name
+        return self.root / check_name(name)
 
     def epoch_dir(self, name: str, epoch: int) -> Path:
         return self.region_dir(name) / f"epoch-{epoch:06d}"
@@ -138,6 +171,58 @@ class DirStore:
         self.gc(name, keep)
         return m
 
+    def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int:
+        """Pages (ascending) into dest one after another: dest[j*ps] holds page pages[j]."""
+        ps = m.page_size_bytes
+        n = 0
+        fd = os.open(self.epoch_dir(m.region, m.epoch) / "data", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for pos, first, count in runs_of(pages):
+                n += os.preadv(fd, [dest[pos * ps:(pos + count) * ps]], first * ps)
+        finally:
+            os.close(fd)
+        return n
+
+    def import_epoch(self, src: BaselineStore, m: Manifest, limit: RateLimiter | None = None) -> Manifest:
+        """Copy epoch `m` of another store here (pre-staging), verified page by page, then publish it."""
+        rdir = self.region_dir(m.region)
+        rdir.mkdir(parents=True, exist_ok=True)
+        final = self.epoch_dir(m.region, m.epoch)
+        if final.exists():
+            shutil.rmtree(final)
+        sums = src.sums(m)
+        tmp = rdir / f".tmp-{m.epoch}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            with open(tmp / "data", "w+b") as f:
+                f.truncate(m.size_bytes)
+                with mmap.mmap(f.fileno(), m.size_bytes) as mp:
+                    view = memoryview(mp)
+                    try:
+                        src.read_into(m, view, limit=limit)
+                        bad = np.flatnonzero(np.any(page_sums(view, m.page_size_bytes, algo=m.checksum_algo)
+                                                    != sums, axis=1))
+                    finally:
+                        view.release()
+                if len(bad):
+                    raise StoreError(f"{len(bad)} page(s) of {m.region}@{m.epoch} failed their checksum "
+                                     f"while pre-staging: {bad[:8].tolist()}")
+                if self.fsync:
+                    os.fsync(f.fileno())
+            (tmp / "sums").write_bytes(sums.tobytes())
+            (tmp / "manifest.json").write_text(m.model_dump_json(indent=1))
+            os.rename(tmp, final)
+            cur_tmp = rdir / f".CURRENT-{uuid.uuid4().hex[:8]}"
+            cur_tmp.write_text(f"{m.epoch}\n")
+            os.rename(cur_tmp, rdir / "CURRENT")
+            if self.fsync:
+                _fsync_dir(rdir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.gc(m.region, 1)
+        return m
+
     def gc(self, name: str, keep: int) -> None:
         cur = self.current(name)
         for e in self.epochs(name)[:-keep] if keep > 0 else []:
@@ -165,7 +250,8 @@ class DirStore:
             raise StoreError(f"checksum file of {m.region}@{m.epoch} is corrupt")
         return np.frombuffer(raw, np.uint8).reshape(m.npages, DIGEST)
 
-    def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None) -> int:
+    def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
+                  limit: RateLimiter | None = None, on_piece: Callable[[int, int], None] | None = None) -> int:
         """Copy the baseline (or only `pages`) into dest; returns bytes read."""
         path = self.epoch_dir(m.region, m.epoch) / "data"
         if os.path.getsize(path) != m.size_bytes:
@@ -173,10 +259,45 @@ class DirStore:
         n = 0
         with open(path, "rb", buffering=0) as f:
             if pages is None:
-                for off in range(0, m.size_bytes, CHUNK):
-                    n += f.readinto(dest[off:off + CHUNK])
+                step = CHUNK if limit is None else 1 << 20
+                for off in range(0, m.size_bytes, step):
+                    got = f.readinto(dest[off:off + step])
+                    n += got
+                    if limit is not None:
+                        limit.take(got)
+                    if on_piece:
+                        on_piece(off, got)
             else:
                 ps = m.page_size_bytes
                 for p in pages.tolist():
                     n += os.preadv(f.fileno(), [dest[p * ps:(p + 1) * ps]], p * ps)
         return n
+
+
+class BaselineStore(Protocol):
+    """What recovery, snapshots and pre-staging need of a store (DirStore, store_s3.S3Store)."""
+
+    @property
+    def url(self) -> str: ...
+    def regions(self) -> list[str]: ...
+    def epochs(self, name: str) -> list[int]: ...
+    def current(self, name: str) -> int | None: ...
+    def next_epoch(self, name: str) -> int: ...
+    def write(self, name: str, epoch: int, buf: memoryview, page_size: int, algo: str,
+              sums_out: np.ndarray | None = None, source: str = "", started: float | None = None,
+              keep: int = 2) -> Manifest: ...
+    def manifest(self, name: str, epoch: int | None = None) -> Manifest: ...
+    def sums(self, m: Manifest) -> np.ndarray: ...
+    def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int: ...
+    def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
+                  limit: RateLimiter | None = None,
+                  on_piece: Callable[[int, int], None] | None = None) -> int: ...
+
+
+def open_store(spec: str, **kw: object) -> BaselineStore:
+    """A directory (the RWX volume) or `s3://bucket/prefix` (endpoint/credentials: the AWS_* variables)."""
+    if spec.startswith("s3://"):
+        from .store_s3 import S3Store
+
+        return S3Store.from_url(spec, **kw)  # type: ignore[arg-type]
+    return DirStore(spec)

@@ -76,50 +76,60 @@ class PageClient:
 
     def fetch(self, batches: list[np.ndarray], dest: memoryview, depth: int = 8,
               on_batch: Callable[[np.ndarray], None] | None = None) -> None:
-        """Fetch each batch (ascending page indices) into dest, `depth` requests in flight."""
+        """Fetch each batch (ascending page indices) into dest, `depth` requests in flight.
+
+        One thread sends and receives: an SSL connection must not be read and written from two
+        threads at once (OpenSSL objects are not safe for that; it showed as spurious EOFs under
+        load). Requests are small, so sending the next one after each reply keeps the pipe full.
+        """
         ps = self.page_size
-        window = threading.Semaphore(depth)
-        err: list[BaseException] = []
+        sent = 0
 
-        def sender() -> None:
-            try:
-                for i, b in enumerate(batches):
-                    window.acquire()
-                    if err:
-                        return
-                    body = b.astype("<u4").tobytes()
-                    self.conn.send(pack(Msg.PAGES, i, {}, len(body)), body)
-            except BaseException as exc:  # surfaced by the receiver
-                err.append(exc)
+        def send_next() -> None:
+            nonlocal sent
+            body = batches[sent].astype("<u4").tobytes()
+            self.conn.send(pack(Msg.PAGES, sent, {}, len(body)), body)
+            sent += 1
 
-        t = threading.Thread(target=sender, daemon=True)
-        t.start()
-        try:
-            for b in batches:
-                kind, _, meta, plen = self.conn.recv_head()
-                if kind == Msg.ERR:
-                    raise ProtocolError(f"pages refused: {meta.get('error')}")
-                n = len(b)
-                if meta.get("n") != n or plen != n * (DIGEST + ps):
-                    raise ProtocolError("page reply does not match the request")
-                sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
-                brk = np.flatnonzero(np.diff(b) != 1) + 1
-                for run in np.split(b, brk):
-                    lo, hi = int(run[0]) * ps, (int(run[-1]) + 1) * ps
-                    self.conn.recv_into(dest[lo:hi])
-                got = page_sums(dest, ps, b.tolist(), algo=self.algo, threads=1)
-                bad = np.flatnonzero(np.any(got != sums, axis=1))
-                if len(bad):
-                    raise ChecksumMismatch(b[bad].tolist())
-                if on_batch:
-                    on_batch(b)
-                window.release()
-                if err:
-                    raise err[0]
-        finally:
-            err.append(RuntimeError("stopped"))
-            window.release()
-            t.join(timeout=5)
+        while sent < min(depth, len(batches)):
+            send_next()
+        for b in batches:
+            kind, _, meta, plen = self.conn.recv_head()
+            if kind == Msg.ERR:
+                raise ProtocolError(f"pages refused: {meta.get('error')}")
+            n = len(b)
+            if meta.get("n") != n or plen != n * (DIGEST + ps):
+                raise ProtocolError("page reply does not match the request")
+            if sent < len(batches):
+                send_next()
+            sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
+            brk = np.flatnonzero(np.diff(b) != 1) + 1
+            for run in np.split(b, brk):
+                lo, hi = int(run[0]) * ps, (int(run[-1]) + 1) * ps
+                self.conn.recv_into(dest[lo:hi])
+            got = page_sums(dest, ps, b.tolist(), algo=self.algo, threads=1)
+            bad = np.flatnonzero(np.any(got != sums, axis=1))
+            if len(bad):
+                raise ChecksumMismatch(b[bad].tolist())
+            if on_batch:
+                on_batch(b)
+
+    def fetch_compact(self, pages: np.ndarray, dest: memoryview) -> None:
+        """One request: `pages` (ascending) into dest one after another, each checked against its sum."""
+        ps, n = self.page_size, len(pages)
+        body = np.asarray(pages).astype("<u4").tobytes()
+        self.conn.send(pack(Msg.PAGES, 0, {}, len(body)), body)
+        kind, _, meta, plen = self.conn.recv_head()
+        if kind == Msg.ERR:
+            raise ProtocolError(f"pages refused: {meta.get('error')}")
+        if meta.get("n") != n or plen != n * (DIGEST + ps):
+            raise ProtocolError("page reply does not match the request")
+        sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
+        self.conn.recv_into(dest[:n * ps])
+        got = page_sums(dest, ps, list(range(n)), algo=self.algo, threads=1)
+        bad = np.flatnonzero(np.any(got != sums, axis=1))
+        if len(bad):
+            raise ChecksumMismatch(np.asarray(pages)[bad].tolist())
 
     def close(self) -> None:
         self.conn.close()

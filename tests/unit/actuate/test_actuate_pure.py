@@ -44,7 +44,7 @@ def test_recovery_patch_merges_with_the_pods_own_volumes() -> None:
     out = recovery_patch(spec, settings, "ns-cache", "10.0.0.7", "img:1")
     assert [c["name"] for c in out["initContainers"]] == [INIT_NAME, "user-init"]
     names = [v["name"] for v in out["volumes"]]
-    assert names[0] == "kube-api-access-abc" and len(names) == len(set(names)) == 4
+    assert names[0] == "kube-api-access-abc" and len(names) == len(set(names)) == 5  # store, token, TLS, shm + the pod's own
     assert "--source 10.0.0.7:7470" in out["initContainers"][0]["command"][-1]
     report = {"initContainerStatuses": [{"name": INIT_NAME, "state": {"terminated": {
         "message": 'log line\n{"mode": "baseline+dirty", "epoch": 3, "pages": 12}'}}}]}

@@ -79,5 +79,12 @@ def test_init_container_command() -> None:
     assert argv[:2] == ["edgeweave", "memory-recover"]
     assert argv[argv.index("--source") + 1] == "10.0.0.7:7470"
     assert "--require-source" not in argv
+    assert argv[argv.index("--tls-ca") + 1].endswith("/ca.crt")  # TLS is the page server's default
+    from edgeweave.memory.initcontainer import source_region
+
+    key = source_region("shop", "0f1e2d3c-aaaa-bbbb-cccc-000011112222", "sessions")
+    argv = recover_command(s, key, "10.0.0.7", local_cache="/var/lib/edgeweave/prestaged")
+    assert argv[argv.index("--region") + 1] == key and "/" not in argv[argv.index("--dest") + 1].split("/dev/shm/")[1]
+    assert argv[argv.index("--local-cache") + 1] == "/var/lib/edgeweave/prestaged"
     with pytest.raises(ValueError):
         recover_command(MemoryRecovery(enabled=False), "sessions", None)
