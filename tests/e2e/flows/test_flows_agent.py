@@ -20,7 +20,7 @@ from flows_topo import CLIENT, SERVER, Topology, UplinkSpec  # noqa: E402
 
 from edgeweave.agent import bpfsys  # noqa: E402
 from edgeweave.agent.build import build  # noqa: E402
-from edgeweave.agent.flowtable import KEY, VAL, FlowEntry, FlowKey  # noqa: E402
+from edgeweave.agent.flowtable import KEY, VAL, Cls, DecidedBy, FlowEntry, FlowKey  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns/eBPF")]
 PY = sys.executable
@@ -45,11 +45,11 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 class AgentRun:
-    def __init__(self, topo: Topology, tmp: Path, *extra: str) -> None:
+    def __init__(self, topo: Topology, tmp: Path, *extra: str, site: str | None = None) -> None:
         self.topo, self.tmp = topo, tmp
         self.pin = f"/sys/fs/bpf/ewf{topo.tag}{uuid.uuid4().hex[:4]}"
         self.site = tmp / "site.yaml"
-        self.site.write_text(topo.edgesite_yaml())
+        self.site.write_text(site or topo.edgesite_yaml())
         self.status = tmp / "status.json"
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,8 +89,8 @@ class AgentRun:
 def agent(topo: Topology, tmp_path: Path) -> Iterator[AgentRun]:
     runs: list[AgentRun] = []
 
-    def make(*extra: str) -> AgentRun:
-        r = AgentRun(topo, tmp_path, *extra)
+    def make(*extra: str, site: str | None = None) -> AgentRun:
+        r = AgentRun(topo, tmp_path, *extra, site=site)
         runs.append(r)
         return r
 
@@ -201,3 +201,98 @@ def test_flows_full_table_degrades_to_default_route(topo: Topology, agent, tmp_p
     assert all(e["bytes_acked"] > 1e6 for e in res["elephants"])
     assert len(run.table()) <= 16
     assert topo.drops(topo.edge, "lan0") == drops0
+
+
+def upload(topo: Topology, tmp: Path, name: str, size: int, write: int, port: int = 5001) -> dict:
+    plan = tmp / f"{name}.plan.json"
+    plan.write_text(json.dumps([{"start": 0, "port": port, "size": size, "write": write}]))
+    out = tmp / f"{name}.json"
+    subprocess.run(["ip", "netns", "exec", topo.client, PY, TRAFFIC, "uploads", "--dst", SERVER, "--plan", str(plan),
+                    "--out", str(out)], check=True, timeout=60)
+    res = json.loads(out.read_text())
+    assert res["errors"] == [] and len(res["flows"]) == 1, res
+    return res["flows"][0]
+
+
+def entry_for(run: AgentRun, sport: int) -> FlowEntry:
+    return next(e for k, e in run.table().items() if k.sport == sport)
+
+
+def test_datapath_decides_with_the_agent_stopped(topo: Topology, agent, tmp_path: Path) -> None:
+    """Agent frozen (SIGSTOP) after setup: the tc program alone classifies, picks the uplink
+    and marks — a bulk writer by its send hint at packet k, onto an elephant uplink."""
+    run = agent("--metrics-port", "0")
+    run.start()
+    assert run.state()["mode"] == "datapath" and run.state()["hint"] == "attached", run.state()
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        tx0 = topo.tx_bytes()
+        f = upload(topo, tmp_path, "bulk", 3_000_000, 1 << 22)
+        e = entry_for(run, f["sport"])
+        assert (e.cls, e.decided_by, e.decided_at) == (Cls.Elephant, DecidedBy.TreeHint, 5), e
+        assert e.hint_seen and e.hint_write >= 3_000_000, e
+        assert e.mark in (MARKS["inet"], MARKS["lte"]), e
+        tx = {k: v - tx0[k] for k, v in topo.tx_bytes().items()}
+        up = "inet" if e.mark == MARKS["inet"] else "lte"
+        assert tx[up] > 2_500_000 and tx["mpls"] < 200_000, tx
+        # a small request in one write: mouse, on the mice uplink, also decided in the kernel
+        m = upload(topo, tmp_path, "small", 6000, 6000, port=5002)
+        em = entry_for(run, m["sport"])
+        assert em.cls in (Cls.Mouse, Cls.Undecided) and em.decided_by != DecidedBy.User, em
+        assert em.mark in (0, MARKS["mpls"]), em
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+
+
+def test_history_learned_across_flows_decides_at_first_packet(topo: Topology, agent, tmp_path: Path) -> None:
+    """Repeated 400 kB uploads in 16 kB writes to one port, with elephantThresholdBytes 100 kB
+    (the site's threshold, not the model's 1 MB): nothing in their first packets or writes
+    says "elephant", so the first ones are decided by the tree; once the agent has seen
+    enough of them finish, the next one is decided by history at its first packet."""
+    site = topo.edgesite_yaml(elephantThresholdBytes=100_000)
+    run = agent("--metrics-port", "0", site=site)
+    run.start()
+    assert run.state()["thresholdBytes"] == 100_000
+    deadline = time.monotonic() + 60
+    by: list[tuple[int, int, int]] = []
+    while time.monotonic() < deadline:
+        f = upload(topo, tmp_path, f"rep{len(by)}", 400_000, 16384, port=5001)
+        e = entry_for(run, f["sport"])
+        by.append((e.decided_by, e.decided_at, e.cls))
+        if e.decided_by == DecidedBy.History:
+            break
+        # the agent learns a flow's final size once it has seen the FIN in a scan
+        t0 = time.monotonic()
+        while not any(v["seen"] >= len(by) for k, v in run.state()["history"].items() if k.endswith(":5001")):
+            assert time.monotonic() - t0 < 5, run.state()["history"]
+            time.sleep(0.05)
+    assert by[-1] == (DecidedBy.History, 1, Cls.Elephant), by
+    assert all(b[0] != DecidedBy.History for b in by[:-1]) and len(by) >= 8, by
+    hist = {k: v for k, v in run.state()["history"].items() if k.endswith(":5001")}
+    assert list(hist.values())[0]["permille"] >= 900, hist
+
+
+def test_bad_gateway_is_a_condition_not_a_crash(topo: Topology, agent, tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load(topo.edgesite_yaml())
+    doc["spec"]["uplinks"][1]["gateway"] = "gw.example.invalid"
+    run = agent("--metrics-port", "19478", "--metrics-addr", "0.0.0.0", site=yaml.safe_dump(doc))
+    run.start()
+    st = run.state()
+    assert "gateway" in st["configErrors"]["inet"] and st["up"]["inet"] is False, st
+    assert run.proc is not None and run.proc.poll() is None
+    f = upload(topo, tmp_path, "bulk", 2_000_000, 1 << 22)
+    assert entry_for(run, f["sport"]).mark == MARKS["lte"]  # the remaining elephant uplink
+    # the wildcard address would be every uplink: the agent listens on loopback instead
+    log = (tmp_path / "agent.log").read_text()
+    assert "would listen on the WAN uplinks" in log
+    ok = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c",
+                         "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:19478/metrics').read()"
+                         ".decode())"], capture_output=True, text=True)
+    assert 'edgeweave_agent_uplink_config_error{uplink="inet"} 1.0' in ok.stdout, ok.stderr
+    wan = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c",
+                          "import urllib.request;urllib.request.urlopen('http://10.231.11.1:19478/metrics', timeout=2)"],
+                         capture_output=True, text=True)
+    assert wan.returncode != 0
