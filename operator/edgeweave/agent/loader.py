@@ -88,7 +88,14 @@ class Datapath:
     def _map_pin(self, name: str) -> str:
         return f"{self.pin_dir}/{name}"
 
+    def _pinned_prog_id(self) -> int | None:
+        try:
+            return int(json.loads(_run("bpftool", "-j", "prog", "show", "pinned", self.prog_pin).stdout)["id"])
+        except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError, ValueError):
+            return None
+
     def _attached(self) -> bool:
+        """Our filter slot holds OUR pinned program (another agent's leftover does not count)."""
         try:
             out = _run("tc", "-j", "filter", "show", "dev", self.interface, "ingress").stdout
         except subprocess.CalledProcessError:
@@ -97,7 +104,9 @@ class Datapath:
             filters = json.loads(out or "[]")
         except json.JSONDecodeError:
             return False
-        return any(f.get("pref") == FILTER_PREF and f.get("kind") == "bpf" for f in filters)
+        want = self._pinned_prog_id()
+        return any(f.get("pref") == FILTER_PREF and f.get("kind") == "bpf"
+                   and (f.get("options") or {}).get("prog", {}).get("id") == want for f in filters)
 
     def setup(self, reload: bool = False) -> None:
         """Idempotent: reuse what is pinned (restart), create what is missing."""

@@ -21,6 +21,7 @@ from flows_topo import CLIENT, SERVER, Topology, UplinkSpec  # noqa: E402
 from edgeweave.agent import bpfsys  # noqa: E402
 from edgeweave.agent.build import build  # noqa: E402
 from edgeweave.agent.flowtable import KEY, VAL, Cls, DecidedBy, FlowEntry, FlowKey  # noqa: E402
+from edgeweave.flows.model import FlowClass, decide_at_k, load  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns/eBPF")]
 PY = sys.executable
@@ -54,9 +55,12 @@ class AgentRun:
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def args(self) -> list[str]:
+    def base_args(self) -> list[str]:
         return [PY, "-m", "edgeweave.cli", "agent", "--edgesite", str(self.site), "--lan-interface", "lan0",
-                "--netns", self.topo.edge, "--pin-dir", self.pin, "--status-file", str(self.status), *self.extra]
+                "--netns", self.topo.edge, "--pin-dir", self.pin]
+
+    def args(self) -> list[str]:
+        return [*self.base_args(), "--status-file", str(self.status), *self.extra]
 
     def start(self) -> None:
         if self.status.exists():
@@ -82,7 +86,8 @@ class AgentRun:
 
     def cleanup(self) -> None:
         self.kill()
-        subprocess.run([*self.args()[:-2], "--cleanup"], capture_output=True, timeout=30)
+        r = subprocess.run([*self.base_args(), "--cleanup"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
 
 
 @pytest.fixture
@@ -215,7 +220,13 @@ def upload(topo: Topology, tmp: Path, name: str, size: int, write: int, port: in
 
 
 def entry_for(run: AgentRun, sport: int) -> FlowEntry:
-    return next(e for k, e in run.table().items() if k.sport == sport)
+    deadline = time.monotonic() + 5
+    while True:
+        found = [e for k, e in run.table().items() if k.sport == sport]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no flow table entry for client port {sport}"
+        time.sleep(0.05)
 
 
 def test_datapath_decides_with_the_agent_stopped(topo: Topology, agent, tmp_path: Path) -> None:
@@ -243,6 +254,22 @@ def test_datapath_decides_with_the_agent_stopped(topo: Topology, agent, tmp_path
         assert em.mark in (0, MARKS["mpls"]), em
     finally:
         run.proc.send_signal(signal.SIGCONT)
+    # the kernel and the Python model take the same branches on the same features
+    model = load().for_threshold(1_000_000)
+    for k, ent in run.table().items():
+        if ent.decided_by in (DecidedBy.Tree, DecidedBy.TreeHint):
+            py = decide_at_k(model.tree, ent.features(), 1_000_000)
+            assert (py is FlowClass.Elephant) == (ent.cls == Cls.Elephant), (k, ent)
+
+
+def test_user_space_fallback_decides_the_same(topo: Topology, agent, tmp_path: Path) -> None:
+    run = agent("--metrics-port", "0", "--user-decide")
+    run.start()
+    assert run.state()["mode"] == "user"
+    f = upload(topo, tmp_path, "bulk", 3_000_000, 1 << 22)
+    e = entry_for(run, f["sport"])
+    assert (e.cls, e.decided_by) == (Cls.Elephant, DecidedBy.User), e
+    assert e.mark in (MARKS["inet"], MARKS["lte"]), e
 
 
 def test_history_learned_across_flows_decides_at_first_packet(topo: Topology, agent, tmp_path: Path) -> None:
@@ -278,7 +305,10 @@ def test_bad_gateway_is_a_condition_not_a_crash(topo: Topology, agent, tmp_path:
 
     doc = yaml.safe_load(topo.edgesite_yaml())
     doc["spec"]["uplinks"][1]["gateway"] = "gw.example.invalid"
-    run = agent("--metrics-port", "19478", "--metrics-addr", "0.0.0.0", site=yaml.safe_dump(doc))
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    run = agent("--metrics-port", "19478", "--metrics-addr", "0.0.0.0", "--metrics-token-file", str(token),
+                site=yaml.safe_dump(doc))
     run.start()
     st = run.state()
     assert "gateway" in st["configErrors"]["inet"] and st["up"]["inet"] is False, st
@@ -288,10 +318,17 @@ def test_bad_gateway_is_a_condition_not_a_crash(topo: Topology, agent, tmp_path:
     # the wildcard address would be every uplink: the agent listens on loopback instead
     log = (tmp_path / "agent.log").read_text()
     assert "would listen on the WAN uplinks" in log
-    ok = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c",
-                         "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:19478/metrics').read()"
-                         ".decode())"], capture_output=True, text=True)
+    get = ("import sys,urllib.request,urllib.error\n"
+           "h={'Authorization':'Bearer '+sys.argv[1]} if sys.argv[1] else {}\n"
+           "try: print(urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:19478/metrics',headers=h))"
+           ".read().decode())\n"
+           "except urllib.error.HTTPError as e: print('HTTP', e.code)")
+    ok = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c", get, "s3cret-token"], capture_output=True,
+                        text=True)
     assert 'edgeweave_agent_uplink_config_error{uplink="inet"} 1.0' in ok.stdout, ok.stderr
+    for bad in ("", "wrong"):
+        r = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c", get, bad], capture_output=True, text=True)
+        assert r.stdout.strip() == "HTTP 401", r
     wan = subprocess.run(["ip", "netns", "exec", topo.edge, PY, "-c",
                           "import urllib.request;urllib.request.urlopen('http://10.231.11.1:19478/metrics', timeout=2)"],
                          capture_output=True, text=True)

@@ -163,6 +163,13 @@ int ewf_classify(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__u16 len = bpf_ntohs(ip->tot_len);
 	struct flow_val *v = bpf_map_lookup_elem(&ewf_flows, &key);
+	__u64 insert = BPF_NOEXIST;
+	if (v && (tflags & 0x12) == 0x02) {
+		/* a SYN on a known 5-tuple is a new connection reusing the ports: start over,
+		 * or it would inherit the old flow's class, counters and FIN */
+		v = 0;
+		insert = BPF_ANY;
+	}
 	if (v) {
 		__u32 i = v->pkts;
 		v->pkts = i + 1;
@@ -255,7 +262,7 @@ int ewf_classify(struct __sk_buff *skb)
 			}
 		}
 		/* LRU: a full table evicts the coldest entry; never fails the packet. */
-		bpf_map_update_elem(&ewf_flows, &key, &nv, BPF_NOEXIST);
+		bpf_map_update_elem(&ewf_flows, &key, &nv, insert);
 		if (nv.mark)
 			skb->mark = nv.mark;
 		return TC_ACT_OK;
