@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from enum import IntEnum
 
 from ..flows.features import DatapathFeatures
@@ -101,10 +101,7 @@ class FlowEntry:
         return cls(*VAL.unpack(raw))
 
     def pack(self) -> bytes:
-        return VAL.pack(self.first_ns, self.last_ns, self.bytes, self.pkts, self.mark, self.f_bytes,
-                        self.f_max_size, self.f_data_pkts, self.f_min_data, self.f_psh, self.f_burst,
-                        self.hist_p, self.hist_n, self.hint_write, self.hint_backlog, self.flags_or,
-                        self.cls, self.decided_by, self.decided_at, self.hint_seen)
+        return VAL.pack(*astuple(self))
 
     def with_mark(self, mark: int) -> FlowEntry:
         return replace(self, mark=mark)

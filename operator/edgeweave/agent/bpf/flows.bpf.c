@@ -73,14 +73,6 @@ struct {
 	__type(value, struct hist_val);
 } ewf_hist SEC(".maps");
 
-/* written by hint.bpf.c on tcp_sendmsg_locked; shared by pinning the same map */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, struct hint_val);
-} ewf_hints SEC(".maps");
-
 static __always_inline __u32 cap32(__u64 x)
 {
 	return x > 0xffffffffULL ? 0xffffffff : (__u32)x;

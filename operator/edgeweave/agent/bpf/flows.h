@@ -103,4 +103,13 @@ struct hint_val {
 	__u64 calls;
 };
 
+
+/* written by hint.bpf.c on tcp_sendmsg_locked; flows.bpf.c reads it (one pinned map) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct hint_val);
+} ewf_hints SEC(".maps");
+
 #endif

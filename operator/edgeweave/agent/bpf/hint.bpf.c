@@ -12,13 +12,6 @@
 
 #include "flows.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, struct hint_val);
-} ewf_hints SEC(".maps");
-
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(ewf_hint, const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb,
 	     int size_goal)
