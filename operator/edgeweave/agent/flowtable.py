@@ -19,10 +19,10 @@ VAL = struct.Struct("=QQQII10I5B3x")
 CFG = struct.Struct("=12I")
 TREE_NODE = struct.Struct("=IIHHI")
 HIST_KEY = struct.Struct("=4s4s2sBx")
-HIST_VAL = struct.Struct("=II")
+HIST_VAL = struct.Struct("=III")
 HINT_VAL = struct.Struct("=QQQ")
 assert KEY.size == 16 and VAL.size == 80 and CFG.size == 48 and TREE_NODE.size == 16
-assert HIST_KEY.size == 12 and HIST_VAL.size == 8 and HINT_VAL.size == 24
+assert HIST_KEY.size == 12 and HIST_VAL.size == 12 and HINT_VAL.size == 24
 
 TREE_NODES = 256
 SLOTS = 32
@@ -37,6 +37,7 @@ class Cls(IntEnum):
     Undecided = 0
     Mouse = 1
     Elephant = 2
+    Medium = 3
 
 
 class DecidedBy(IntEnum):
@@ -125,12 +126,13 @@ class FlowEntry:
 
 
 def cfg_pack(mode: int, decision_packets: int, threshold: int, mice_mark: int, slot_count: int,
-             dst_mask: int, hist_min_n: int, hist_hi: int, hist_lo: int) -> bytes:
+             dst_mask: int, hist_min_n: int, hist_hi: int, hist_lo: int, mice_bytes: int = 0,
+             medium_hi: int = 500) -> bytes:
     """struct cfg; dst_mask is a prefix length, stored as the network-order mask the program ANDs."""
     mask = (0xFFFFFFFF << (32 - dst_mask)) & 0xFFFFFFFF if dst_mask else 0
     mask_ne = struct.unpack("=I", struct.pack("!I", mask))[0]
     return CFG.pack(mode, decision_packets, min(threshold, 0xFFFFFFFF), mice_mark, slot_count, 0, mask_ne,
-                    hist_min_n, hist_hi, hist_lo, 0, 0)
+                    hist_min_n, hist_hi, hist_lo, mice_bytes, medium_hi)
 
 
 def hist_key(saddr: str, dprefix: str, dport: int, proto: int = 6) -> bytes:

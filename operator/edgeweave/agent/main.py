@@ -26,11 +26,21 @@ import yaml
 
 from ..api.edgesite import EdgeSiteSpec, SelectorStrategy
 from ..flows.history import History, prefix_of
-from ..flows.model import FlowClass, HistoryRule, Model, decide_at_first_packet, decide_at_k, load
+from ..flows.model import (
+    FlowClass,
+    HistoryRule,
+    Model,
+    decide_at_first_packet,
+    decide_at_k,
+    load,
+    small_class_at_first_packet,
+    small_class_at_k,
+)
 from ..flows.selector import UplinkState, elephant_share, mice_uplink, select_uplink
 from . import bpfsys
 from .flowtable import (
     HINT_VAL,
+    HIST_VAL,
     LEAF,
     MODE_DATAPATH,
     MODE_USER,
@@ -71,6 +81,7 @@ class Tracked:
     learned: bool = False       # final size fed to the history learner
 
 
+_CLASS = {Cls.Mouse: FlowClass.Mouse, Cls.Elephant: FlowClass.Elephant, Cls.Medium: FlowClass.Medium}
 _BY = {DecidedBy.History: "history", DecidedBy.Tree: "tree", DecidedBy.TreeHint: "tree+hint",
        DecidedBy.User: "user"}
 
@@ -139,6 +150,7 @@ class Agent:
     workloads: dict[str, Any] = field(default_factory=dict)
     idle_timeout_s: float = 30.0
     user_decide: bool = False
+    mice_bytes: int = 10_000
     history_rule: HistoryRule = field(default_factory=HistoryRule)
     history_prefix: int = 24
     tracked: dict[FlowKey, Tracked] = field(default_factory=dict)
@@ -162,7 +174,7 @@ class Agent:
             log.error("uplink %s left out: %s", name, why)
             self.metrics.uplink_config_error.labels(name).set(1)
         self.mode = MODE_USER if self.user_decide or pol.strategy is SelectorStrategy.Hash else MODE_DATAPATH
-        self.history = History(self.threshold, prefix_len=self.history_prefix)
+        self.history = History(self.threshold, prefix_len=self.history_prefix, mice_bytes=self.mice_bytes)
         self._cfg_written: bytes | None = None
         self._slots_written: list[str] | None = None
         self.hinted = 0
@@ -188,7 +200,8 @@ class Agent:
             self._slots_written = slots
         r = self.history_rule
         cfg = cfg_pack(self.mode, self.k, self.threshold, self.by_name[quiet.name].mark if quiet else 0, len(slots),
-                       self.history_prefix, r.min_n, r.hi_permille, r.lo_permille)
+                       self.history_prefix, r.min_n, r.hi_permille, r.lo_permille, self.mice_bytes,
+                       r.medium_hi_permille)
         if cfg != self._cfg_written:
             self.datapath.cfg.update((0).to_bytes(4, "little"), cfg)
             self._cfg_written = cfg
@@ -200,11 +213,11 @@ class Agent:
         dprefix = prefix_of(key.daddr, self.history_prefix)
         self.history.observe(hk, final_bytes, now, binding=(key.saddr, dprefix))
         p, n = self.history.estimate(hk)
+        value = HIST_VAL.pack(p, n, self.history.medium_permille(hk))
         assert self.datapath.hist is not None
         # every source IP of the workload and every prefix seen under this key share it
         for _, (src, pfx), _est in ((k2, b, e) for k2, b, e in self.history.entries() if k2 == hk):
-            self.datapath.hist.update(hist_key(src, pfx, key.dport, key.proto), p.to_bytes(4, "little")
-                                      + n.to_bytes(4, "little"))
+            self.datapath.hist.update(hist_key(src, pfx, key.dport, key.proto), value)
         self.metrics.history_keys.set(len(self.history))
 
     # --- decisions -------------------------------------------------------------------
@@ -246,10 +259,15 @@ class Agent:
         hk = self.history.key(key.saddr, key.daddr, key.dport, key.proto, self.workloads)
         p, n = self.history.estimate(hk)
         first = decide_at_first_packet(p, n, self.history_rule)
-        if first is not None:
+        if first is FlowClass.Elephant:
             return first
+        if first is FlowClass.Mouse:
+            small = small_class_at_first_packet(self.history.medium_permille(hk), self.history_rule, self.mice_bytes)
+            if small is not None:
+                return small
         feats = entry.features(hint)
-        return decide_at_k(self.tree, feats, self.threshold)
+        cls = decide_at_k(self.tree, feats, self.threshold)
+        return cls if cls is FlowClass.Elephant else small_class_at_k(feats, self.k, self.mice_bytes)
 
     def decide(self, key: FlowKey, entry: FlowEntry) -> None:
         t0 = time.perf_counter()
@@ -259,7 +277,7 @@ class Agent:
         flows = self.datapath.flows
         assert flows is not None
         mark = self.by_name[uplink].mark if uplink else 0
-        c = Cls.Elephant if cls is FlowClass.Elephant else Cls.Mouse
+        c = {FlowClass.Elephant: Cls.Elephant, FlowClass.Medium: Cls.Medium}.get(cls, Cls.Mouse)
         try:
             flows.update(key.pack(), entry.decided(c, mark, DecidedBy.User).pack(), bpfsys.BPF_EXIST)
         except OSError:
@@ -333,7 +351,7 @@ class Agent:
             if t is None:
                 if entry.cls:  # decided by the datapath (or before this agent started): adopt
                     uplink = self.by_mark.get(entry.mark)
-                    cls = FlowClass.Elephant if entry.cls == Cls.Elephant else FlowClass.Mouse
+                    cls = _CLASS[Cls(entry.cls)]
                     by = _BY.get(DecidedBy(entry.decided_by), "unknown") if entry.decided_by <= 4 else "unknown"
                     t = Tracked(uplink, cls, entry.first_ns, 0, now, by=by)
                     if by != "user":
@@ -350,7 +368,7 @@ class Agent:
                     t = Tracked(None, None, entry.first_ns, 0, now)
                 self.tracked[key] = t
             elif t.cls is None and entry.cls:
-                t.cls = FlowClass.Elephant if entry.cls == Cls.Elephant else FlowClass.Mouse
+                t.cls = _CLASS[Cls(entry.cls)]
                 t.uplink = self.by_mark.get(entry.mark)
                 t.by = _BY.get(DecidedBy(entry.decided_by), "unknown") if entry.decided_by <= 4 else "unknown"
                 self.metrics.classified.labels(t.cls.value, t.uplink or "default").inc()
@@ -451,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="require 'Authorization: Bearer <token>' with the token in this file")
     ap.add_argument("--user-decide", action="store_true",
                     help="decide in user space (fallback): the datapath only announces flows at packet k")
+    ap.add_argument("--mice-bytes", type=int, default=10_000,
+                    help="flows above this that are not elephants are 'medium' and leave the mice uplink (0: off)")
     ap.add_argument("--history-prefix", type=int, default=24, help="destination prefix length of history keys")
     ap.add_argument("--status-file", default=None, help="write a JSON snapshot here every scan")
     ap.add_argument("--base-table", type=int, default=100)
@@ -479,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load(ns.model).for_threshold(spec.flow_policy.elephant_threshold_bytes)
     agent = Agent(spec=spec, datapath=datapath, pinning=pinning, model=model, metrics=metrics,
                   workloads=load_workloads(ns.workloads), idle_timeout_s=ns.idle_timeout,
-                  user_decide=ns.user_decide, history_prefix=ns.history_prefix)
+                  user_decide=ns.user_decide, history_prefix=ns.history_prefix, mice_bytes=ns.mice_bytes)
     log.info("agent up: lan=%s uplinks=%s k=%d threshold=%d (tree for %d) decisions in %s, hint %s, datapath %s",
              ns.lan_interface, [r.name for r in routes], agent.k, agent.threshold, model.threshold_bytes,
              "datapath" if agent.mode == MODE_DATAPATH else "user space", datapath.hint_error or "attached",

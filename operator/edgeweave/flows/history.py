@@ -29,6 +29,7 @@ class HistKey:
 class _Stat:
     n: float = 0.0
     elephants: float = 0.0
+    medium: float = 0.0     # flows above mice_bytes (medium or elephant)
     seen: int = 0           # finished flows observed (not decayed)
     last: float = 0.0
     # (source IP, destination prefix address) pairs seen under this key: the datapath's keys
@@ -41,8 +42,9 @@ def prefix_of(ip: str, prefix_len: int) -> str:
 
 class History:
     def __init__(self, threshold_bytes: int, half_life_flows: float = 32.0, prefix_len: int = 24,
-                 max_keys: int = 16384, max_age_s: float = 3600.0) -> None:
+                 max_keys: int = 16384, max_age_s: float = 3600.0, mice_bytes: int = 10_000) -> None:
         self.threshold_bytes = threshold_bytes
+        self.mice_bytes = mice_bytes
         self.decay = 0.5 ** (1.0 / half_life_flows)
         self.prefix_len = prefix_len
         self.max_keys = max_keys
@@ -65,6 +67,7 @@ class History:
         st.n = st.n * self.decay + 1.0
         st.seen += 1
         st.elephants = st.elephants * self.decay + (1.0 if final_bytes > self.threshold_bytes else 0.0)
+        st.medium = st.medium * self.decay + (1.0 if final_bytes > self.mice_bytes else 0.0)
         st.last = now
         if binding is not None and len(st.bindings) < 256:
             st.bindings.add(binding)
@@ -78,6 +81,11 @@ class History:
         if st is None or st.n <= 0:
             return HIST_UNKNOWN, 0
         return round(1000 * st.elephants / st.n), round(st.n)
+
+    def medium_permille(self, key: HistKey) -> int:
+        """Flows above mice_bytes per 1000 (HIST_UNKNOWN when never seen)."""
+        st = self._stats.get(key)
+        return round(1000 * st.medium / st.n) if st and st.n > 0 else HIST_UNKNOWN
 
     def seen(self, key: HistKey) -> int:
         st = self._stats.get(key)

@@ -24,6 +24,10 @@ FORMAT = "edgeweave-flow-tree/2"
 class FlowClass(StrEnum):
     Mouse = "mouse"
     Elephant = "elephant"
+    Medium = "medium"   # not an elephant, but above miceBytes: kept off the mice uplink
+
+
+FULL_SEG = 1300  # IP length at or above which a segment is full-sized (bpf FULL_SEG)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class HistoryRule:
     min_n: int = 8
     hi_permille: int = 900
     lo_permille: int = 20
+    medium_hi_permille: int = 500
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,27 @@ def decide_at_first_packet(hist_p: int, hist_n: int, rule: HistoryRule) -> FlowC
     if hist_n >= rule.min_n and hist_p <= rule.lo_permille:
         return FlowClass.Mouse
     return None
+
+
+def small_class_at_first_packet(p_medium: int, rule: HistoryRule, mice_bytes: int) -> FlowClass | None:
+    """After history said "not an elephant": medium, mouse, or wait for packet k."""
+    if not mice_bytes:
+        return FlowClass.Mouse
+    if p_medium >= rule.medium_hi_permille:
+        return FlowClass.Medium
+    return FlowClass.Mouse if p_medium <= rule.lo_permille else None
+
+
+def small_class_at_k(feats: DatapathFeatures, k: int, mice_bytes: int) -> FlowClass:
+    """Not an elephant at packet k: medium when the hint says the write is above
+    `mice_bytes`, or (no hint) k-2 full segments and no FIN (more than (k-2) MSS)."""
+    if not mice_bytes:
+        return FlowClass.Mouse
+    if feats.hint_seen:
+        return FlowClass.Medium if max(feats.hint_write, feats.hint_backlog) > mice_bytes else FlowClass.Mouse
+    if not feats.end and feats.data_pkts + 2 >= k and feats.min_data >= FULL_SEG:
+        return FlowClass.Medium
+    return FlowClass.Mouse
 
 
 def decide_at_k(tree: Tree, feats: DatapathFeatures, threshold_bytes: int) -> FlowClass:

@@ -57,6 +57,7 @@ def select_uplink(cls: FlowClass, flow_hash: int, uplinks: Sequence[UplinkState]
     quiet = mice_uplink(healthy, policy)
     if cls is FlowClass.Mouse:
         return quiet.name if quiet else None
+    # medium flows go where elephants go: off the mice uplink, spread by residual share
     # Elephants keep off the mice uplink while another healthy uplink exists: one elephant
     # there fills its queue and every mouse behind it waits.
     pool = [u for u in healthy if quiet is None or u.name != quiet.name] or healthy

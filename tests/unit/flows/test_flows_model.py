@@ -86,3 +86,24 @@ def test_elephant_slots_weighted_and_off_the_mice_uplink() -> None:
 def test_score() -> None:
     s = score(np.array([True, True, False, False]), np.array([True, False, True, False]))
     assert (s.precision, s.recall, s.accuracy) == (0.5, 0.5, 0.5)
+
+
+def test_medium_class_keeps_mid_sized_flows_off_the_mice_uplink() -> None:
+    from edgeweave.flows.model import small_class_at_first_packet, small_class_at_k
+
+    rule = HistoryRule()
+    assert small_class_at_first_packet(900, rule, 10_000) is FlowClass.Medium
+    assert small_class_at_first_packet(5, rule, 10_000) is FlowClass.Mouse
+    assert small_class_at_first_packet(300, rule, 10_000) is None  # mixed: wait for packet k
+    assert small_class_at_first_packet(900, rule, 0) is FlowClass.Mouse  # two classes only
+    three_full = FlowEntry(0, 0, 0, 5, f_data_pkts=3, f_min_data=1500).features()
+    assert small_class_at_k(three_full, 5, 10_000) is FlowClass.Medium
+    ended = FlowEntry(0, 0, 0, 5, f_data_pkts=3, f_min_data=1500, flags_or=0x11).features()
+    assert small_class_at_k(ended, 5, 10_000) is FlowClass.Mouse
+    hinted = FlowEntry(0, 0, 0, 5, f_data_pkts=3, f_min_data=1500, hint_write=6000, hint_seen=1).features()
+    assert small_class_at_k(hinted, 5, 10_000) is FlowClass.Mouse  # the write size says it is small
+    h = History(1_000_000, mice_bytes=10_000)
+    k = h.key("10.0.0.2", "172.16.0.9", 8080, 6)
+    for _ in range(5):
+        h.observe(k, 50_000, now=0.0)
+    assert h.estimate(k)[0] == 0 and h.medium_permille(k) == 1000

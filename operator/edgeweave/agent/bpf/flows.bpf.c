@@ -29,6 +29,7 @@
 
 #define PURE_MAX 80   /* IP length of a TCP packet with no payload is 40..60 bytes */
 #define TREE_DEPTH 10 /* the agent exports trees no deeper than this */
+#define FULL_SEG 1300 /* IP length at or above which a segment counts as full-sized */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -95,9 +96,9 @@ static __always_inline int tree_eval(const __u32 *x)
 	return 0;
 }
 
-static __always_inline __u32 pick_mark(struct cfg *c, int elephant)
+static __always_inline __u32 pick_mark(struct cfg *c, int off_mice)
 {
-	if (!elephant || c->slot_count == 0)
+	if (!off_mice || c->slot_count == 0)
 		return c->mice_mark;
 	__u32 n = __sync_fetch_and_add(&c->rr, 1);
 	__u32 idx = n % (c->slot_count > EWF_SLOTS ? EWF_SLOTS : c->slot_count);
@@ -105,12 +106,26 @@ static __always_inline __u32 pick_mark(struct cfg *c, int elephant)
 	return m && *m ? *m : c->mice_mark;
 }
 
-static __always_inline void decide(struct flow_val *v, struct cfg *c, int elephant, __u8 by)
+static __always_inline void decide(struct flow_val *v, struct cfg *c, __u8 cls, __u8 by)
 {
-	v->cls = elephant ? EWF_ELEPHANT : EWF_MOUSE;
+	v->cls = cls;
 	v->decided_by = by;
 	v->decided_at = v->pkts > 255 ? 255 : v->pkts;
-	v->mark = pick_mark(c, elephant);
+	v->mark = pick_mark(c, cls != EWF_MOUSE);
+}
+
+/* Not an elephant: medium (off the mice uplink) or mouse. With a hint the application's
+ * own write size says it; without, k-2 full segments and no FIN by packet k mean more
+ * than (k-2) MSS bytes (the packet features' one reliable signal). */
+static __always_inline __u8 small_class(struct flow_val *v, struct cfg *c)
+{
+	if (!c->mice_bytes)
+		return EWF_MOUSE;
+	if (v->hint_seen)
+		return (v->hint_write > c->mice_bytes || v->hint_backlog > c->mice_bytes) ? EWF_MEDIUM : EWF_MOUSE;
+	if (!(v->flags_or & 0x05) && v->f_data_pkts + 2 >= c->decision_packets && v->f_min_data >= FULL_SEG)
+		return EWF_MEDIUM;
+	return EWF_MOUSE;
 }
 
 SEC("tc")
@@ -213,7 +228,8 @@ int ewf_classify(struct __sk_buff *skb)
 					if (v->hint_seen && (v->hint_write > c->threshold ||
 							     v->hint_backlog > c->threshold))
 						ele = 1;
-					decide(v, c, ele, v->hint_seen ? EWF_BY_TREE_HINT : EWF_BY_TREE);
+					decide(v, c, ele ? EWF_ELEPHANT : small_class(v, c),
+					       v->hint_seen ? EWF_BY_TREE_HINT : EWF_BY_TREE);
 				} else {
 					bpf_map_push_elem(&ewf_ready, &key, 0);
 				}
@@ -247,10 +263,15 @@ int ewf_classify(struct __sk_buff *skb)
 				nv.hist_p = h->p_permille;
 				nv.hist_n = h->n;
 				/* a confident history decides at the first packet */
-				if (h->n >= c->hist_min_n && h->p_permille >= c->hist_hi)
-					decide(&nv, c, 1, EWF_BY_HISTORY);
-				else if (h->n >= c->hist_min_n && h->p_permille <= c->hist_lo)
-					decide(&nv, c, 0, EWF_BY_HISTORY);
+				if (h->n >= c->hist_min_n && h->p_permille >= c->hist_hi) {
+					decide(&nv, c, EWF_ELEPHANT, EWF_BY_HISTORY);
+				} else if (h->n >= c->hist_min_n && h->p_permille <= c->hist_lo) {
+					if (c->mice_bytes && h->p_medium >= c->medium_hi)
+						decide(&nv, c, EWF_MEDIUM, EWF_BY_HISTORY);
+					else if (!c->mice_bytes || h->p_medium <= c->hist_lo)
+						decide(&nv, c, EWF_MOUSE, EWF_BY_HISTORY);
+					/* else: mixed small and medium, wait for packet k */
+				}
 			}
 		}
 		/* LRU: a full table evicts the coldest entry; never fails the packet. */

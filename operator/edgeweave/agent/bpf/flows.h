@@ -10,7 +10,7 @@
 #define EWF_HIST_UNKNOWN 500 /* no entry reads as an even prior; hist_n == 0 tells it apart */
 
 enum { EWF_MODE_USER = 0, EWF_MODE_DATAPATH = 1 };
-enum { EWF_UNDECIDED = 0, EWF_MOUSE = 1, EWF_ELEPHANT = 2 };
+enum { EWF_UNDECIDED = 0, EWF_MOUSE = 1, EWF_ELEPHANT = 2, EWF_MEDIUM = 3 };
 enum { EWF_BY_NONE = 0, EWF_BY_HISTORY = 1, EWF_BY_TREE = 2, EWF_BY_TREE_HINT = 3, EWF_BY_USER = 4 };
 
 /* feature vector the tree reads (flows/features.py DATAPATH_FEATURES, same order) */
@@ -73,7 +73,9 @@ struct cfg {
 	__u32 hist_min_n;
 	__u32 hist_hi;    /* permille at or above which history alone says elephant */
 	__u32 hist_lo;    /* permille at or below which history alone says mouse */
-	__u32 pad[2];
+	__u32 mice_bytes; /* 0: two classes; else flows above it that are not elephants are
+			   * "medium" and leave the mice uplink (they take the elephant slots) */
+	__u32 medium_hi;  /* permille of flows > mice_bytes at which history says medium */
 };
 
 struct tree_node {
@@ -93,8 +95,9 @@ struct hist_key {
 };
 
 struct hist_val {
-	__u32 p_permille;
+	__u32 p_permille; /* finished flows above the elephant threshold, per 1000 */
 	__u32 n;
+	__u32 p_medium;   /* finished flows above mice_bytes, per 1000 */
 };
 
 struct hint_val {
