@@ -425,7 +425,7 @@ class Agent:
                           "ended": t.ended, "decidedBy": t.by}
                  for k, t in self.tracked.items()}
         hist = {f"{k.src}->{k.dst}:{k.dport}": {"permille": e[0], "n": e[1], "seen": self.history.seen(k)}
-                for k, e in ((k, self.history.estimate(k)) for k in list(self.history._stats)[-64:])}
+                for k, e in ((k, self.history.estimate(k)) for k in self.history.recent(64))}
         return {"time": time.time(), "decisionPackets": self.k, "thresholdBytes": self.threshold,
                 "mode": "datapath" if self.mode == MODE_DATAPATH else "user", "up": self.up,
                 "loadBps": self.load_bps, "reusedDatapath": self.datapath.reused,

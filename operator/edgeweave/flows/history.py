@@ -91,6 +91,10 @@ class History:
         st = self._stats.get(key)
         return st.seen if st else 0
 
+    def recent(self, n: int) -> list[HistKey]:
+        """The n most recently updated keys."""
+        return list(self._stats)[-n:]
+
     def expire(self, now: float) -> list[HistKey]:
         old = [k for k, s in self._stats.items() if now - s.last > self.max_age_s]
         for k in old:
