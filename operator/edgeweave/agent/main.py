@@ -326,13 +326,21 @@ class Agent:
         return quiet.name if quiet else None
 
     def repin_from(self, name: str) -> None:
-        for key, t in list(self.tracked.items()):
-            if t.uplink != name or t.ended:
+        """Move every live flow marked for `name` elsewhere. Read from the table, not only
+        from what this loop tracks: the datapath marks flows between two scans."""
+        assert self.datapath.flows is not None
+        mark = self.by_name[name].mark
+        for kraw, vraw in self.datapath.flows.items():
+            entry = FlowEntry.unpack(vraw)
+            if entry.mark != mark or entry.ended:
                 continue
-            cls = t.cls or FlowClass.Mouse
+            key = FlowKey.unpack(kraw)
+            cls = _CLASS.get(Cls(entry.cls), FlowClass.Mouse) if entry.cls <= 3 else FlowClass.Mouse
             new = select_uplink(cls, key.hash(), self.states(), self.spec.flow_policy)
             if self._write_mark(key, new) is not None:
-                t.uplink = new
+                t = self.tracked.get(key)
+                if t is not None and t.first_ns == entry.first_ns:
+                    t.uplink = new
                 self.metrics.repins.labels(name).inc()
 
     def scan(self) -> None:
@@ -352,6 +360,12 @@ class Agent:
                 if entry.cls:  # decided by the datapath (or before this agent started): adopt
                     uplink = self.by_mark.get(entry.mark)
                     cls = _CLASS[Cls(entry.cls)]
+                    if uplink is not None and not self.up.get(uplink, True) and not entry.ended:
+                        # marked by the datapath for an uplink that died since: move it now
+                        new = select_uplink(cls, key.hash(), self.states(), self.spec.flow_policy)
+                        if self._write_mark(key, new) is not None:
+                            self.metrics.repins.labels(uplink).inc()
+                            uplink = new
                     by = _BY.get(DecidedBy(entry.decided_by), "unknown") if entry.decided_by <= 4 else "unknown"
                     t = Tracked(uplink, cls, entry.first_ns, 0, now, by=by)
                     if by != "user":
