@@ -3,12 +3,18 @@
 
 # --- eBPF object: compiled once here, so the agent image needs no compiler -----------------------
 FROM debian:bookworm-slim AS bpf
-RUN apt-get update && apt-get install -y --no-install-recommends clang llvm libbpf-dev linux-libc-dev make \
+RUN apt-get update && apt-get install -y --no-install-recommends clang llvm libbpf-dev linux-libc-dev make bpftool \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY operator/edgeweave/agent/bpf/ bpf/
-RUN for f in bpf/*.bpf.c; do \
-      clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$f" -o "${f%.c}.o"; \
+# hint.bpf.c needs kernel types: vmlinux.h from the build host's BTF (CO-RE relocates the field
+# offsets to the node's kernel at load). Without BTF here the hint object is left out and the
+# agent runs without the send hint (it says so in its status).
+RUN mkdir -p btf && (bpftool btf dump file /sys/kernel/btf/vmlinux format c > btf/vmlinux.h || rm -f btf/vmlinux.h); \
+    for f in bpf/*.bpf.c; do \
+      case "$f" in *hint.bpf.c) [ -s btf/vmlinux.h ] || continue;; esac; \
+      clang -O2 -g -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I/usr/include/x86_64-linux-gnu -Ibpf -Ibtf \
+        -c "$f" -o "${f%.c}.o"; \
     done
 
 # --- Python wheel ------------------------------------------------------------------------------------

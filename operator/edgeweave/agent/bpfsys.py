@@ -16,7 +16,9 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
 
@@ -52,6 +54,16 @@ def obj_get(path: str) -> int:
     """Open a pinned map or program; returns a file descriptor (close it with os.close)."""
     p = ctypes.create_string_buffer(path.encode())
     return _call(BPF_OBJ_GET, struct.pack("=QII", ctypes.addressof(p), 0, 0))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    p = ctypes.create_string_buffer(path.encode())
+    _call(BPF_OBJ_PIN, struct.pack("=QII", ctypes.addressof(p), fd, 0))
+
+
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attach a tp_btf program (its tracepoint is in its BTF attach target); returns the link fd."""
+    return _call(BPF_RAW_TRACEPOINT_OPEN, struct.pack("=QII", 0, prog_fd, 0))
 
 
 class Map:

@@ -39,7 +39,7 @@ def mice_uplink(uplinks: Sequence[UplinkState], policy: FlowPolicy) -> UplinkSta
     return min(by_latency, key=lambda u: (u.utilisation, u.latency_ms, u.name))
 
 
-def _elephant_share(u: UplinkState) -> float:
+def elephant_share(u: UplinkState) -> float:
     """Rate a new elephant could expect: the capacity the mice leave (the residual for bulk
     traffic), shared with the elephants already there."""
     residual = max(u.capacity_bps - u.mice_load_bps, 0.05 * u.capacity_bps)
@@ -57,6 +57,7 @@ def select_uplink(cls: FlowClass, flow_hash: int, uplinks: Sequence[UplinkState]
     quiet = mice_uplink(healthy, policy)
     if cls is FlowClass.Mouse:
         return quiet.name if quiet else None
+    # medium flows go where elephants go: off the mice uplink, spread by residual share
     # Elephants keep off the mice uplink while another healthy uplink exists: one elephant
     # there fills its queue and every mouse behind it waits.
     pool = [u for u in healthy if quiet is None or u.name != quiet.name] or healthy
@@ -64,7 +65,7 @@ def select_uplink(cls: FlowClass, flow_hash: int, uplinks: Sequence[UplinkState]
     loaded = [u for u in pool if u.elephants > 0]
     if len(pool) > 1 and len(loaded) == 1:
         pool = [u for u in pool if u.elephants == 0]
-    best = max(_elephant_share(u) for u in pool)
+    best = max(elephant_share(u) for u in pool)
     # ties (within 5%) broken by the flow hash so equal uplinks share elephants evenly
-    top = [u for u in pool if _elephant_share(u) >= 0.95 * best]
+    top = [u for u in pool if elephant_share(u) >= 0.95 * best]
     return top[flow_hash % len(top)].name

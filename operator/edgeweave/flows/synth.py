@@ -50,13 +50,15 @@ class SizeCdf:
         return float(1 - np.interp(threshold, self.sizes, self.cum))
 
 
-def first_packets(size: int, rng: np.random.Generator, k: int = K_MAX) -> FlowRecord:
-    """The first k LAN->WAN packets of a TCP flow that sends `size` bytes."""
+def first_packets(size: int, rng: np.random.Generator, k: int = K_MAX, write: int | None = None) -> FlowRecord:
+    """The first k LAN->WAN packets of a TCP flow that sends `size` bytes (in writes of
+    `write` bytes; drawn at random when None)."""
     rtt_us = float(np.exp(rng.uniform(np.log(2_000), np.log(120_000))))
     ts_opt = rng.random() < 0.9                      # TCP timestamps (12 bytes per segment)
     mss = int(rng.choice([1460, 1448, 1400, 1360, 1380])) - (12 if ts_opt else 0)
     hdr = 40 + (12 if ts_opt else 0)
-    write = int(rng.choice([1024, 4096, 16384, 65536, 1 << 30]))  # app write size
+    drawn = int(rng.choice([1024, 4096, 16384, 65536, 1 << 30]))  # app write size
+    write = drawn if write is None else write
     think_us = float(rng.exponential(300.0))        # app delay between connect and first write
     link_bps = float(rng.choice([100e6, 1e9, 10e9]))  # LAN speed: spacing of back-to-back segments
     sizes: list[int] = [60 if ts_opt else 44]

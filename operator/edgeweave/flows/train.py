@@ -1,8 +1,13 @@
-"""`edgeweave flows-train`: train the elephant/mouse trees on synthetic flows and export them.
+"""`edgeweave flows-train`: train the decision tree on application-structured traffic and export it.
 
-CART on numpy (no scikit-learn in the agent image), class-weighted so that the rare
-class is not ignored: a missed elephant sits on the mice uplink and costs every mouse
-there, which is the failure this whole feature exists to prevent.
+CART on numpy (no scikit-learn in the agent image). The training flows come from
+flows/apps.py: several applications per site, each with its own size distribution, port,
+pods and write pattern; history learned online per site. The split is by site AND time:
+the tree is fitted on the early part of the training sites and scored on the later part
+of sites it never saw, so a rule that only memorised one site's mix does not pass.
+The leaf cut is chosen on the training flows: the highest precision that keeps
+byte-weighted recall at or above `min_byte_recall` (a missed elephant sits on the mice
+uplink and costs every mouse there; a false one only costs itself a slower path).
 """
 
 from __future__ import annotations
@@ -10,16 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .features import K_MAX, FlowRecord, feature_names, feature_vector
-from .model import FlowClass, Model, Tree
-from .synth import SizeCdf, dataset
+from .apps import Flow, trace
+from .features import DATAPATH_FEATURES, PACKET_FEATURES
+from .model import FlowClass, HistoryRule, Model, ModelSet, Tree, decide_at_first_packet, decide_at_k
 
 
 def _default_cdf() -> str:
@@ -33,6 +38,7 @@ def _default_cdf() -> str:
 
 DEFAULT_CDF = _default_cdf()
 DEFAULT_OUT = Path(__file__).resolve().parent / "model.json"
+THRESHOLDS = (100_000, 1_000_000, 10_000_000)
 
 
 def _gini_best_split(x: np.ndarray, y: np.ndarray, w: np.ndarray, min_leaf: float
@@ -60,8 +66,10 @@ def _gini_best_split(x: np.ndarray, y: np.ndarray, w: np.ndarray, min_leaf: floa
     return float(impurity[j]), thr
 
 
-def fit_tree(X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, max_depth: int = 4,
-             min_leaf_frac: float = 0.005) -> Tree:
+def fit_tree(X: np.ndarray, y: np.ndarray, w: np.ndarray, max_depth: int = 5,
+             min_leaf_frac: float = 0.005, features: Sequence[int] | None = None) -> Tree:
+    """CART by weighted Gini; only the columns in `features` may be split on."""
+    cols = list(features) if features is not None else list(range(X.shape[1]))
     nodes: list[list[float]] = []
     min_leaf = float(w.sum() * min_leaf_frac)
 
@@ -77,7 +85,7 @@ def fit_tree(X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, max_depth: int
             return leaf(idx)
         parent = wi.sum() * (1 - p ** 2 - (1 - p) ** 2)
         best: tuple[float, int, float] | None = None
-        for f in range(X.shape[1]):
+        for f in cols:
             r = _gini_best_split(X[idx, f], yi, wi, min_leaf)
             if r is not None and (best is None or r[0] < best[0]):
                 best = (r[0], f, r[1])
@@ -93,7 +101,7 @@ def fit_tree(X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, max_depth: int
         return me
 
     grow(np.arange(len(y)), 0)
-    return Tree(k=k, features=tuple(feature_names(k)), nodes=_prune(nodes))
+    return Tree(features=DATAPATH_FEATURES, nodes=_prune(nodes))
 
 
 def _prune(nodes: list[list[float]]) -> tuple[tuple[int, float, int, int], ...]:
@@ -152,66 +160,112 @@ def score(pred: np.ndarray, truth: np.ndarray) -> Scores:
     return Scores(acc, prec, rec, f1, int(truth.sum()), int(truth.size))
 
 
-def predict(tree: Tree, recs: list[FlowRecord]) -> np.ndarray:
-    # A flow that ends before its k-th packet is never classified by the agent: it keeps
-    # the default (mice) route, so it counts as a "mouse" prediction here too.
-    return np.array([r.pkts >= tree.k and tree.classify(r) is FlowClass.Elephant for r in recs])
+def classify(flow: Flow, tree: Tree, rule: HistoryRule, threshold: int) -> tuple[bool, str]:
+    """(elephant?, what decided) for one flow, exactly as the datapath decides it."""
+    f = flow.feats
+    first = decide_at_first_packet(f.hist_p, f.hist_n, rule)
+    if first is not None:
+        return first is FlowClass.Elephant, "history"
+    if not flow.pkts_ok:  # ended before packet k: never marked, stays on the default (mice) route
+        return False, "short"
+    return decide_at_k(tree, f, threshold) is FlowClass.Elephant, "hint" if f.hint_seen else "tree"
 
 
-def train(cdf_path: str | Path, threshold_bytes: int = 1_000_000, n_train: int = 20000,
-          n_test: int = 20000, seed: int = 7, ks: list[int] | None = None, max_depth: int = 4,
-          elephant_weight: float | None = None) -> Model:
-    cdf = SizeCdf.load(cdf_path)
-    ks = ks or list(range(2, K_MAX + 1))
-    train_recs, train_sizes = dataset(cdf, n_train, seed)
-    test_recs, test_sizes = dataset(cdf, n_test, seed + 1000)  # held apart: another seed, never fitted
-    y = train_sizes > threshold_bytes
-    truth = test_sizes > threshold_bytes
+def evaluate(flows: Sequence[Flow], tree: Tree, rule: HistoryRule, threshold: int) -> dict[str, Any]:
+    sizes = np.array([f.size for f in flows], dtype=float)
+    truth = sizes > threshold
+    res = [classify(f, tree, rule, threshold) for f in flows]
+    pred = np.array([r[0] for r in res])
+    by = np.array([r[1] for r in res])
+    s = score(pred, truth)
+    ele_bytes = sizes[truth].sum()
+    byte_recall = float(sizes[pred & truth].sum() / ele_bytes) if ele_bytes else 0.0
+    hinted = np.array([bool(f.feats.hint_seen) for f in flows])
+    per_app: dict[str, Any] = {}
+    for app in sorted({f.app for f in flows}):
+        m = np.array([f.app == app for f in flows])
+        a = score(pred[m], truth[m])
+        per_app[app] = {"flows": int(m.sum()), "elephants": a.elephants, "precision": round(a.precision, 3),
+                        "recall": round(a.recall, 3)}
+    return {**s.as_dict(), "byteRecall": round(byte_recall, 4),
+            "hintCoverage": round(float(hinted.mean()), 4),
+            "hintByteCoverage": round(float(sizes[hinted].sum() / sizes.sum()), 4),
+            "decidedBy": {k: int((by == k).sum()) for k in ("history", "hint", "tree", "short")},
+            "perApp": per_app}
+
+
+def _choose_cut(flows: Sequence[Flow], tree: Tree, rule: HistoryRule, threshold: int,
+                min_byte_recall: float) -> float:
+    leaves = sorted({n[1] for n in tree.nodes if n[0] < 0})
+    best = (-1.0, leaves[0] if leaves else 0.5)
+    for cut in leaves:
+        t = Tree(tree.features, tree.nodes, cut)
+        r = evaluate(flows, t, rule, threshold)
+        if r["byteRecall"] >= min_byte_recall and r["precision"] > best[0]:
+            best = (r["precision"], cut)
+    return best[1]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Flow]
+    test: list[Flow]
+
+
+def split(flows: Sequence[Flow], sites: int, seconds: float, train_frac_sites: float = 0.5,
+          split_time_frac: float = 0.5) -> Split:
+    """Train: the first half of the sites, early time. Test: the other sites, later time."""
+    n_train = max(1, int(sites * train_frac_sites))
+    t_split = seconds * split_time_frac
+    return Split(train=[f for f in flows if f.site < n_train and f.t < t_split],
+                 test=[f for f in flows if f.site >= n_train and f.t >= t_split])
+
+
+def fit(flows: Sequence[Flow], threshold: int, rule: HistoryRule, max_depth: int = 5,
+        min_byte_recall: float = 0.95, packet_only: bool = False) -> Tree:
+    X = np.array([f.feats.vector() for f in flows], dtype=float)
+    y = np.array([f.size > threshold for f in flows], dtype=float)
     pos = max(y.mean(), 1e-9)
-    wpos = elephant_weight if elephant_weight is not None else (1 - pos) / pos  # balanced
-    w = np.where(y, wpos, 1.0)
-    trees: dict[int, Tree] = {}
-    metrics: dict[str, Any] = {"thresholdBytes": threshold_bytes, "trainFlows": n_train,
-                               "testFlows": n_test, "seed": seed,
-                               "elephantFraction": round(float(truth.mean()), 4),
-                               "elephantWeight": round(float(wpos), 3), "byK": {}}
-    for k in ks:
-        X = np.array([feature_vector(r, k) for r in train_recs])
-        tree = fit_tree(X, y.astype(float), w, k, max_depth=max_depth)
-        trees[k] = tree
-        s = score(predict(tree, test_recs), truth)
-        # decision latency: flow time until the k-th packet, and the model's own compute time
-        delays = [sum(r.gaps_us[:k]) / 1000 for r in test_recs if r.pkts >= k]
-        t0 = time.perf_counter()
-        for r in test_recs[:5000]:
-            tree.classify(r)
-        eval_us = (time.perf_counter() - t0) / min(5000, len(test_recs)) * 1e6
-        metrics["byK"][str(k)] = {**s.as_dict(),
-                                  "decisionDelayMsMedian": round(float(np.median(delays)), 2),
-                                  "classifyMicros": round(eval_us, 2),
-                                  "nodes": len(tree.nodes)}
-    return Model(threshold_bytes=threshold_bytes, trees=trees, metrics=metrics)
+    w = np.where(y > 0, (1 - pos) / pos, 1.0)  # balanced classes
+    cols = [DATAPATH_FEATURES.index(n) for n in (PACKET_FEATURES if packet_only else DATAPATH_FEATURES)]
+    tree = fit_tree(X, y, w, max_depth=max_depth, features=cols)
+    cut = _choose_cut(flows, tree, rule, threshold, min_byte_recall)
+    return Tree(tree.features, tree.nodes, cut)
+
+
+def train(cdf_path: str | Path = DEFAULT_CDF, thresholds: Sequence[int] = THRESHOLDS, k: int = 5,
+          sites: int = 12, seconds: float = 3600.0, seed: int = 7, max_depth: int = 5) -> ModelSet:
+    rule = HistoryRule()
+    models = []
+    for thr in thresholds:
+        flows = trace(sites, seconds, k, thr, cdf_path, seed)
+        sp = split(flows, sites, seconds)
+        tree = fit(sp.train, thr, rule, max_depth=max_depth)
+        metrics = {"trainFlows": len(sp.train), "testFlows": len(sp.test), "seed": seed, "sites": sites,
+                   "train": {k: v for k, v in evaluate(sp.train, tree, rule, thr).items() if k != "perApp"},
+                   "heldOut": evaluate(sp.test, tree, rule, thr)}
+        models.append(Model(threshold_bytes=thr, decision_packets=k, tree=tree, metrics=metrics))
+    return ModelSet(tuple(models))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edgeweave flows-train", description=__doc__)
-    ap.add_argument("--cdf", default=DEFAULT_CDF, help="flow-size CDF (bytes, cumulative percent)")
-    ap.add_argument("--threshold-bytes", type=int, default=1_000_000, help="elephant if larger")
-    ap.add_argument("--train", type=int, default=20000)
-    ap.add_argument("--test", type=int, default=20000)
+    ap.add_argument("--cdf", default=DEFAULT_CDF, help="flow-size CDF of the search app (bytes, cumulative percent)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--max-depth", type=int, default=4)
-    ap.add_argument("--elephant-weight", type=float, default=None,
-                    help="class weight of elephants (default: balanced)")
+    ap.add_argument("--sites", type=int, default=12)
+    ap.add_argument("--seconds", type=float, default=3600.0)
+    ap.add_argument("--max-depth", type=int, default=5)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--show", type=int, default=0, help="print the tree for this k")
+    ap.add_argument("--show", type=int, default=0, help="print the tree for this threshold")
     ns = ap.parse_args(argv)
-    model = train(ns.cdf, ns.threshold_bytes, ns.train, ns.test, ns.seed, max_depth=ns.max_depth,
-                  elephant_weight=ns.elephant_weight)
-    ns.out.write_text(json.dumps(model.to_json(), indent=1) + "\n")
-    for k, m in model.metrics["byK"].items():
-        print(f"k={k}: {json.dumps(m)}")
-    if ns.show:
-        print(model.tree(ns.show).describe())
+    ms = train(ns.cdf, seed=ns.seed, sites=ns.sites, seconds=ns.seconds, max_depth=ns.max_depth)
+    ns.out.write_text(json.dumps(ms.to_json(), indent=1) + "\n")
+    for m in ms.models:
+        held = {k: v for k, v in m.metrics["heldOut"].items() if k != "perApp"}
+        print(f"threshold={m.threshold_bytes}: held out {json.dumps(held)}")
+        print(f"  train {json.dumps(m.metrics['train'])}")
+        print(f"  per app {json.dumps(m.metrics['heldOut']['perApp'])}")
+        if ns.show == m.threshold_bytes:
+            print(m.tree.describe())
     print(f"wrote {ns.out}")
     return 0
