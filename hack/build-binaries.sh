@@ -23,7 +23,7 @@ staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-g
 
 build_k8s() {
   local need=()
-  # kubelet and kube-proxy run the real nodes (hack/realnode.py).
+  # kubelet and kube-proxy run the real nodes (hack/realnodes.py).
   for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [[ -x "$BIN_DIR/$b" ]] || need+=("$b")
   done

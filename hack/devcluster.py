@@ -56,7 +56,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_pki(pki: Path) -> None:
     """CA, serving cert for 127.0.0.1, an admin client cert (system:masters), service-account keys."""
-    # The real nodes (hack/realnode.py) reach the API server through the host bridge address.
+    # The real nodes (hack/realnodes.py) reach the API server through the host bridge address.
     bridge = os.environ.get("EDGEWEAVE_REALNODE_NET", "10.250.0") + ".1"
     if (pki / "admin.crt").exists():
         ext = pki / "server.ext"
@@ -240,7 +240,7 @@ def stop() -> None:
     rd = run_dir()
     if (rd / "realnodes" / "state.json").exists():  # real nodes first: their kubelets talk to the API server
         sys.path.insert(0, str(HERE))
-        import realnode  # noqa: PLC0415 - only when a run made real nodes
+        import realnodes as realnode  # noqa: PLC0415 - only when a run made real nodes
 
         realnode.stop(rd)
     pids_dir = rd / "pids"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A real Prometheus (Debian's package) that finds the pods to scrape through the API server.
 
-Kubernetes service discovery (role: pod) with the cluster's kubeconfig; pods annotated
+Debian's Prometheus is built without Kubernetes service discovery, so a small discoverer (this file,
+`sd` mode) lists pods from the API server every second and writes a file_sd target file; pods annotated
 `prometheus.io/scrape: "true"` are scraped at podIP:`prometheus.io/port` (the host routes to every real
 node's pod CIDR). `honor_labels` keeps the labels a workload exports (`namespace` in
 edgeweave_flow_bytes_total is the exporter's, not the target's). Its PID goes to <run dir>/pids/, so
@@ -13,7 +14,9 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import ssl
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -26,6 +29,7 @@ class RealProm:
         self.dir = rd / "prometheus"
         self.scrape_interval = scrape_interval
         self.proc: subprocess.Popen | None = None
+        self.sd: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -36,16 +40,7 @@ class RealProm:
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [{
                 "job_name": "pods", "honor_labels": True, "scrape_timeout": "1s",
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(self.kubeconfig)}],
-                "relabel_configs": [
-                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                     "regex": "true", "action": "keep"},
-                    {"source_labels": ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                     "regex": "(.+);(.+)", "replacement": "$1:$2", "target_label": "__address__"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "kubernetes_namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
-                ],
+                "file_sd_configs": [{"files": [str(self.dir / "pods.json")], "refresh_interval": "1s"}],
             }],
         }, indent=2)
 
@@ -54,6 +49,12 @@ class RealProm:
         (self.rd / "pids").mkdir(parents=True, exist_ok=True)
         (self.dir / "prometheus.yml").write_text(self.config())  # JSON is YAML
         shutil.rmtree(self.dir / "data", ignore_errors=True)
+        (self.dir / "pods.json").write_text("[]")
+        sd_log = open(self.dir / "sd.log", "ab")  # noqa: SIM115 - owned by the child
+        self.sd = subprocess.Popen([sys.executable, __file__, "sd", str(self.kubeconfig), str(self.dir / "pods.json")],
+                                   stdout=sd_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        (self.rd / "pids" / "prometheus-sd.pid").write_text(str(self.sd.pid))
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         logf = open(self.dir / "prometheus.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
@@ -80,6 +81,11 @@ class RealProm:
             return json.loads(r.read())["data"]["result"]
 
     def stop(self) -> None:
+        if self.sd is not None and self.sd.poll() is None:
+            self.sd.terminate()
+            self.sd.wait(10)
+        (self.rd / "pids" / "prometheus-sd.pid").unlink(missing_ok=True)
+        self.sd = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -91,10 +97,45 @@ class RealProm:
         self.proc = None
 
 
-if __name__ == "__main__":
-    import sys
+def pod_targets(pods: list[dict]) -> list[dict]:
+    """file_sd entries for running pods that ask to be scraped."""
+    out = []
+    for p in pods:
+        meta, status = p.get("metadata", {}), p.get("status", {})
+        ann = meta.get("annotations") or {}
+        if ann.get("prometheus.io/scrape") != "true" or not status.get("podIP") or status.get("phase") != "Running":
+            continue
+        out.append({"targets": [f"{status['podIP']}:{ann.get('prometheus.io/port', '9100')}"],
+                    "labels": {"pod": meta.get("name", ""), "kubernetes_namespace": meta.get("namespace", ""),
+                               "node": p.get("spec", {}).get("nodeName", "")}})
+    return sorted(out, key=lambda t: t["targets"][0])
 
+
+def discover(kubeconfig: Path, out: Path) -> None:
+    """List pods every second with the kubeconfig's client cert; rewrite `out` when the targets change."""
+    cfg = json.loads(kubeconfig.read_text())
+    cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+    ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
+    ctx.load_cert_chain(user["client-certificate"], user["client-key"])
+    last = None
+    while True:
+        try:
+            with urllib.request.urlopen(f"{cluster['server']}/api/v1/pods", context=ctx, timeout=5) as r:  # noqa: S310
+                targets = json.dumps(pod_targets(json.loads(r.read())["items"]))
+            if targets != last:
+                tmp = out.with_suffix(".tmp")
+                tmp.write_text(targets)
+                tmp.replace(out)
+                last = targets
+        except (OSError, ValueError) as e:
+            print(f"discover: {e}", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if len(sys.argv) == 4 and sys.argv[1] == "sd":
+        discover(Path(sys.argv[2]), Path(sys.argv[3]))
     import devcluster
 
     if len(sys.argv) != 3 or sys.argv[1] != "start":

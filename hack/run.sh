@@ -27,7 +27,7 @@ case "$CLUSTER" in
     started_cluster=1
     if [[ "${REAL_NODES:-2}" -gt 0 ]]; then
       # Real kubelets + containerd in their own network namespaces (root), Prometheus finding their pods.
-      python hack/realnode.py start --nodes "${REAL_NODES:-2}"
+      python hack/realnodes.py start --nodes "${REAL_NODES:-2}"
       PROMETHEUS_URL="${PROMETHEUS_URL:-$(python hack/realprom.py start "${PROM_PORT:-9090}")}"
       WEBHOOK_PORT="${WEBHOOK_PORT:-9443}"
     fi ;;

@@ -35,7 +35,7 @@ for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-realnode"), "EDGE
     os.environ.setdefault(_k, _v)
 
 devcluster = load_hack("devcluster")
-realnode = load_hack("realnode")
+realnode = load_hack("realnodes")
 demo = load_hack("demo")
 RealProm = load_hack("realprom").RealProm
 GROUP, VERSION = "edgeweave.io", "v1alpha1"

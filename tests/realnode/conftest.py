@@ -1,7 +1,7 @@
 """Session fixtures for the real-node suite: real kubelets running real containers beside the kwok fleet.
 
 The control plane is the integration suite's (same run dir and ports): if it is already up in this
-session it is reused, otherwise it is started here. Two real nodes (hack/realnode.py) join it, a
+session it is reused, otherwise it is started here. Two real nodes (hack/realnodes.py) join it, a
 Prometheus discovers their pods through the API server, and an operator with its steering webhook on
 watches the rn-* namespaces.
 """
@@ -30,9 +30,10 @@ from integration.conftest import (  # the same cluster helpers (and env defaults
     wait_for,  # noqa: F401 - re-exported to the tests
 )
 
-realnode = clusterkit.load_hack("realnode")
+realnode = clusterkit.load_hack("realnodes")
 RealProm = clusterkit.load_hack("realprom").RealProm
 demo = clusterkit.load_hack("demo")
+images = clusterkit.load_hack("images")
 
 REAL_NODES = 2
 pytestmark = pytest.mark.realnode
@@ -86,12 +87,13 @@ def real() -> Iterator[RealCluster]:
     c.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
     create_fleet(api, FleetShape(sites=2, nodes_per_site=2, gpu_every=0))  # the kwok fleet beside them
     rd = devcluster.run_dir()
+    realnode.stop(rd)  # reap what a killed earlier run left, so the sysctls read next are the host's own
     sysctls = {s: realnode._sysctl_get(s) for s in realnode.SYSCTLS}
-    nodes = realnode.start(REAL_NODES, rd=rd)
-    ready_s = json.loads(realnode.state_path(rd).read_text())["ready_s"]
     prom = RealProm(rd, kubeconfig, free_port())
-    prom.start()
     try:
+        nodes = realnode.start(REAL_NODES, rd=rd)
+        ready_s = json.loads(realnode.state_path(rd).read_text())["ready_s"]
+        prom.start()
         yield RealCluster(cluster=c, nodes=nodes, ready_s=ready_s, prom=prom, run_dir=rd, sysctls_before=sysctls)
     finally:
         prom.stop()

@@ -125,3 +125,24 @@ def test_dependency_between_real_pods_is_discovered_and_colocated(real: RealClus
     n0 = scrape(http_get(url), "demo_requests_total")
     wait_for(lambda: scrape(http_get(url), "demo_requests_total") > n0 + 20, 30, "client requests after the move")
     print(f"dependency_to_colocated_s={colocated_s:.1f}")
+
+
+def test_edgeweave_image_built_here_runs_on_a_real_node(real: RealCluster, rn_namespace: str) -> None:
+    """The edgeweave image (Debian rootfs from mmdebstrap + the wheel + the eBPF object, the Dockerfile's
+    recipe) runs its entry point in a container as the Dockerfile's non-root user."""
+    from .conftest import images, realnode
+
+    img = images.build_edgeweave()
+    realnode.import_image(real.nodes[:1], img.archive)  # 300 MB: only where it runs
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edgeweave-image"},
+           "spec": {"nodeName": real.nodes[0].name, "restartPolicy": "Never", "containers": [{
+               "name": "edgeweave", "image": img.ref, "imagePullPolicy": "Never",
+               "command": ["python3.11", "-c",
+                           "import os, edgeweave.cli, edgeweave.agent.loader; "
+                           "print('uid', os.getuid(), sorted(os.listdir(os.environ['EDGEWEAVE_BPF_OUT'])))"]}]}}
+    real.cluster.core.create_namespaced_pod(rn_namespace, pod)
+    phase = wait_for(lambda: (p := real.cluster.core.read_namespaced_pod("edgeweave-image", rn_namespace)
+                              .status.phase) in ("Succeeded", "Failed") and p, 120, "the image's pod to finish")
+    logs = real.cluster.kubectl("logs", "-n", rn_namespace, "edgeweave-image").stdout
+    assert phase == "Succeeded", logs
+    assert "uid 65532" in logs and "flows.bpf.o" in logs, logs

@@ -40,7 +40,7 @@ def test_killed_run_is_reaped_by_the_next_start_and_stop_leaves_nothing(real: Re
 
     # A second start, killed with SIGKILL once its nodes' daemons run (mid-start, before Ready).
     started_before = json.loads(realnode.state_path(rd).read_text())["started"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "hack" / "realnode.py"), "start", "--nodes",
+    proc = subprocess.Popen([sys.executable, str(REPO / "hack" / "realnodes.py"), "start", "--nodes",
                              str(len(real.nodes))], env={**os.environ, "EDGEWEAVE_RUN_DIR": str(rd)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 

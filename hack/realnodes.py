@@ -391,6 +391,12 @@ def _host_network(nodes: list[Node]) -> None:
                 _sh("ip", "route", "replace", m.pod_cidr, "via", m.ip, "dev", "eth0", netns=n.netns)
 
 
+def import_image(nodes: list[Node], archive: Path) -> None:
+    """Import an OCI archive into every node's containerd (the kubelet's k8s.io namespace)."""
+    for n in nodes:
+        _sh("ctr", "--address", str(n.sock), "-n", "k8s.io", "images", "import", "--all-platforms", str(archive))
+
+
 def start(count: int = 2, *, rd: Path | None = None, timeout: float = 120.0) -> list[Node]:
     rd = rd or devcluster.run_dir()
     stop(rd)  # reap whatever a killed run left, from its record
@@ -435,9 +441,8 @@ def start(count: int = 2, *, rd: Path | None = None, timeout: float = 120.0) -> 
         _spawn("containerd", ["containerd", "--config", str(n.path / "containerd" / "config.toml")], n, rd)
     for n in nodes:
         devcluster._wait(f"{n.name} containerd socket", n.sock.exists, 30, n.path, "containerd")
-        for img in imgs:
-            _sh("ctr", "--address", str(n.sock), "-n", "k8s.io", "images", "import", "--all-platforms",
-                str(img.archive))
+    for img in imgs:
+        import_image(nodes, img.archive)
     kubectl = str(bins / "kubectl")
     env = {**os.environ, "KUBECONFIG": str(devcluster.kubeconfig_path())}
     # A Node object left from an earlier run would read Ready at once (stale status): register anew.
