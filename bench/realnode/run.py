@@ -99,8 +99,24 @@ def start_operator(kubeconfig: Path, prom_url: str, out_dir: Path) -> subprocess
     return proc
 
 
-def one_move(core, custom, kubeconfig: Path, bins: Path, prom, run: int, window_s: float) -> tuple[float | None, bool]:
-    """(seconds to co-located under Enforce or None, whether the DryRun baseline pair ever co-located)."""
+def client_gap_s(core, ns: str) -> float | None:
+    """The client's longest time between two acknowledged requests (its own gauge, read from its pod)."""
+    pods = [p for p in core.list_namespaced_pod(ns, label_selector="app=demo-client").items
+            if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp]
+    if len(pods) != 1:
+        return None
+    url = f"http://{pods[0].status.pod_ip}:{demo.METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - a pod in our own namespaces
+        for line in r.read().decode().splitlines():
+            if line.startswith("demo_max_gap_seconds "):
+                return float(line.split()[1])
+    return None
+
+
+def one_move(core, custom, kubeconfig: Path, bins: Path, prom, run: int,
+             window_s: float) -> tuple[float | None, bool, float | None]:
+    """(seconds to co-located under Enforce or None, whether the DryRun baseline pair ever co-located,
+    the client's serving gap in ms when the server was the pod that moved, else None)."""
     names = {mode: f"rnb-{mode.lower()}-{run}-{os.getpid() % 10000}" for mode in ("Enforce", "DryRun")}
     for ns in names.values():
         core.create_namespace({"metadata": {"name": ns}})
@@ -108,11 +124,13 @@ def one_move(core, custom, kubeconfig: Path, bins: Path, prom, run: int, window_
         kubectl(kubeconfig, bins, "apply", "-n", ns, "-f", "-",
                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": demo.pair("demo")}))
     try:
+        splits = {}
         for ns in names.values():
             split = wait_for(lambda ns=ns: (p := placement(core, ns)) and p, 120, f"{ns} pair Running", exc=RuntimeError)
             if split["demo-server"] == split["demo-client"]:
                 log(f"{ns}: the scheduler placed the pair together; run skipped")
-                return None, False
+                return None, False, None
+            splits[ns] = split
         for ns in names.values():
             q = f'sum(rate(edgeweave_flow_bytes_total{{namespace="{ns}"}}[15s]))'
             wait_for(lambda q=q: (r := prom.query(q)) and float(r[0]["value"][1]) > 1e5, 90,
@@ -132,7 +150,12 @@ def one_move(core, custom, kubeconfig: Path, bins: Path, prom, run: int, window_
             if colocated is not None and time.monotonic() - t0 > colocated + 3:
                 break
             time.sleep(0.2)
-        return colocated, baseline_together
+        gap_ms = None
+        after = placement(core, names["Enforce"])
+        if colocated is not None and after and after["demo-server"] != splits[names["Enforce"]]["demo-server"]:
+            gap = client_gap_s(core, names["Enforce"])
+            gap_ms = None if gap is None else round(gap * 1000, 1)
+        return colocated, baseline_together, gap_ms
     finally:
         for ns in names.values():
             core.delete_namespace(ns)
@@ -142,7 +165,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--ready-runs", type=int, default=10)
-    ap.add_argument("--move-runs", type=int, default=3)
+    ap.add_argument("--move-runs", type=int, default=10)
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "realnode" / "result.json")
     args = ap.parse_args()
@@ -175,9 +198,14 @@ def main() -> int:
         moves: list[float] = []
         baseline_colocated = 0
         missed = 0
+        gaps: list[float] = []
         for i in range(args.move_runs):
-            secs, base = one_move(core, custom, kubeconfig, bins, prom, i, args.window)
-            log(f"move run {i + 1}/{args.move_runs}: colocated after {secs}s; baseline together={base}")
+            secs, base, gap = one_move(core, custom, kubeconfig, bins, prom, i, args.window)
+            log(f"move run {i + 1}/{args.move_runs}: colocated after {secs}s; baseline together={base}; "
+                f"client serving gap {gap} ms (server moved)" if gap is not None else
+                f"move run {i + 1}/{args.move_runs}: colocated after {secs}s; baseline together={base}; client moved")
+            if gap is not None:
+                gaps.append(gap)
             if secs is None:
                 missed += 1
             else:
@@ -188,6 +216,9 @@ def main() -> int:
         if moves:
             result["dependency_to_colocated_s"] = interval(moves)["median"]
             result["dependency_to_colocated"] = interval(moves)
+        if gaps:  # only runs where the server moved: a moved client restarts its own clock
+            result["serving_gap_ms_1_replica"] = interval(gaps)["median"]
+            result["serving_gap_1_replica"] = interval(gaps)
         result.update({"colocated_within_window": f"{len(moves)}/{args.move_runs}", "resync_s": 5,
                        "baseline_dryrun_colocated": f"{baseline_colocated}/{args.move_runs}",
                        "window_s": args.window})

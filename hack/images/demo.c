@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 static volatile uint64_t bytes_acked, requests_ok, requests_failed, bytes_received, connections;
+/* Longest time between two acknowledged requests, in microseconds: the serving gap a move causes. */
+static volatile uint64_t max_gap_us;
 static const char *role;
 
 static const char *env(const char *k, const char *dflt) {
@@ -75,10 +77,12 @@ static void *metrics(void *arg) {
                          "edgeweave_flow_bytes_total{source_workload=\"%s\",destination_workload=\"%s\","
                          "namespace=\"%s\"} %llu\n"
                          "# TYPE demo_requests_total counter\ndemo_requests_total %llu\n"
-                         "# TYPE demo_failed_requests_total counter\ndemo_failed_requests_total %llu\n",
+                         "# TYPE demo_failed_requests_total counter\ndemo_failed_requests_total %llu\n"
+                         "# TYPE demo_max_gap_seconds gauge\ndemo_max_gap_seconds %.6f\n",
                          env("SOURCE_WORKLOAD", "demo-client"), env("DESTINATION_WORKLOAD", "demo-server"),
                          env("POD_NAMESPACE", "default"), (unsigned long long)bytes_acked,
-                         (unsigned long long)requests_ok, (unsigned long long)requests_failed);
+                         (unsigned long long)requests_ok, (unsigned long long)requests_failed,
+                         (double)max_gap_us / 1e6);
         else
             n = snprintf(body, sizeof body,
                          "# TYPE demo_server_received_bytes_total counter\ndemo_server_received_bytes_total %llu\n"
@@ -141,11 +145,18 @@ static int dial(void) {
     return fd;
 }
 
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static int client(void) {
     uint32_t size = (uint32_t)atoi(env("REQUEST_BYTES", "65536"));
     long interval_ms = atol(env("INTERVAL_MS", "10"));
     char *buf = calloc(1, size);
     int fd = -1;
+    uint64_t last_ok = 0;
     if (size > (1 << 16)) size = 1 << 16;
     for (;;) {
         if (fd < 0 && (fd = dial()) < 0) {
@@ -161,6 +172,9 @@ static int client(void) {
             fd = -1;
             continue;
         }
+        uint64_t now = now_us();
+        if (last_ok && now - last_ok > max_gap_us) max_gap_us = now - last_ok;
+        last_ok = now;
         __atomic_add_fetch(&requests_ok, 1, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&bytes_acked, size, __ATOMIC_SEQ_CST);
         if (interval_ms > 0) usleep((useconds_t)(interval_ms * 1000));
