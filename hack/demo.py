@@ -26,6 +26,7 @@ def _pod_spec(role: str, avoid: str | None, env: dict[str, str], cpu: str) -> di
     spec: dict = {
         "nodeSelector": {REAL_LABEL: "true"},
         "terminationGracePeriodSeconds": 2,
+        "dnsPolicy": "Default",  # no cluster DNS here: the client finds the server through Service env vars
         "enableServiceLinks": True,
         "containers": [{
             "name": role, "image": IMAGE, "imagePullPolicy": "Never", "args": [role],
