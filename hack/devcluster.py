@@ -60,15 +60,16 @@ def make_pki(pki: Path) -> None:
     bridge = os.environ.get("EDGEWEAVE_REALNODE_NET", "10.250.0") + ".1"
     if (pki / "admin.crt").exists():
         ext = pki / "server.ext"
-        if ext.exists() and f"IP:{bridge}," in ext.read_text(errors="replace"):
+        if ext.exists() and f"IP:{bridge},IP:10.96.0.1," in ext.read_text(errors="replace"):
             return
         shutil.rmtree(pki)  # made before the bridge address was in its SAN
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "3650", "-subj", "/CN=edgeweave-dev-ca", cwd=pki)
     (pki / "server.ext").write_text(
-        f"subjectAltName=IP:127.0.0.1,IP:{bridge},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
+        # 10.96.0.1: the `kubernetes` Service, which pods on the real nodes use (in-cluster config).
+        f"subjectAltName=IP:127.0.0.1,IP:{bridge},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=kube-apiserver", cwd=pki)
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",

@@ -199,6 +199,8 @@ def _app_layer(tmp: Path) -> bytes:
     for p in sorted((tmp / "root").rglob("*")):
         if p.is_file() and not p.is_symlink() and "/bin/" not in str(p.relative_to(tmp / "root")):
             files[str(p.relative_to(tmp / "root"))] = (p.read_bytes(), 0o755 if os.access(p, os.X_OK) else 0o644)
+    # The Dockerfile's base (python:3.11-slim) has `python`; GpuJob pods run `python -m ...`.
+    files["usr/local/bin/python"] = (b'#!/bin/sh\nexec /usr/bin/python3.11 "$@"\n', 0o755)
     files["usr/local/bin/edgeweave"] = (b"#!/usr/bin/python3.11\nimport sys\nfrom edgeweave.cli import main\n"
                                         b"sys.exit(main())\n", 0o755)
     return _layer(files)

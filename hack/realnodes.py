@@ -44,6 +44,11 @@ CNI_BIN = "/usr/lib/cni"
 # kubelet rewrites these host-wide at start (container_manager_linux setupKernelTunables).
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 REAL_LABEL = "edgeweave.io/real-node"
+# GpuJob slots on the real nodes: an extended resource in the node status (no device plugin: its socket
+# path is host-global, one per machine). GpuJobs that ask for it (spec.vgpu.resource) run their slices on
+# the CPU runtime in real containers; kwok's GPU nodes advertise nvidia.com/gpu and never get them.
+VGPU_RESOURCE = os.environ.get("EDGEWEAVE_REALNODE_VGPU", "edgeweave.io/vgpu")
+VGPU_PER_NODE = 2
 SITE_LABEL = "edgeweave.io/site"
 
 
@@ -397,6 +402,27 @@ def import_image(nodes: list[Node], archive: Path) -> None:
         _sh("ctr", "--address", str(n.sock), "-n", "k8s.io", "images", "import", "--all-platforms", str(archive))
 
 
+def _advertise(kubectl: str, env: dict[str, str], nodes: list[Node]) -> None:
+    key = VGPU_RESOURCE.replace("/", "~1")
+    patch = json.dumps([{"op": "add", "path": f"/status/capacity/{key}", "value": str(VGPU_PER_NODE)}])
+    for n in nodes:
+        subprocess.run([kubectl, "patch", "node", n.name, "--subresource=status", "--type=json", "-p", patch],
+                       env=env, capture_output=True, check=True)
+
+
+def _kubernetes_endpoints(kubectl: str, env: dict[str, str], port: int) -> None:
+    """Pods reach the API server as in any cluster: the `kubernetes` Service (kube-proxy) -> the bridge
+    forwarder. The API server's own endpoint reconciler is off (it advertises loopback), so this slice is ours."""
+    slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+              "metadata": {"name": "kubernetes-realnodes", "namespace": "default",
+                           "labels": {"kubernetes.io/service-name": "kubernetes",
+                                      "endpointslice.kubernetes.io/managed-by": "edgeweave-realnodes"}},
+              "addressType": "IPv4", "endpoints": [{"addresses": [bridge_ip()], "conditions": {"ready": True}}],
+              "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+    subprocess.run([kubectl, "apply", "-f", "-"], input=json.dumps(slice_), text=True, env=env,
+                   capture_output=True, check=True)
+
+
 def start(count: int = 2, *, rd: Path | None = None, timeout: float = 120.0) -> list[Node]:
     rd = rd or devcluster.run_dir()
     stop(rd)  # reap whatever a killed run left, from its record
@@ -485,6 +511,8 @@ def start(count: int = 2, *, rd: Path | None = None, timeout: float = 120.0) -> 
             raise TimeoutError(f"real nodes not Ready after {timeout}s; logs in {nodes[0].path / 'logs'}")
         time.sleep(0.2)
     ready_s = time.monotonic() - t0
+    _advertise(kubectl, env, nodes)
+    _kubernetes_endpoints(kubectl, env, ports.apiserver)
     state["ready_s"] = ready_s
     _write_state(rd, state)
     log(f"{count} real nodes Ready in {ready_s:.1f}s: " + ", ".join(f"{n.name}={n.ip}" for n in nodes))

@@ -146,3 +146,49 @@ def test_edgeweave_image_built_here_runs_on_a_real_node(real: RealCluster, rn_na
     logs = real.cluster.kubectl("logs", "-n", rn_namespace, "edgeweave-image").stdout
     assert phase == "Succeeded", logs
     assert "uid 65532" in logs and "flows.bpf.o" in logs, logs
+
+
+def test_gpujob_slices_run_in_containers_on_real_nodes(real: RealCluster, real_operator, rn_namespace: str) -> None:
+    """A GpuJob's slice pods run the real slice runtime (CPU backend: no GPU here) in the edgeweave image on
+    the real nodes, report their finished slices on their own pods through the API server (in-cluster
+    config, the kubernetes Service via kube-proxy), and the job reaches Succeeded with every slice done
+    exactly once."""
+    from .conftest import images, realnode
+
+    ns = rn_namespace
+    img = images.build_edgeweave()
+    realnode.import_image(real.nodes, img.archive)
+    # slice_report patches its own pod: the default service account may patch pods in this namespace only.
+    rbac = client_rbac(real)
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "slice-report"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]})
+    rbac.create_namespaced_role_binding(ns, {"metadata": {"name": "slice-report"},
+                                             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                         "name": "slice-report"},
+                                             "subjects": [{"kind": "ServiceAccount", "name": "default",
+                                                           "namespace": ns}]})
+    spec = {"kernel": {"builtin": "saxpy", "problemSize": 16384}, "grid": [64], "block": [256],
+            "vgpu": {"resource": realnode.VGPU_RESOURCE, "count": 2}, "profile": {"timePerBlockUs": 1000},
+            "image": img.ref}
+    real.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "gpujobs", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "metadata": {"name": "sax"}, "spec": spec})
+    st = wait_for(lambda: (s := (real.cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, ns, "gpujobs", "sax").get("status") or {})).get("phase") in ("Succeeded", "Failed") and s,
+        180, "the GpuJob to finish")
+    pods = {p.metadata.name: p for p in real.cluster.core.list_namespaced_pod(
+        ns, label_selector="edgeweave.io/gpujob=sax").items}
+    logs = {n: real.cluster.kubectl("logs", "-n", ns, n, check=False).stdout for n in pods}
+    assert st["phase"] == "Succeeded", (st, logs)
+    assert {p.spec.node_name for p in pods.values()} <= set(real.node_names)
+    # The job is Succeeded from the pods' reports; each container then exits 0 and its pod follows.
+    wait_for(lambda: all(p.status.phase == "Succeeded" for p in real.cluster.core.list_namespaced_pod(
+        ns, label_selector="edgeweave.io/gpujob=sax").items), 60, f"slice pods Succeeded; logs={logs}")
+    assert all('"event": "finished", "backend": "cpu"' in out for out in logs.values()), logs
+    done = sorted(i for p in st["pods"] for i in p["done"])
+    assert done == list(range(st["slicesTotal"])), st  # every slice done, none twice
+    assert st["slicesDone"] == st["slicesTotal"] > 1
+
+
+def client_rbac(real: RealCluster):
+    from kubernetes import client
+    return client.RbacAuthorizationV1Api(real.cluster.api)
