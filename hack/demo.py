@@ -6,7 +6,8 @@ the bytes it had acknowledged as `edgeweave_flow_bytes_total{source_workload,des
 namespace}`, Prometheus scrapes the pods it finds through the API server, and the WorkloadGroup lets the
 operator discover the dependency and move one pod. Used by tests/realnode, bench/realnode and `make run`.
 
-  demo.py manifests [NAMESPACE]   -> a kubectl-applyable JSON List
+  demo.py manifests [NAMESPACE] [--gpujob]   -> a kubectl-applyable JSON List (--gpujob: also a GpuJob
+                                               on the CPU runtime, which needs the edgeweave image)
 Stdlib only.
 """
 
@@ -83,9 +84,28 @@ def pair(group: str = "demo", *, client_replicas: int = 1, server_replicas: int 
     ]
 
 
-def manifests(namespace: str = "edgeweave-demo") -> dict:
+VGPU_RESOURCE = "edgeweave.io/vgpu"  # what hack/realnodes.py advertises on each real node
+EDGEWEAVE_IMAGE = "edgeweave.local/edgeweave:dev"
+
+
+def gpujob(name: str = "demo-slices") -> list[dict]:
+    """A GpuJob whose slice pods run the CPU runtime in the edgeweave image on the real nodes, and the
+    Role that lets its pods report finished slices on themselves (slice_report patches its own pod)."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "slice-report"},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "slice-report"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "slice-report"},
+         "subjects": [{"kind": "ServiceAccount", "name": "default"}]},
+        {"apiVersion": "edgeweave.io/v1alpha1", "kind": "GpuJob", "metadata": {"name": name},
+         "spec": {"kernel": {"builtin": "saxpy", "problemSize": 1 << 20}, "grid": [4096], "block": [256],
+                  "vgpu": {"resource": VGPU_RESOURCE, "count": 2}, "image": EDGEWEAVE_IMAGE}},
+    ]
+
+
+def manifests(namespace: str = "edgeweave-demo", *, with_gpujob: bool = False) -> dict:
     items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
-    for obj in [*pair(), workload_group("demo")]:
+    for obj in [*pair(), workload_group("demo"), *(gpujob() if with_gpujob else [])]:
         items.append({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
@@ -93,4 +113,5 @@ def manifests(namespace: str = "edgeweave-demo") -> dict:
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] != "manifests":
         raise SystemExit(__doc__)
-    print(json.dumps(manifests(*sys.argv[2:3]), indent=2))
+    args = [a for a in sys.argv[2:] if a != "--gpujob"]
+    print(json.dumps(manifests(*args[:1], with_gpujob="--gpujob" in sys.argv), indent=2))

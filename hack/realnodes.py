@@ -578,11 +578,15 @@ def leftovers(rd: Path | None = None, count: int = 3) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="realnode")
-    parser.add_argument("action", choices=["start", "stop", "leftovers"])
+    parser.add_argument("action", choices=["start", "stop", "leftovers", "import"])
     parser.add_argument("--nodes", type=int, default=int(os.environ.get("REAL_NODES", "2")))
+    parser.add_argument("archive", nargs="?", help="import: an OCI archive to import into every real node")
     args = parser.parse_args(argv)
     if args.action == "start":
         start(args.nodes)
+    elif args.action == "import":
+        state = json.loads(state_path(devcluster.run_dir()).read_text())
+        import_image([Node(**n) for n in state["nodes"]], Path(args.archive))
     elif args.action == "stop":
         stop()
     else:

@@ -62,8 +62,17 @@ args=(operator --probe-port "${PROBE_PORT:-8080}" --probe-host 127.0.0.1)
 [[ -n "${PROMETHEUS_URL:-}" ]] && args+=(--prometheus-url "$PROMETHEUS_URL")
 [[ -n "${WEBHOOK_PORT:-}" ]] && args+=(--webhook-port "$WEBHOOK_PORT")
 if [[ $started_cluster == 1 && "${REAL_NODES:-2}" -gt 0 ]]; then
-  # The demo on the real nodes: a TCP client/server pair, split at first, that the operator co-locates.
-  python hack/demo.py manifests edgeweave-demo | kubectl apply -f - >/dev/null
+  # The demo on the real nodes: a TCP client/server pair, split at first, that the operator co-locates,
+  # and a GpuJob whose slices run the CPU runtime in the edgeweave image (built here, cached by content:
+  # minutes the first time, instant after).
+  gpujob=()
+  if [[ "${DEMO_GPUJOB:-1}" == 1 ]]; then
+    echo "[run] building/reusing the edgeweave image (hack/images.py)..." >&2
+    img="$(python hack/images.py build edgeweave | awk '{print $2}')"
+    python hack/realnodes.py import "$img"
+    gpujob=(--gpujob)
+  fi
+  python hack/demo.py manifests edgeweave-demo "${gpujob[@]}" | kubectl apply -f - >/dev/null
 fi
 edgeweave "${args[@]}" &
 pids+=($!)
