@@ -188,6 +188,23 @@ def test_gpujob_slices_run_in_containers_on_real_nodes(real: RealCluster, real_o
     assert done == list(range(st["slicesTotal"])), st  # every slice done, none twice
     assert st["slicesDone"] == st["slicesTotal"] > 1
 
+    # The job's pods keep no output (podspec runs them without --out/--verify), so each pod's own slice
+    # assignment is run again, in the same image on the same node with the same env, with --verify: its
+    # output elements must equal the unsliced reference.
+    for name, p in pods.items():
+        env = [e.to_dict() for e in p.spec.containers[0].env if e.value is not None]
+        check = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"verify-{name}"},
+                 "spec": {"nodeName": p.spec.node_name, "restartPolicy": "Never", "containers": [{
+                     "name": "verify", "image": img.ref, "imagePullPolicy": "Never",
+                     "command": ["python", "-m", "edgeweave.gpu.slice_run", "--backend", "cpu", "--verify"],
+                     "env": [{"name": e["name"], "value": e["value"]} for e in env]}]}}
+        real.cluster.core.create_namespaced_pod(ns, check)
+    for name in pods:
+        phase = wait_for(lambda name=name: (ph := real.cluster.core.read_namespaced_pod(
+            f"verify-{name}", ns).status.phase) in ("Succeeded", "Failed") and ph, 120, f"verify-{name} to finish")
+        out = real.cluster.kubectl("logs", "-n", ns, f"verify-{name}").stdout
+        assert phase == "Succeeded" and '"verified": true' in out, out
+
 
 def client_rbac(real: RealCluster):
     from kubernetes import client
