@@ -39,7 +39,7 @@ crds:
 	$(PY) -m edgeweave.cli crds --out crds --chart charts/edgeweave/crds
 
 stop:
-	@bash hack/cluster.sh stop
+	@python3 hack/devcluster.py stop
 
 clean: stop
 	rm -rf .run build

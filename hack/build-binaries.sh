@@ -23,7 +23,8 @@ staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-g
 
 build_k8s() {
   local need=()
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  # kubelet and kube-proxy run the real nodes (hack/realnodes.py).
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [[ -x "$BIN_DIR/$b" ]] || need+=("$b")
   done
   [[ ${#need[@]} -eq 0 ]] && return 0
@@ -47,6 +48,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 GO

@@ -56,14 +56,20 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_pki(pki: Path) -> None:
     """CA, serving cert for 127.0.0.1, an admin client cert (system:masters), service-account keys."""
+    # The real nodes (hack/realnodes.py) reach the API server through the host bridge address.
+    bridge = os.environ.get("EDGEWEAVE_REALNODE_NET", "10.250.0") + ".1"
     if (pki / "admin.crt").exists():
-        return
+        ext = pki / "server.ext"
+        if ext.exists() and f"IP:{bridge},IP:10.96.0.1," in ext.read_text(errors="replace"):
+            return
+        shutil.rmtree(pki)  # made before the bridge address was in its SAN
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "3650", "-subj", "/CN=edgeweave-dev-ca", cwd=pki)
     (pki / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
+        # 10.96.0.1: the `kubernetes` Service, which pods on the real nodes use (in-cluster config).
+        f"subjectAltName=IP:127.0.0.1,IP:{bridge},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=kube-apiserver", cwd=pki)
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
@@ -137,9 +143,15 @@ def kubeconfig_path() -> Path:
     return run_dir() / "kubeconfig"
 
 
+def running() -> bool:
+    """Whether a control plane from this run dir is up (a test suite may reuse the one another started)."""
+    rd = run_dir()
+    return (rd / "pids").exists() and any(_alive(int(p.read_text())) for p in (rd / "pids").glob("*.pid"))
+
+
 def start(*, wait_nodes_controller: bool = True) -> Path:
     rd = run_dir()
-    if (rd / "pids").exists() and any(_alive(int(p.read_text())) for p in (rd / "pids").glob("*.pid")):
+    if running():
         log(f"already running (state in {rd}); `stop` first")
         return kubeconfig_path()
     bins = bin_dir()
@@ -180,7 +192,11 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         "--service-cluster-ip-range=10.96.0.0/24", "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--authorization-mode=RBAC", "--allow-privileged=true",
+        "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+        # logs/exec/port-forward on the real nodes: reach kubelets by their bridge IP, both sides verified.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+        f"--kubelet-certificate-authority={pki / 'ca.crt'}",
         "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
         "--profiling=false", "--event-ttl=2h",
         "--max-requests-inflight=1200", "--max-mutating-requests-inflight=600",
@@ -223,6 +239,11 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
 
 def stop() -> None:
     rd = run_dir()
+    if (rd / "realnodes" / "state.json").exists():  # real nodes first: their kubelets talk to the API server
+        sys.path.insert(0, str(HERE))
+        import realnodes as realnode  # noqa: PLC0415 - only when a run made real nodes
+
+        realnode.stop(rd)
     pids_dir = rd / "pids"
     if not pids_dir.exists():
         return

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the local cluster need. Idempotent and quick when warm.
 set -euo pipefail
-pkgs=(etcd-server prometheus clang llvm libbpf-dev bpftool iproute2 iperf3 openssl ethtool)
+pkgs=(etcd-server prometheus clang llvm libbpf-dev bpftool iproute2 iperf3 openssl ethtool
+  containerd runc containernetworking-plugins  # the real nodes (hack/realnodes.py)
+  mmdebstrap gcc libc6-dev)  # images built here (hack/images.py)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

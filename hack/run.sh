@@ -22,8 +22,15 @@ trap cleanup INT TERM EXIT
 
 case "$CLUSTER" in
   local)
+    python hack/devcluster.py stop  # reap what a killed run left (its run dir records every PID)
     export KUBECONFIG="$(python hack/devcluster.py start)"
-    started_cluster=1 ;;
+    started_cluster=1
+    if [[ "${REAL_NODES:-2}" -gt 0 ]]; then
+      # Real kubelets + containerd in their own network namespaces (root), Prometheus finding their pods.
+      python hack/realnodes.py start --nodes "${REAL_NODES:-2}"
+      PROMETHEUS_URL="${PROMETHEUS_URL:-$(python hack/realprom.py start "${PROM_PORT:-9090}")}"
+      WEBHOOK_PORT="${WEBHOOK_PORT:-9443}"
+    fi ;;
   existing)
     if [[ -n "${KUBE_CONTEXT:-}" ]]; then kubectl config use-context "$KUBE_CONTEXT" >/dev/null; fi
     kubectl cluster-info >/dev/null
@@ -53,6 +60,20 @@ edgeweave fleet --sites "${SITES:-3}" --nodes-per-site "${NODES_PER_SITE:-2}" --
 args=(operator --probe-port "${PROBE_PORT:-8080}" --probe-host 127.0.0.1)
 [[ "${DRY_RUN:-0}" == 1 ]] && args+=(--dry-run)
 [[ -n "${PROMETHEUS_URL:-}" ]] && args+=(--prometheus-url "$PROMETHEUS_URL")
+[[ -n "${WEBHOOK_PORT:-}" ]] && args+=(--webhook-port "$WEBHOOK_PORT")
+if [[ $started_cluster == 1 && "${REAL_NODES:-2}" -gt 0 ]]; then
+  # The demo on the real nodes: a TCP client/server pair, split at first, that the operator co-locates,
+  # and a GpuJob whose slices run the CPU runtime in the edgeweave image (built here, cached by content:
+  # minutes the first time, instant after).
+  gpujob=()
+  if [[ "${DEMO_GPUJOB:-1}" == 1 ]]; then
+    echo "[run] building/reusing the edgeweave image (hack/images.py)..." >&2
+    img="$(python hack/images.py build edgeweave | awk '{print $2}')"
+    python hack/realnodes.py import "$img"
+    gpujob=(--gpujob)
+  fi
+  python hack/demo.py manifests edgeweave-demo "${gpujob[@]}" | kubectl apply -f - >/dev/null
+fi
 edgeweave "${args[@]}" &
 pids+=($!)
 cat >&2 <<MSG
