@@ -99,9 +99,10 @@ class SpreadPolicy(Model):
         description="Never put more than this many replicas of a multi-replica workload on one device "
         "(0: no limit). A placement already past it is never made worse.")
     respect_preferred: bool = Field(
-        default=True,
+        default=False,
         description="Treat preferred pod anti-affinity and ScheduleAnyway topology spread (hostname) as "
-        "rules too.")
+        "rules too. Off: they are scheduling hints that aggregation may override (replicas still stay "
+        "apart by maxReplicasPerDevice).")
 
 
 class AggregationPolicy(Model):

@@ -785,6 +785,9 @@ class _Planner:
             return f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
         if not any(all(self.req_ok(p, n) for p in pods) for n in room):
             return f"no device with room for {label} meets their context requirements"
+        spread = [why for n in room if (why := self.spread_conflict(n, [p for p in pods if self.node_of[p] != n]))]
+        if spread and len(spread) == len(room):
+            return f"{label} stay apart: {spread[0]} ({human_rate(x)} of cross-device traffic left in this group)"
         if self.budget_hit:
             return (f"deferred: the move limit for this interval is reached "
                     f"({human_rate(x)} of cross-device traffic left in this group)")
