@@ -58,7 +58,9 @@ def optimality(fleets: int = 20, policy: AggregationPolicy | None = None) -> dic
                "max_moves": f.max_moves, "before": before, "optimum_after": ref.traffic_after,
                "optimum_moves": ref.moves, "optimum_proven": ref.optimal, "reference_seconds": round(ref_s, 2)}
         achievable = before - ref.traffic_after
-        for name, kw in (("ours", {}), ("greedy_only", {"solver_work": 0})):
+        # ours: the product as configured (its wall-time limit binds on a busy machine); unhurried:
+        # the same plan with only the deterministic work limit binding (the method, load aside)
+        for name, kw in (("ours", {}), ("ours_unhurried", {"solver_seconds": 30.0}), ("greedy_only", {"solver_work": 0})):
             t = time.perf_counter()
             p = plan_aggregation(f.devices, f.workloads, f.edges, policy, max_moves=f.max_moves, **kw)
             secs = time.perf_counter() - t
@@ -74,13 +76,19 @@ def optimality(fleets: int = 20, policy: AggregationPolicy | None = None) -> dic
         log(f"[optimality] fleet {seed}: {row['devices']} devices, {row['workloads']} workloads, cap {f.max_moves}: "
             f"ours {row['ours']['reduction_vs_optimum']:.3f} of the optimum's reduction "
             f"({row['ours']['moves']} moves, {row['ours']['plan_seconds']:.2f}s), "
+            f"unhurried {row['ours_unhurried']['reduction_vs_optimum']:.3f}, "
             f"greedy alone {row['greedy_only']['reduction_vs_optimum']:.3f}; reference {ref_s:.1f}s")
     ours = [r["ours"]["reduction_vs_optimum"] for r in rows]
+    unhurried = [r["ours_unhurried"]["reduction_vs_optimum"] for r in rows]
     greedy = [r["greedy_only"]["reduction_vs_optimum"] for r in rows]
     return {
         "fleets": len(rows),
         "reduction_vs_optimum_mean": round(statistics.fmean(ours), 4),
         "reduction_vs_optimum_min": round(min(ours), 4),
+        "unhurried_reduction_vs_optimum_mean": round(statistics.fmean(unhurried), 4),
+        "unhurried_reduction_vs_optimum_min": round(min(unhurried), 4),
+        "unhurried_spread_violations": sum(r["ours_unhurried"]["spread_violations"] for r in rows),
+        "unhurried_capacity_violations": sum(r["ours_unhurried"]["capacity_violations"] for r in rows),
         "greedy_only_reduction_vs_optimum_mean": round(statistics.fmean(greedy), 4),
         "greedy_only_reduction_vs_optimum_min": round(min(greedy), 4),
         "optimum_proven_all": all(r["optimum_proven"] for r in rows),

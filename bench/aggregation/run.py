@@ -243,6 +243,7 @@ def simulate(sizes: tuple[int, ...] = SIZES, seed: int = 1, small_fleets: int = 
     if opt:
         result.update({k: opt[k] for k in ("reduction_vs_optimum_mean", "reduction_vs_optimum_min",
                                             "greedy_only_reduction_vs_optimum_mean",
+                                            "unhurried_reduction_vs_optimum_mean", "unhurried_reduction_vs_optimum_min",
                                             "greedy_only_reduction_vs_optimum_min", "spread_violations",
                                             "capacity_violations")})
         result["optimality"] = opt
@@ -265,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--small-fleets", type=int, default=20, help="small fleets scored against the exact optimum")
     ap.add_argument("--cluster-result", help="JSON file whose object is merged into the final line")
+    ap.add_argument("--peers-result", help="JSON file of bench/aggregation/peers.py, merged into the final line")
     args = ap.parse_args(argv)
     result = simulate(tuple(int(s) for s in args.sizes.split(",")), args.seed, args.small_fleets)
-    if args.cluster_result:
-        with open(args.cluster_result) as f:
-            result.update(json.load(f))
+    for extra in (args.cluster_result, args.peers_result):
+        if extra:
+            with open(extra) as f:
+                result.update(json.load(f))
     print(json.dumps(result, separators=(",", ":")))
     return 0
 
