@@ -153,7 +153,11 @@ def run_arm(st: Any, arm: str, args: argparse.Namespace, out_dir: Path) -> dict[
     pods = [p for p in core.list_pod_for_all_namespaces(label_selector=PEER_LABEL).items
             if p.metadata.namespace in namespaces]
     for p in rng.sample(pods, len(pods) // 3):
-        core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace, grace_period_seconds=0)
+        try:
+            core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace, grace_period_seconds=0)
+        except client.ApiException as e:
+            if e.status != 404:  # already replaced (the descheduler got there first)
+                raise
     shape = FleetShape(sites=args.sites, nodes_per_site=args.nodes_per_site + 6, cpu="4", gpu_every=0,
                        fleet="bench")
     base = {"a": 0, "b": 2, "c": 4}[arm]

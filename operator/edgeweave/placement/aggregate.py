@@ -151,6 +151,10 @@ class _Planner:
         self.component_pairs = [[(a, b) for a in c for b in g.neighbours(a) if a < b] for c in self.components]
         self._cross: dict[int, float] = {}  # component -> cross-device traffic, dropped when its pods move
         self.as_far_as_spread: set[int] = set()  # components gathered as far as the spread policy lets them
+        # components with no multi-replica workload under a replica limit and no pod that may not move
+        limited = policy.spread.max_replicas_per_device > 0
+        self.simple = [not any((limited and len(g.members[k]) > 1) or any(self.fixed(p) for p in g.members[k])
+                               for k in c) for c in self.components]
         self.replica_limit = policy.spread.max_replicas_per_device
         self.respect_preferred = policy.spread.respect_preferred
         # pods whose specs carry anti-affinity or spread rules, and how many of them run on each node,
@@ -335,13 +339,22 @@ class _Planner:
         for p in pods:
             hosts[self.node_of[p]] = hosts.get(self.node_of[p], 0) + 1
         options = []
-        for n in (pinned or hosts):
-            to_move = self.movers(ci, n)
-            if to_move is not None:
-                options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
-        options.sort(key=lambda o: o[:3])
+        if self.simple[ci]:
+            # no replicas to hold back and nothing pinned (most groups): every pod not on n moves there
+            def cost(n: str) -> tuple:
+                return (len(pods) - hosts[n], sum(g.pods[p].cpu for p in pods if self.node_of[p] != n), n)
+            candidates = [(n, None) for n in sorted(pinned or hosts, key=cost)]
+        else:
+            for n in (pinned or hosts):
+                to_move = self.movers(ci, n)
+                if to_move is not None:
+                    options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
+            options.sort(key=lambda o: o[:3])
+            candidates = [(n, to_move) for _, _, n, to_move in options]
         spread_why = ""
-        for _, _, d, to_move in options:
+        for d, to_move in candidates:
+            if to_move is None:
+                to_move = [p for p in pods if self.node_of[p] != d]
             if self.fits(d, to_move) and all(self.req_ok(p, d) for p in to_move):
                 why = self.spread_conflict(d, to_move)
                 if why is None:
