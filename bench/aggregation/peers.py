@@ -187,8 +187,11 @@ def run_arm(st: Any, arm: str, args: argparse.Namespace, out_dir: Path) -> dict[
         text = (out_dir / "descheduler.log").read_text(errors="replace")
         moves = len(re.findall(r"Evicted pod", text))
     if arm == "c":
-        moves = sum((custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", ns).get("status")
-                     or {}).get("movesTotal", 0) for ns in namespaces)
+        statuses = {ns: custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", ns).get("status")
+                    or {} for ns in namespaces}
+        # kept for whoever reads a surprising figure: what each group planned and why
+        (out_dir / "peers-workloadgroups.json").write_text(json.dumps(statuses, indent=2, default=str))
+        moves = sum(st_.get("movesTotal", 0) for st_ in statuses.values())
     out = {"arm": arm, **score(final), "moves": moves,
            "seconds_to_steady_state": round(t_steady, 1) if t_steady is not None else None,
            "window_s": args.window, "pods": len(final)}
