@@ -1,13 +1,18 @@
-# aggregation / defragmentation planner: tests and the benchmark (real cluster, then simulation)
-.PHONY: bench-aggregation bench-aggregation-cluster test-aggregation
+# aggregation / defragmentation planner: tests and the benchmark (real cluster, real peers, then simulation)
+.PHONY: bench-aggregation bench-aggregation-cluster bench-aggregation-peers test-aggregation
 
 test-aggregation:
-	$(PY) -m pytest -q tests/unit/placement/test_graph_aggregation.py tests/unit/placement/test_aggregate_planner.py tests/unit/placement/test_aggregate_sim.py
+	$(PY) -m pytest -q tests/unit/placement/test_graph_aggregation.py tests/unit/placement/test_aggregate_planner.py tests/unit/placement/test_aggregate_sim.py tests/unit/placement/test_spread_and_solver.py
 
 ## bench-aggregation-cluster: on a real control plane + kwok + Prometheus, seconds from a dependency appearing to the pair together
 bench-aggregation-cluster:
 	$(PY) bench/aggregation/cluster.py --out bench/out/aggregation/cluster.json $(BENCH_AGGREGATION_CLUSTER_ARGS)
 
-## bench-aggregation: real-cluster part, then planner vs no action / LowNodeUtilization / random on 50, 500, 1000-device fleets; last line is JSON
-bench-aggregation: bench-aggregation-cluster
-	$(PY) bench/aggregation/run.py --cluster-result bench/out/aggregation/cluster.json $(BENCH_AGGREGATION_ARGS)
+## bench-aggregation-peers: same apps, fleet and churn under stock kube-scheduler (podAffinity), + descheduler v0.36.0, and edgeweave
+bench-aggregation-peers:
+	bash hack/build-descheduler.sh >/dev/null
+	$(PY) bench/aggregation/peers.py --out bench/out/aggregation/peers.json $(BENCH_AGGREGATION_PEERS_ARGS)
+
+## bench-aggregation: real-cluster part, real peers, then planner vs optimum / baselines on generated fleets; last line is JSON
+bench-aggregation: bench-aggregation-cluster bench-aggregation-peers
+	$(PY) bench/aggregation/run.py --cluster-result bench/out/aggregation/cluster.json --peers-result bench/out/aggregation/peers.json $(BENCH_AGGREGATION_ARGS)

@@ -56,11 +56,27 @@ STEERING = SteeringTable()
 
 
 def affinity_patch(existing_affinity: dict | None, to_node: str) -> dict:
-    """The pod's affinity with a required node term for the target; other affinity kept as it was."""
+    """The pod's affinity with the target device required on top of what the user required.
+
+    The hostname term is ANDed into each of the user's required node terms (terms are ORed, so
+    replacing them would let the pod onto a device the user excluded), and pod (anti-)affinity and
+    everything else stay as they were: the scheduler still enforces them, so a steered replacement
+    never lands where the user's own rules forbid (it stays Pending and the move rolls back).
+    """
     affinity = dict(existing_affinity or {})
     node_affinity = dict(affinity.get("nodeAffinity") or {})
+    host = {"key": "kubernetes.io/hostname", "operator": "In", "values": [to_node]}
+    required = (node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = [t for t in required.get("nodeSelectorTerms") or [] if t]
+    kept = [{**t, "matchExpressions": [e for e in t.get("matchExpressions") or [] if not _ours(e)] + [host]}
+            for t in terms]
     node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [to_node]}]}]}
+        **required, "nodeSelectorTerms": kept or [{"matchExpressions": [host]}]}
     affinity["nodeAffinity"] = node_affinity
     return affinity
+
+
+def _ours(expr: dict) -> bool:
+    """A single-device hostname pin: what an earlier steer wrote (a bare pod's copy carries it)."""
+    return (expr.get("key") == "kubernetes.io/hostname" and expr.get("operator") == "In"
+            and len(expr.get("values") or []) == 1)

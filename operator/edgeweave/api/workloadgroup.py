@@ -90,6 +90,21 @@ class Requirement(Model):
         "device counts as recovered.")
 
 
+class SpreadPolicy(Model):
+    """How far aggregation may pile replicas of one workload together. Required anti-affinity and
+    DoNotSchedule topology spread in the pods' own specs are always kept, whatever this says."""
+
+    max_replicas_per_device: int = Field(
+        default=1, ge=0, le=1000,
+        description="Never put more than this many replicas of a multi-replica workload on one device "
+        "(0: no limit). A placement already past it is never made worse.")
+    respect_preferred: bool = Field(
+        default=False,
+        description="Treat preferred pod anti-affinity and ScheduleAnyway topology spread (hostname) as "
+        "rules too. Off: they are scheduling hints that aggregation may override (replicas still stay "
+        "apart by maxReplicasPerDevice).")
+
+
 class AggregationPolicy(Model):
     """Bring co-dependent workloads onto one device; optionally pack lightly used devices."""
 
@@ -100,6 +115,12 @@ class AggregationPolicy(Model):
     min_gain_bytes_per_second: float = Field(default=1024, ge=0,
                                              description="And by at least this much in absolute terms.")
     cooldown_seconds: int = Field(default=600, ge=0, description="A moved workload stays put this long.")
+    move_cost: float = Field(
+        default=1024, ge=0,
+        description="What one pod move costs, in bytes/s of cross-device traffic it must save to be worth "
+        "it: plans maximise traffic saved minus moveCost per move, so a move that saves less is never "
+        "made. Raise it to trade traffic for fewer restarts (docs/aggregation.md: how to pick it).")
+    spread: SpreadPolicy = Field(default_factory=SpreadPolicy)
     defragment: bool = Field(default=False, description="Pack workloads off devices below the threshold.")
     defragment_below_utilisation: float = Field(default=0.25, ge=0, le=1,
                                                 description="Devices below this CPU request share are packed.")

@@ -29,28 +29,48 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from ..api.workloadgroup import AggregationPolicy
 from .fit import EPS, CapacityLedger
 from .graph import DependencyGraph, WKey, human_rate
 from .model import DeviceState, Edge, Move, Plan, PlanKind, Skipped, WorkloadState
+from .solver import Problem, SolverPod, solve
+from .spread import conflicts
 
 RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
 
 MAX_PASSES = 20
+# Wall-time the CP-SAT pass may run until, counted from the call: a plan stays under a second even
+# for a thousand devices (the greedy takes the first half of that there, milliseconds on small fleets).
+PLAN_SECONDS = 0.85
+# Work budget of that pass on CP-SAT's deterministic clock (about seconds of one core): the budget
+# that binds on a machine with spare CPU, so the same snapshot gives the same plan.
+SOLVER_WORK = 1.0
+SOLVER_WORK_PER_NEIGHBOURHOOD = 0.5
+NOGOOD_ROUNDS = 4  # re-solves of one neighbourhood after an answer with no executable order
+SMALL_FLEET_DEVICES = 24  # up to this many devices (and SMALL_FLEET_PODS pods) one model covers the fleet
+SMALL_FLEET_PODS = 240
+NEIGHBOUR_DEVICES = 4  # roomiest devices added to a split group's own devices
+ROOM_PODS_PER_DEVICE = 6  # unrelated small pods per neighbourhood device that may move to make room
+MAX_NEIGHBOURHOOD_PODS = 120
 
 
 def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[WorkloadState], edges: Iterable[Edge],
                      policy: AggregationPolicy, *, requirements_ok: RequirementsOk | None = None,
                      bytes_per_request: float = 2048.0, max_moves: int | None = None,
-                     max_moves_per_group: int | None = None, max_skipped: int = 20) -> Plan:
+                     max_moves_per_group: int | None = None, max_skipped: int = 20,
+                     solver_seconds: float | None = None, solver_work: float = SOLVER_WORK) -> Plan:
     """Which workloads move where so co-dependent ones share a device. See the module doc.
 
     max_moves caps the plan (ActuationLimits.maxMovesPerInterval); max_moves_per_group caps each
     WorkloadGroup separately when one call plans several groups. Moves are listed in the order the
-    planner applied them: each fits once the ones before it are done.
+    planner applied them: each fits once the ones before it are done. solver_seconds bounds the
+    wall time of the CP-SAT neighbourhood search after the greedy (default: until PLAN_SECONDS after
+    the call; 0: greedy only); solver_work bounds its deterministic work.
     """
+    started = time.perf_counter()
     p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
                  max_moves_per_group)
     if not policy.enabled:
@@ -60,6 +80,10 @@ def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[Workloa
         changed = p.refine_pass() or changed
         if not changed or p.exhausted():
             break
+    deadline = started + PLAN_SECONDS if solver_seconds is None else time.perf_counter() + solver_seconds
+    if solver_work > 0 and (solver_seconds is None or solver_seconds > 0):
+        p.solve_pass(deadline, solver_work)
+    p.drop_tail_moves()
     return p.plan(PlanKind.Aggregation, p.aggregation_skipped(max_skipped), "")
 
 
@@ -126,6 +150,19 @@ class _Planner:
         self.component_pods = [[p for k in c for p in g.members[k]] for c in self.components]
         self.component_pairs = [[(a, b) for a in c for b in g.neighbours(a) if a < b] for c in self.components]
         self._cross: dict[int, float] = {}  # component -> cross-device traffic, dropped when its pods move
+        self.as_far_as_spread: set[int] = set()  # components gathered as far as the spread policy lets them
+        # components with no multi-replica workload under a replica limit and no pod that may not move
+        limited = policy.spread.max_replicas_per_device > 0
+        self.simple = [not any((limited and len(g.members[k]) > 1) or any(self.fixed(p) for p in g.members[k])
+                               for k in c) for c in self.components]
+        self.replica_limit = policy.spread.max_replicas_per_device
+        self.respect_preferred = policy.spread.respect_preferred
+        # pods whose specs carry anti-affinity or spread rules, and how many of them run on each node,
+        # so the label check is skipped where no rule can apply (most moves)
+        self.constrained = {p for p, w in g.pods.items() if not w.constraints.empty}
+        self.labelled: dict[str, int] = {}
+        for p in self.constrained:
+            self.labelled[self.node_of[p]] = self.labelled.get(self.node_of[p], 0) + 1
 
     # --- bookkeeping ---------------------------------------------------------------------------------
 
@@ -165,7 +202,35 @@ class _Planner:
         return self.ledger.fits(node, (self.graph.pods[p] for p in pods), where=lambda w: self.node_of[w.key])
 
     def placeable(self, node: str, pods: list[str]) -> bool:
-        return self.fits(node, pods) and all(self.req_ok(p, node) for p in pods)
+        return self.fits(node, pods) and all(self.req_ok(p, node) for p in pods) and self.spread_ok(node, pods)
+
+    def spread_ok(self, node: str, pods: Iterable[str]) -> bool:
+        """Whether moving `pods` onto node keeps every anti-affinity and spread rule (module spread)."""
+        return self.spread_conflict(node, pods) is None
+
+    def spread_conflict(self, node: str, pods: Iterable[str]) -> str | None:
+        g = self.graph
+        moving = [p for p in pods if self.node_of[p] != node]
+        if not moving:
+            return None
+        if self.replica_limit > 0:
+            add: dict[WKey, int] = {}
+            for p in moving:
+                k = g.wkey_of[p]
+                add[k] = add.get(k, 0) + 1
+            for k, n in add.items():
+                if len(g.members[k]) > 1 and self.counts[k].get(node, 0) + n > self.replica_limit:
+                    return (f"the group's spread policy allows {self.replica_limit} replica(s) of {k[1]} "
+                            f"per device")
+        if not self.labelled.get(node) and not any(p in self.constrained for p in moving):
+            return None
+        others = [g.pods[q] for q in sorted(self.on_node.get(node, ()))]
+        for p in moving:
+            why = conflicts(g.pods[p], others, respect_preferred=self.respect_preferred)
+            if why is not None:
+                return why
+            others.append(g.pods[p])
+        return None
 
     def _resort(self, node: str, delta: float) -> None:
         if not self.devices[node].schedulable:
@@ -190,6 +255,7 @@ class _Planner:
         ci = self.component_of.get(k)
         if ci is not None:
             self._cross.pop(ci, None)
+            self.as_far_as_spread.discard(ci)
         c = self.counts[k]
         c[frm] -= 1
         if not c[frm]:
@@ -197,6 +263,9 @@ class _Planner:
         c[to] = c.get(to, 0) + 1
         self.on_node[frm].discard(pod)
         self.on_node.setdefault(to, set()).add(pod)
+        if pod in self.constrained:
+            self.labelled[frm] -= 1
+            self.labelled[to] = self.labelled.get(to, 0) + 1
         self.node_of[pod] = to
         was, now = frm != self.origin[pod], to != self.origin[pod]
         if was != now:
@@ -237,39 +306,80 @@ class _Planner:
 
     # --- aggregation: whole groups -------------------------------------------------------------------
 
+    def movers(self, ci: int, d: str) -> list[str] | None:
+        """Pods of the component that gathering it on d moves there: all not on d, except that a
+        workload with replicas sends only as many as the spread policy lets d hold (the others stay
+        where they are, for single moves to pair with partner replicas). None: a pod that may not
+        move would have to."""
+        g = self.graph
+        out: list[str] = []
+        for k in self.components[ci]:
+            members = g.members[k]
+            away = [p for p in members if self.node_of[p] != d]
+            if self.replica_limit > 0 and len(members) > 1:
+                room = max(0, self.replica_limit - self.counts[k].get(d, 0))
+                away = sorted(away, key=lambda p: (self.fixed(p), p))[:room]  # pinned replicas stay behind
+            for p in away:
+                if self.fixed(p):
+                    return None
+            out += away
+        return out
+
     def choose_target(self, ci: int) -> tuple[str | None, list[str], str]:
-        """Device that can hold the whole component with the fewest moves, the pods to move, or why not."""
+        """Device that can hold the component (as far as its spread allows) with the fewest moves, the
+        pods to move, or why not."""
         pods = self.component_pods[ci]
         label = self.component_label(ci)
-        fixed_nodes = sorted({self.node_of[p] for p in pods if self.fixed(p)})
-        if len(fixed_nodes) > 1:
-            return None, [], f"{label} cannot share a device: pods that may not move run on {', '.join(fixed_nodes[:3])}"
+        g = self.graph
+        pinned = sorted({self.node_of[p] for p in pods if self.fixed(p)
+                         and (self.replica_limit == 0 or len(g.members[g.wkey_of[p]]) == 1)})
+        if len(pinned) > 1:
+            return None, [], f"{label} cannot share a device: pods that may not move run on {', '.join(pinned[:3])}"
         hosts: dict[str, int] = {}
         for p in pods:
             hosts[self.node_of[p]] = hosts.get(self.node_of[p], 0) + 1
-        if fixed_nodes:
-            candidates = fixed_nodes
-        else:
+        options = []
+        if self.simple[ci]:
+            # no replicas to hold back and nothing pinned (most groups): every pod not on n moves there
             def cost(n: str) -> tuple:
-                return (len(pods) - hosts[n], sum(self.graph.pods[p].cpu for p in pods if self.node_of[p] != n), n)
-            candidates = sorted(hosts, key=cost)
-        for d in candidates:
-            to_move = [p for p in pods if self.node_of[p] != d]
-            if self.placeable(d, to_move):
-                return d, to_move, ""
-        need_cpu = sum(self.graph.pods[p].cpu for p in pods)
-        need_mem = sum(self.graph.pods[p].memory for p in pods)
-        if fixed_nodes:
-            return None, [], (f"{label} cannot share a device: {fixed_nodes[0]}, where part of it must stay, "
+                return (len(pods) - hosts[n], sum(g.pods[p].cpu for p in pods if self.node_of[p] != n), n)
+            candidates = [(n, None) for n in sorted(pinned or hosts, key=cost)]
+        else:
+            for n in (pinned or hosts):
+                to_move = self.movers(ci, n)
+                if to_move is not None:
+                    options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
+            options.sort(key=lambda o: o[:3])
+            candidates = [(n, to_move) for _, _, n, to_move in options]
+        spread_why = ""
+        for d, to_move in candidates:
+            if to_move is None:
+                to_move = [p for p in pods if self.node_of[p] != d]
+            if self.fits(d, to_move) and all(self.req_ok(p, d) for p in to_move):
+                why = self.spread_conflict(d, to_move)
+                if why is None:
+                    return d, to_move, ""
+                spread_why = spread_why or why
+        if spread_why:
+            # kept apart by anti-affinity or spread: pods pair with partners one by one (refine_pass)
+            return None, [], f"{label} cannot share one device: {spread_why}"
+        if pinned:
+            return None, [], (f"{label} cannot share a device: {pinned[0]}, where part of it must stay, "
                               f"has no room for the rest or does not meet its requirements")
+        # a device it does not use yet: the same pods a fresh device would take
+        fresh = self.movers(ci, "")
+        if fresh is None:
+            return None, [], f"{label} cannot share a device: pods that may not move would have to"
+        need_cpu = sum(g.pods[p].cpu for p in fresh)
+        need_mem = sum(g.pods[p].memory for p in fresh)
         start = bisect.bisect_left(self.free_sorted, (need_cpu - EPS, ""))
         room = False
         for _, name in self.free_sorted[start:]:
-            if name in hosts or not self.fits(name, pods):
+            if name in hosts or not self.fits(name, fresh):
                 continue
             room = True
-            if all(self.req_ok(p, name) for p in pods):
-                return name, list(pods), ""
+            if all(self.req_ok(p, name) for p in fresh) and self.spread_ok(name, fresh):
+                return name, list(fresh), ""
         if room:
             return None, [], f"no device with room for {label} meets its context requirements"
         return None, [], f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
@@ -281,20 +391,30 @@ class _Planner:
     def gather_pass(self) -> bool:
         pol = self.policy
         floor = max(pol.min_gain_bytes_per_second, EPS)
+        # the same margin over moveCost as single moves (best_single_move): drop_tail_moves takes
+        # back what saves less than its cost, and noise must not bring it straight back
+        per_move = max(pol.min_gain_bytes_per_second, pol.move_cost * (1 + pol.gain_threshold))
         jobs = []
         for ci in range(len(self.components)):
+            if ci in self.as_far_as_spread:
+                continue
             x = self.component_cross(ci)
             if x < floor:
                 continue
             target, to_move, _ = self.choose_target(ci)
-            if target is None or x < pol.min_gain_bytes_per_second * len(to_move):
+            if target is not None and not to_move:
+                # gathered as far as its spread allows: the rest is single moves' work, and until one
+                # of its pods moves there is nothing to re-evaluate
+                self.as_far_as_spread.add(ci)
+                continue
+            if target is None or x < per_move * len(to_move):
                 continue
             jobs.append((-x / len(to_move), -x, ci))
         changed = False
         for _, _, ci in sorted(jobs):
             x = self.component_cross(ci)
             target, to_move, _ = self.choose_target(ci)  # earlier jobs may have taken the room
-            if target is None or not to_move or x < max(floor, pol.min_gain_bytes_per_second * len(to_move)):
+            if target is None or not to_move or x < max(floor, per_move * len(to_move)):
                 continue
             budget = self.budget_left(self.graph.pods[to_move[0]].group)
             cost = sum(1 for p in to_move if self.node_of[p] == self.origin[p])
@@ -355,7 +475,10 @@ class _Planner:
         # settled down to half of it, so the state it is left in is not within noise of a trigger
         ci = self.component_of.get(self.graph.wkey_of[pod])
         share = pol.gain_threshold / 2 if ci in self.active else pol.gain_threshold
-        threshold = max(pol.min_gain_bytes_per_second, share * self.graph.pod_traffic(pod), EPS)
+        # a single move must beat its cost by a margin: drop_tail_moves takes back moves under the
+        # cost itself, and the band between keeps noise from re-proposing what it dropped
+        threshold = max(pol.min_gain_bytes_per_second, pol.move_cost * (1 + pol.gain_threshold),
+                        share * self.graph.pod_traffic(pod), EPS)
         for t, v in sorted(aff.items(), key=lambda kv: (-kv[1], kv[0])):
             g = v - base
             if g < threshold:
@@ -411,6 +534,234 @@ class _Planner:
                     push(q)
         return changed
 
+    # --- aggregation: exact neighbourhoods (CP-SAT) --------------------------------------------------
+
+    def neighbourhoods(self) -> list[tuple[list[str], list[str]]] | Iterator[tuple[list[str], list[str]]]:
+        """(pods that may move, devices they may use): the whole fleet when it is small, else each
+        group still split after the greedy (most traffic first) with its devices, the roomiest
+        devices, and a few small unrelated pods on them that may move to make room."""
+        floor = max(self.policy.min_gain_bytes_per_second, self.policy.move_cost, EPS)
+        movable = [p for p in self.graph.pods if not self.fixed(p)]
+        usable = {n for n, d in self.devices.items() if d.schedulable} | {self.node_of[p] for p in movable}
+        if len(self.devices) <= SMALL_FLEET_DEVICES and len(movable) <= SMALL_FLEET_PODS:
+            split = any(self.component_cross(ci) >= floor for ci in range(len(self.components)))
+            return [(movable, sorted(usable))] if split and movable else []
+        return self._group_neighbourhoods(floor)
+
+    def _group_neighbourhoods(self, floor: float) -> Iterator[tuple[list[str], list[str]]]:
+        roomy = [n for _, n in reversed(self.free_sorted[-NEIGHBOUR_DEVICES:])]
+        order = sorted(range(len(self.components)), key=lambda ci: (-self.component_cross(ci), ci))
+        for ci in order:
+            if self.component_cross(ci) < floor:
+                break
+            if ci in self.gathering:
+                continue  # the move limit splits its gather over intervals: leave the down payments be
+            own = [p for p in self.component_pods[ci] if not self.fixed(p)]
+            devs = {self.node_of[p] for p in self.component_pods[ci]} | {self.origin[p] for p in own}
+            devs = {n for n in devs if n in self.devices} | set(roomy)
+            pods = set(own)
+            for n in sorted(devs):
+                others = sorted((q for q in self.on_node.get(n, ()) if q not in pods and not self.fixed(q)),
+                                key=lambda q: (self.graph.pods[q].cpu, q))
+                pods.update(others[:ROOM_PODS_PER_DEVICE])
+            if len(pods) <= MAX_NEIGHBOURHOOD_PODS:
+                yield sorted(pods), sorted(devs)
+
+    def problem(self, pods: list[str], devs: list[str]) -> Problem:
+        g = self.graph
+        di = {n: i for i, n in enumerate(devs)}
+        var = set(pods)
+        ext_keys = sorted({k for p in pods for k in g.pods[p].extended})
+
+        def req(w: WorkloadState) -> tuple[int, ...]:
+            return (math.ceil(w.cpu * 1000 - 1e-6), math.ceil(w.memory / 2**20 - 1e-6),
+                    *(math.ceil(w.extended.get(k, 0.0) * 1000 - 1e-6) for k in ext_keys))
+
+        free = []
+        for n in devs:
+            cpu, mem = self.ledger.cpu[n], self.ledger.mem[n]
+            ext = [self.ledger.ext[n].get(k, 0.0) for k in ext_keys]
+            for q in self.on_node.get(n, ()):
+                if q in var:
+                    w = g.pods[q]
+                    cpu, mem = cpu + w.cpu, mem + w.memory
+                    ext = [e + w.extended.get(k, 0.0) for e, k in zip(ext, ext_keys, strict=True)]
+            free.append((math.floor(cpu * 1000 + 1e-6), math.floor(mem / 2**20 + 1e-6),
+                         *(math.floor(e * 1000 + 1e-6) for e in ext)))
+        wk: dict[WKey, int] = {}
+        for p in pods:
+            wk.setdefault(g.wkey_of[p], len(wk))
+        partners = {b for k in list(wk) for b in g.neighbours(k)}
+        for b in sorted(partners):
+            wk.setdefault(b, len(wk))
+        fixed: dict[tuple[int, int], int] = {}
+        for k, i in wk.items():
+            for q in g.members[k]:
+                if q not in var and self.node_of[q] in di:
+                    key = (i, di[self.node_of[q]])
+                    fixed[key] = fixed.get(key, 0) + 1
+        limit = [self.replica_limit if len(g.members[k]) > 1 else 0 for k in wk]
+        pairs, seen = [], set()
+        for p in pods:
+            a = g.wkey_of[p]
+            for b, w in g.neighbours(a).items():
+                if (b, a) in seen or (a, b) in seen:
+                    continue
+                seen.add((a, b))
+                pairs.append((wk[a], wk[b], w / (len(g.members[a]) * len(g.members[b]))))
+        spods, index = [], {}
+        for p in pods:
+            w = g.pods[p]
+            allowed = []
+            for n in devs:
+                if not self.devices[n].schedulable and n != self.node_of[p]:
+                    continue
+                if not self.req_ok(p, n):
+                    continue
+                if p in self.constrained or self.labelled.get(n):
+                    stay = [g.pods[q] for q in self.on_node.get(n, ()) if q not in var]
+                    if conflicts(w, stay, respect_preferred=self.respect_preferred) is not None:
+                        continue
+                allowed.append(di[n])
+            if di[self.node_of[p]] not in allowed:
+                allowed.append(di[self.node_of[p]])  # staying put is always allowed
+            index[p] = len(spods)
+            spods.append(SolverPod(key=p, workload=wk[g.wkey_of[p]], requests=req(w), allowed=tuple(sorted(allowed)),
+                                   origin=di.get(self.origin[p]), current=di[self.node_of[p]], group=w.group))
+        pairs_apart = []
+        cons = [p for p in pods if p in self.constrained]
+        for p in cons:
+            for q in pods:
+                if q != p and (q not in self.constrained or q > p) and conflicts(
+                        g.pods[p], [g.pods[q]], respect_preferred=self.respect_preferred) is not None:
+                    pairs_apart.append((index[p], index[q]))
+        moved_here = sum(1 for p in pods if self.node_of[p] != self.origin[p])
+        budget = None if self.total_cap == math.inf else int(self.total_cap - self.moved_total + moved_here)
+        group_budget = {}
+        if self.group_cap != math.inf:
+            for grp in {g.pods[p].group for p in pods}:
+                here = sum(1 for p in pods if g.pods[p].group == grp and self.node_of[p] != self.origin[p])
+                group_budget[grp] = int(self.group_cap - self.moved_group.get(grp, 0) + here)
+        return Problem(devices=devs, free=free, pods=spods, workloads=len(wk), limit=limit, fixed=fixed,
+                       pairs=pairs, conflicts=pairs_apart, move_cost=self.policy.move_cost, budget=budget,
+                       group_budget=group_budget)
+
+    def net_value(self, comps: Iterable[int]) -> float:
+        """Minus (cross-device traffic of these components + moveCost per move so far): higher is better."""
+        return -sum(self.component_cross(ci) for ci in comps) - self.policy.move_cost * self.moved_total
+
+    def solve_pass(self, deadline: float, work: float) -> bool:
+        changed = False
+        if deadline - time.perf_counter() <= 0.005:
+            return False
+        hoods = self.neighbourhoods()
+        whole_fleet = isinstance(hoods, list)
+        for pods, devs in hoods:
+            left = deadline - time.perf_counter()
+            if left <= 0.005 or work <= 0.001:
+                break
+            # an earlier neighbourhood's answer may have moved some of these pods elsewhere
+            devs = sorted(set(devs) | {self.node_of[p] for p in pods})
+            comps = {self.component_of[self.graph.wkey_of[p]] for p in pods
+                     if self.graph.wkey_of[p] in self.component_of}
+            before = self.net_value(comps)
+            cross_before = sum(self.component_cross(ci) for ci in comps)
+            pr = self.problem(pods, devs)
+            undo = None
+            for _ in range(NOGOOD_ROUNDS):
+                left = deadline - time.perf_counter()
+                if left <= 0.005 or work <= 0.001:
+                    break
+                sol = solve(pr, deterministic_time=min(work, SOLVER_WORK_PER_NEIGHBOURHOOD), wall_time=left)
+                if sol is None:
+                    break
+                work -= max(sol.work, 0.001)
+                want = {p: n for p, n in sol.placement.items() if n != self.node_of[p]}
+                undo, stuck = self.replay(want)
+                if undo is not None:
+                    break
+                # no order lets these moves happen one by one: forbid that combination, solve again
+                index = {sp.key: i for i, sp in enumerate(pr.pods)}
+                pr.nogoods.append([(index[p], pr.devices.index(n)) for p, n in stuck.items()])
+            if undo is None:
+                continue
+            # adopt only a real improvement, net of moveCost per move, by the greedy's own hysteresis:
+            # like a gather, at least max(minGain, moveCost) per pod placed differently; a change of
+            # one pod, like a single move, also gainThreshold of that pod's traffic. So noise on a
+            # settled placement does not flip it to an equivalent one. A group's neighbourhood (large
+            # fleets) must also gain gainThreshold of its cross-device traffic, as the field says.
+            pol = self.policy
+            need = max(pol.min_gain_bytes_per_second, pol.move_cost, EPS) * len(want)
+            if len(want) == 1:
+                need = max(need, pol.gain_threshold * self.set_traffic(want))
+            if not whole_fleet:
+                need = max(need, pol.gain_threshold * cross_before)
+            if self.net_value(comps) < before + need:
+                for u in reversed(undo):
+                    self.unshift(u)
+                continue
+            changed = True
+        return changed
+
+    def set_traffic(self, pods: Iterable[str]) -> float:
+        """All traffic (local or not) of a set of pods, each pod pair inside the set counted once."""
+        g = self.graph
+        pods = set(pods)
+        inside: dict[WKey, int] = {}
+        for p in pods:
+            inside[g.wkey_of[p]] = inside.get(g.wkey_of[p], 0) + 1
+        total = internal = 0.0
+        for p in pods:
+            k = g.wkey_of[p]
+            total += g.pod_traffic(p)
+            for b, w in g.neighbours(k).items():
+                internal += w / (len(g.members[k]) * len(g.members[b])) * inside.get(b, 0)
+        return total - internal / 2
+
+    def replay(self, want: dict[str, str]) -> tuple[list[tuple] | None, dict[str, str]]:
+        """Apply target placements one pod at a time, each through the planner's own checks (capacity,
+        requirements, spread, budget), in an order where each fits. Returns the undo list, or None
+        (and nothing applied) with the placements that could not be made."""
+        undo: list[tuple] = []
+        pending = dict(sorted(want.items()))
+        while pending:
+            progress = False
+            for p, to in list(pending.items()):
+                if not self.can_pay(p) and to != self.origin[p]:
+                    continue
+                if not self.placeable(to, [p]):
+                    continue
+                g = self.gain(p, to)
+                undo.append(self.shift(p, to, self.solver_reason(p, to, g), g))
+                del pending[p]
+                progress = True
+            if not progress:
+                for u in reversed(undo):
+                    self.unshift(u)
+                return None, pending
+        return undo, {}
+
+    def solver_reason(self, pod: str, to: str, g: float) -> str:
+        partners = self.partners_on(pod, to)
+        if g > EPS and partners:
+            return f"co-locate with {_names(partners)} on {to}: removes {human_rate(g)} of cross-device traffic"
+        return (f"make room on {self.node_of[pod]} for co-dependent workloads "
+                f"(cross-device traffic {'+' if g < -EPS else ''}{human_rate(-g)} for this pod)")
+
+    def drop_tail_moves(self) -> None:
+        """Undo moves whose own contribution is below moveCost (last first), where the pod still fits
+        back: the plan keeps only moves that pay."""
+        cost = self.policy.move_cost
+        for pod, _ in sorted(self.records.items(), key=lambda kv: -kv[1][0]):
+            home = self.origin[pod]
+            if self.node_of[pod] == home or pod not in self.records:
+                continue
+            if self.component_of.get(self.graph.wkey_of[pod]) in self.gathering:
+                continue  # a down payment on a gather the move limit split over intervals
+            loss = -self.gain(pod, home)  # traffic that returning would add back
+            if loss < cost and self.placeable(home, [pod]):
+                self.shift(pod, home, "", 0.0)
+
     def aggregation_skipped(self, limit: int) -> tuple[Skipped, ...]:
         """For each group still split, its heaviest split pair and why it stays split."""
         pol = self.policy
@@ -447,6 +798,9 @@ class _Planner:
             return f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
         if not any(all(self.req_ok(p, n) for p in pods) for n in room):
             return f"no device with room for {label} meets their context requirements"
+        spread = [why for n in room if (why := self.spread_conflict(n, [p for p in pods if self.node_of[p] != n]))]
+        if spread and len(spread) == len(room):
+            return f"{label} stay apart: {spread[0]} ({human_rate(x)} of cross-device traffic left in this group)"
         if self.budget_hit:
             return (f"deferred: the move limit for this interval is reached "
                     f"({human_rate(x)} of cross-device traffic left in this group)")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.base import parse_quantity
+from .spread import PodConstraints, pod_constraints
 
 SITE_LABEL = "edgeweave.io/site"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -56,6 +57,7 @@ class PodInfo(BaseModel):
     owner_kind: str | None = None
     owner_name: str | None = None
     deleting: bool = False
+    constraints: PodConstraints = Field(default_factory=PodConstraints)
 
     @property
     def key(self) -> str:
@@ -125,6 +127,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         owner_kind=owner.get("kind") if owner else None,
         owner_name=owner.get("name") if owner else None,
         deleting=bool(meta.get("deletionTimestamp")),
+        constraints=pod_constraints(spec),
     )
 
 

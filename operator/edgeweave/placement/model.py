@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .spread import PodConstraints
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -42,6 +44,12 @@ class WorkloadState(Frozen):
     extended: dict[str, float] = Field(default_factory=dict)
     movable: bool = True
     cooling_down: bool = False  # moved within the cooldown: never move again yet
+    labels: dict[str, str] = Field(default_factory=dict)  # the pod's labels: what others' selectors match
+    constraints: PodConstraints = Field(default_factory=PodConstraints)  # anti-affinity, spread
+
+    @property
+    def namespace(self) -> str:
+        return self.key.split("/", 1)[0]
 
 
 class Edge(Frozen):
@@ -95,3 +103,12 @@ class Plan(Frozen):
     @property
     def empty(self) -> bool:
         return not self.moves
+
+    @property
+    def traffic_saved(self) -> float:
+        return self.traffic_before - self.traffic_after
+
+    @property
+    def traffic_saved_per_move(self) -> float:
+        """Cross-device bytes/s this plan removes per pod it moves (0 for a plan without moves)."""
+        return self.traffic_saved / len(self.moves) if self.moves else 0.0

@@ -49,5 +49,6 @@ def workload_states(members: Iterable[PodInfo], workload_label: str, group: str,
             key=p.key, workload=workload, group=group, node=p.node, cpu=p.cpu, memory=p.memory,
             extended=p.extended, movable=p.owner_kind in MOVABLE_OWNERS and p.ready,
             cooling_down=moved is not None and now - moved < cooldown_seconds,
+            labels=p.labels, constraints=p.constraints,
         ))
     return sorted(out, key=lambda w: w.key)
