@@ -36,6 +36,7 @@ from .scheduler import policy_key
 LOAD_WINDOW_S = 1.0  # other jobs' GPU time over this window is the live load
 MEASURED_WEIGHT = 0.3  # EWMA weight of a new measurement of time per block
 MAX_HISTORY = 4096  # finished grants kept for the load window
+MAX_RECENT = 1024  # committed grant ids remembered per job, for retried commits
 
 
 class GrantError(Exception):
@@ -91,6 +92,8 @@ class JobBook:
     leased: dict[str, Grant] = field(default_factory=dict)
     measured_us: float | None = None
     grants: int = 0
+    # Recently committed grant ids: a worker that lost the reply retries its commit right away.
+    recent: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def time_per_block_us(self) -> float:
@@ -157,6 +160,9 @@ class GrantBook:
             g = job.leased.pop(rec["id"], None)
             job.pool.remove(lo, hi)
             job.committed.add(lo, hi)
+            job.recent[rec["id"]] = (lo, hi)
+            if len(job.recent) > MAX_RECENT:
+                del job.recent[next(iter(job.recent))]
             ms = float(rec.get("ms") or 0.0)
             if ms > 0:
                 us = ms * 1000.0 / (hi - lo)
@@ -280,7 +286,7 @@ class GrantBook:
                 raise GrantError("bad-request", f"grant {gid} is [{g.lo}, {g.hi}), not [{lo}, {hi})")
             if g.worker != worker:
                 raise GrantError("conflict", f"grant {gid} belongs to another worker")
-        elif job.committed.covers(lo, hi):
+        elif job.recent.get(gid) == (lo, hi):
             return None  # a retry of a commit that was recorded; idempotent for the one that made it
         elif not job.pool.covers(lo, hi):
             raise GrantError("conflict", f"blocks [{lo}, {hi}) of grant {gid} were granted again; "
