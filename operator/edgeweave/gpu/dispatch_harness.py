@@ -60,9 +60,11 @@ class Node:
     """One GPU's dispatcher and its job pods' workers under `root`."""
 
     def __init__(self, root: Path, policy: str, *, slots: int = 1, lease_s: float = 3.0,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), decisions: bool = True, fsync: bool = False) -> None:
         self.root = root
         self.policy, self.slots, self.lease_s, self.extra = policy, slots, lease_s, extra
+        self.flags = (["--decision-log", str(root / "decisions.jsonl")] if decisions else []) + (
+            [] if fsync else ["--no-fsync"])
         self.socket = root / "run" / "dispatch.sock"
         self.state = root / "state"
         self.decisions = root / "decisions.jsonl"
@@ -80,8 +82,7 @@ class Node:
         self.dispatcher = subprocess.Popen(
             [sys.executable, "-m", "edgeweave.gpu.dispatcher", "--socket", str(self.socket),
              "--state-dir", str(self.state), "--key-file", str(self.key_file), "--policy", self.policy,
-             "--slots", str(self.slots), "--lease-s", str(self.lease_s), "--decision-log", str(self.decisions),
-             "--no-fsync", *self.extra],
+             "--slots", str(self.slots), "--lease-s", str(self.lease_s), *self.flags, *self.extra],
             stdout=subprocess.PIPE, stderr=log, text=True, env=self.env)
         assert self.dispatcher.stdout is not None
         line = self.dispatcher.stdout.readline()

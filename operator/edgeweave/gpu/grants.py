@@ -131,8 +131,11 @@ class GrantBook:
         self.usage_ms: dict[str, float] = {}  # FairShare: GPU time committed per tenant
         self._seq = 0
         self._arrivals = 0
-        # (start, end or None while in flight, job) of recent grants, for the live load.
-        self._history: deque[tuple[float, float | None, str, str]] = deque(maxlen=MAX_HISTORY)
+        # The live load: per job, finished grants (start, end) inside the window and their total;
+        # grants in flight by id. O(jobs) per grant, whatever the grant rate.
+        self._done: dict[str, deque[tuple[float, float]]] = {}
+        self._done_sum: dict[str, float] = {}
+        self._inflight: dict[str, tuple[str, float]] = {}
 
     # -- records: every change goes through apply(), live and on replay -----------------------------
 
@@ -153,7 +156,7 @@ class GrantBook:
             job.grants += 1
             self._seq = max(self._seq, int(rec["id"].rsplit("-", 1)[-1]))
             if live:
-                self._history.append((now, None, g.job, g.id))
+                self._inflight[g.id] = (g.job, now)
         elif t == "commit":
             job = self.jobs[rec["job"]]
             lo, hi = rec["lo"], rec["hi"]
@@ -171,25 +174,27 @@ class GrantBook:
                 tenant = job.info.tenant
                 self.usage_ms[tenant] = self.usage_ms.get(tenant, 0.0) + ms
             if g is not None and live:
-                self._close_history(g.id, now)
+                self._close(g.id, now)
         elif t == "release":
             job = self.jobs[rec["job"]]
             g = job.leased.pop(rec["id"], None)
             if g is not None:
                 job.pool.add(g.lo, g.hi)
                 if live:
-                    self._close_history(g.id, now)
+                    self._close(g.id, now)
         elif t == "forget":
             self.jobs.pop(rec["job"], None)
         else:
             raise ValueError(f"unknown record type {t!r}")
 
-    def _close_history(self, gid: str, now: float) -> None:
-        for k in range(len(self._history) - 1, -1, -1):
-            s, e, j, i = self._history[k]
-            if i == gid:
-                self._history[k] = (s, now, j, i)
-                return
+    def _close(self, gid: str, now: float) -> None:
+        job, start = self._inflight.pop(gid, ("", now))
+        if job:
+            q = self._done.setdefault(job, deque(maxlen=MAX_HISTORY))
+            if len(q) == q.maxlen:
+                self._done_sum[job] -= q[0][1] - q[0][0]
+            q.append((start, now))
+            self._done_sum[job] = self._done_sum.get(job, 0.0) + now - start
 
     # -- decisions ------------------------------------------------------------------------------------
 
@@ -237,12 +242,14 @@ class GrantBook:
         now); DCGM's figure replaces it when that is fresh and higher."""
         lo = now - LOAD_WINDOW_S
         busy = 0.0
-        for s, e, j, _ in self._history:
-            if j == key:
-                continue
-            end = now if e is None else e
-            if end > lo:
-                busy += end - max(s, lo)
+        for job, q in self._done.items():
+            while q and q[0][1] < lo:  # ended before the window: no longer counts
+                s, e = q.popleft()
+                self._done_sum[job] -= e - s
+            if job != key and q:
+                # The oldest grant may straddle the window's start: count only its part inside.
+                busy += self._done_sum[job] - max(0.0, lo - q[0][0])
+        busy += sum(now - max(s, lo) for j, s in self._inflight.values() if j != key)
         own = min(1.0, busy / (LOAD_WINDOW_S * self.slots))
         why = f"other jobs held {own:.0%} of the last {LOAD_WINDOW_S:g}s"
         if external is not None and external.age_s <= self.config.max_sample_age_s:
