@@ -19,7 +19,8 @@ from typing import Any
 
 from .. import GROUP, VERSION, __version__
 from ..api.gpujob import GpuJobSpec
-from .plan import PodAssignment, SlicePlan, encode_slices, pod_env, runs_of
+from .plan import PodAssignment, SlicePlan, encode_slices, pod_env
+from .ranges import RangeSet
 
 LABEL_JOB = "edgeweave.io/gpujob"
 LABEL_SLICE_POD = "edgeweave.io/slice-pod"
@@ -59,21 +60,19 @@ def job_selector(job: str) -> str:
     return f"{LABEL_JOB}={job_label_value(job)}"
 
 
-def encode_runs(indices: Iterable[int]) -> str:
-    """Sorted, de-duplicated indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
-    return runs_of(sorted(set(indices)))
+# Runs a progress annotation may hold: a pod finishes its slices in order, so honest progress is one
+# or two runs; this bounds what a status entry can grow to (see docs/gpu.md, "Bounded").
+MAX_ANNOTATION_RUNS = 16
 
 
-def decode_runs(text: str, limit: int = 1 << 20) -> list[int]:
-    """Inverse of `encode_runs`; raises ValueError on anything malformed or absurdly large."""
-    out: list[int] = []
-    for run in filter(None, (r.strip() for r in text.split(","))):
-        a, _, b = run.partition("-")
-        lo, hi = int(a), int(b or a)
-        if lo < 0 or hi < lo or hi - lo >= limit or len(out) + hi - lo >= limit:
-            raise ValueError(f"bad run {run!r}")
-        out.extend(range(lo, hi + 1))
-    return sorted(set(out))
+def encode_runs(indices: Iterable[int] | RangeSet) -> str:
+    """Indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
+    return (indices if isinstance(indices, RangeSet) else RangeSet.of(indices)).encode()
+
+
+def decode_runs(text: str, max_runs: int = MAX_ANNOTATION_RUNS) -> RangeSet:
+    """Inverse of `encode_runs`; ValueError on anything malformed or with more than `max_runs` runs."""
+    return RangeSet.decode(text, max_runs=max_runs)
 
 
 def default_image() -> str:
