@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import GROUP, VERSION, __version__
@@ -79,8 +80,24 @@ def default_image() -> str:
     return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
 
 
+SOCKET_DIR = "/run/edgeweave/gpu"  # in the pod; the chart's dispatcher socket dir on the host
+OUTPUT_DIR = "/var/lib/edgeweave/gpu/out"
+
+
+@dataclass(frozen=True)
+class DispatcherWiring:
+    """Where the node's slice dispatcher listens and the job's token (dispatch_auth.job_token).
+
+    The token travels in the pod's env: who can read the job's pods — its own namespace — can act
+    as that job on the GPU, and nobody else (the token is bound to namespace, name and uid)."""
+
+    host_socket_dir: str
+    host_output_dir: str
+    token: str
+
+
 def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignment: PodAssignment,
-            image: str | None = None) -> dict[str, Any]:
+            image: str | None = None, dispatcher: DispatcherWiring | None = None) -> dict[str, Any]:
     """The manifest of the pod that runs `assignment`'s slices.
 
     `job` is the GpuJob's metadata (name, namespace, uid). restartPolicy Never: a kubelet restart
@@ -89,6 +106,10 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
     """
     name, namespace, uid = job["name"], job["namespace"], job["uid"]
     resource = spec.vgpu.resource
+    command = ["python", "-m", "edgeweave.gpu.slice_report"]
+    args = ["--backend", "auto"]
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     one = {resource: "1"}  # extended resources: request must equal limit
     env = [{"name": k, "value": v} for k, v in pod_env(spec, plan.model_copy(update={"pods": (assignment,)}),
                                                         assignment.pod).items()]
@@ -96,6 +117,19 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
         {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if dispatcher is not None:
+        # Grants come from the node's dispatcher (sizes from the live load, order across jobs);
+        # each committed grant's output goes to the job's directory on the node.
+        out = f"{dispatcher.host_output_dir.rstrip('/')}/{namespace}/{name}-{uid[:8]}"
+        command = ["python", "-m", "edgeweave.gpu.slice_worker"]
+        args = ["--backend", "auto", "--frag-dir", OUTPUT_DIR, "--worker-id",
+                pod_name(name, assignment.pod, assignment.attempt)]
+        env += [{"name": "EDGEWEAVE_DISPATCHER_SOCKET", "value": f"{SOCKET_DIR}/dispatch.sock"},
+                {"name": "EDGEWEAVE_JOB_TOKEN", "value": dispatcher.token},
+                {"name": "EDGEWEAVE_JOB_NAME", "value": name}, {"name": "EDGEWEAVE_JOB_UID", "value": uid}]
+        volumes = [{"name": "dispatcher", "hostPath": {"path": dispatcher.host_socket_dir, "type": "Directory"}},
+                   {"name": "output", "hostPath": {"path": out, "type": "DirectoryOrCreate"}}]
+        mounts = [{"name": "dispatcher", "mountPath": SOCKET_DIR}, {"name": "output", "mountPath": OUTPUT_DIR}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -123,10 +157,12 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
             "containers": [{
                 "name": CONTAINER,
                 "image": image or spec.image or default_image(),
-                "command": ["python", "-m", "edgeweave.gpu.slice_report"],
-                "args": ["--backend", "auto"],
+                "command": command,
+                "args": args,
                 "env": env,
                 "resources": {"requests": dict(one), "limits": dict(one)},
+                **({"volumeMounts": mounts} if mounts else {}),
             }],
+            **({"volumes": volumes} if volumes else {}),
         },
     }

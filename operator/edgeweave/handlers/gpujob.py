@@ -31,9 +31,10 @@ from ..actuate.actuator import Actuator, Outcome
 from ..api.conditions import set_condition
 from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus
 from ..gpu import dcgm
+from ..gpu.dispatch_auth import job_token, load_key
 from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, restore_plan
 from ..gpu.plan import plan_job
-from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
+from ..gpu.podspec import LABEL_JOB, DispatcherWiring, job_pod, job_selector
 from .common import describe_validation_error
 from .indexes import devices_of
 from .state import STATE, in_scope
@@ -85,6 +86,23 @@ def actuator() -> Actuator:
         if _actuator is None or _actuator.dry_run != STATE.dry_run:
             _actuator = Actuator(client, dry_run=STATE.dry_run)
         return _actuator
+
+
+# Set by the chart when the node slice dispatcher is installed: job pods then get their grants from it.
+ENV_DISPATCHER_KEY = "EDGEWEAVE_GPU_DISPATCHER_KEY_FILE"
+ENV_DISPATCHER_SOCKET_DIR = "EDGEWEAVE_GPU_DISPATCHER_SOCKET_DIR"
+ENV_DISPATCHER_OUTPUT_DIR = "EDGEWEAVE_GPU_OUTPUT_DIR"
+
+
+def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring | None:
+    import os
+
+    key_file = os.environ.get(ENV_DISPATCHER_KEY)
+    if not key_file:
+        return None
+    return DispatcherWiring(host_socket_dir=os.environ.get(ENV_DISPATCHER_SOCKET_DIR, "/var/run/edgeweave/gpu"),
+                            host_output_dir=os.environ.get(ENV_DISPATCHER_OUTPUT_DIR, "/var/lib/edgeweave/gpu/out"),
+                            token=job_token(load_key(key_file), namespace, name, uid))
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -264,8 +282,9 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     plan = restore_plan(spec, step.status, [])
     act = actuator()
     job_meta = {"name": name, "namespace": namespace, "uid": uid}
+    wiring = dispatcher_wiring(namespace, name, uid)
     for assignment in step.create:
-        manifest = job_pod(job_meta, spec, plan, assignment)
+        manifest = job_pod(job_meta, spec, plan, assignment, dispatcher=wiring)
         pod_name = manifest["metadata"]["name"]
         result = act.create_pod(namespace, manifest, reason="GpuJobSlicePod",
                                 message=f"runs {assignment.count} slice(s) of GpuJob {name}")

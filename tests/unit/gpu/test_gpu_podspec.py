@@ -100,3 +100,26 @@ def test_runs_round_trip(indices: list[int], text: str) -> None:
 def test_bad_runs_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
         decode_runs(bad)
+
+
+def test_with_the_dispatcher_pods_run_the_worker_with_socket_token_and_output_dir() -> None:
+    from edgeweave.gpu.dispatch_auth import job_token, verify
+    from edgeweave.gpu.podspec import DispatcherWiring
+
+    spec = _spec()
+    plan = plan_job(spec, None)
+    key = b"k" * 32
+    token = job_token(key, JOB["namespace"], JOB["name"], JOB["uid"])
+    m = job_pod(JOB, spec, plan, plan.pods[1], dispatcher=DispatcherWiring("/var/run/ew", "/var/lib/ew/out", token))
+    c = m["spec"]["containers"][0]
+    assert c["command"] == ["python", "-m", "edgeweave.gpu.slice_worker"]
+    assert c["args"][c["args"].index("--worker-id") + 1] == "sax-s1-a0"
+    env = _env(m)
+    assert verify(key, JOB["namespace"], JOB["name"], env["EDGEWEAVE_JOB_UID"], env["EDGEWEAVE_JOB_TOKEN"])
+    assert env["EDGEWEAVE_DISPATCHER_SOCKET"] == "/run/edgeweave/gpu/dispatch.sock"
+    vols = {v["name"]: v["hostPath"] for v in m["spec"]["volumes"]}
+    assert vols["dispatcher"] == {"path": "/var/run/ew", "type": "Directory"}
+    assert vols["output"]["path"] == f"/var/lib/ew/out/{JOB['namespace']}/sax-{JOB['uid'][:8]}"
+    # Without the dispatcher nothing of it appears.
+    plain = job_pod(JOB, spec, plan, plan.pods[1])
+    assert "volumes" not in plain["spec"] and "EDGEWEAVE_JOB_TOKEN" not in _env(plain)
