@@ -48,7 +48,7 @@ from edgeweave.gpu.dispatch_harness import (
     run_three,
 )
 from edgeweave.gpu.optimiser import GpuLoad, OptimiserConfig
-from edgeweave.gpu.sim import mixed_workload, offered_load, simulate
+from edgeweave.gpu.sim import compare, mixed_workload, offered_load, simulate
 
 
 def _ci95(xs: list[float]) -> list[float]:
@@ -128,12 +128,15 @@ def sim_row(seed: int, duration_ms: float, target_ms: float, preempt_blocks: int
     prio = simulate(arrivals, 1, SchedulingPolicy.Priority, False, load, cfg, preempt_blocks=preempt_blocks)
     sliced = simulate(arrivals, 1, SchedulingPolicy.ShortestFirst, True, load, cfg)
     best = min(whole.short_p99_ms, prio.short_p99_ms)
+    per_policy = {pol: round(r["whole"].short_p99_ms / r["sliced"].short_p99_ms, 2)
+                  for pol, r in compare(arrivals, 1, list(SchedulingPolicy), load, cfg).items()}
     return {"short_p99_ms_whole_nonpreemptive": round(whole.short_p99_ms, 3),
             "short_p99_ms_prioritised_gpu": round(prio.short_p99_ms, 3),
             "short_p99_ms_sliced": round(sliced.short_p99_ms, 3),
             "short_p99_ratio_vs_best_baseline": round(best / sliced.short_p99_ms, 3),
             "long_overhead": round((sliced.long_gpu_ms - whole.long_gpu_ms) / sliced.long_gpu_ms, 5),
-            "preempt_blocks": preempt_blocks, "jobs": len(arrivals)}
+            "preempt_blocks": preempt_blocks, "jobs": len(arrivals),
+            "per_policy_short_p99_ratio_vs_nonpreemptive": per_policy}
 
 
 def main(argv: list[str]) -> int:

@@ -107,14 +107,14 @@ class Node:
     def token(self, job: JobHandle) -> str:
         return job_token(self.key, job.namespace, job.name, job.uid)
 
-    def start_worker(self, job: JobHandle, token: str | None = None, worker: str | None = None
-                     ) -> subprocess.Popen[str]:
+    def start_worker(self, job: JobHandle, token: str | None = None, worker: str | None = None,
+                     backend: str = "cpu") -> subprocess.Popen[str]:
         n = len(job.procs)
         log = (job.frag_dir.parent / f"worker-{n}.log").open("w")
         p = subprocess.Popen(
             [sys.executable, "-m", "edgeweave.gpu.slice_worker", "--socket", str(self.socket),
              "--spec-file", str(job.spec_file), "--namespace", job.namespace, "--name", job.name,
-             "--uid", job.uid, "--frag-dir", str(job.frag_dir), "--backend", "cpu",
+             "--uid", job.uid, "--frag-dir", str(job.frag_dir), "--backend", backend,
              "--worker-id", worker or f"{job.name}-w{n}", "--connect-timeout", "30"],
             stdout=log, stderr=subprocess.STDOUT, text=True,
             env={**self.env, "EDGEWEAVE_JOB_TOKEN": token if token is not None else self.token(job)})
