@@ -96,6 +96,31 @@ def test_killed_job_pod_and_dispatcher_output_identical_to_unsliced(node_factory
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
+def test_pods_register_their_planned_shares_and_the_shares_assemble_the_whole(node_factory, tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgeweave.api.gpujob import GpuJobSpec
+    from edgeweave.gpu.builtins import make_kernel
+    from edgeweave.gpu.dispatch_harness import unsliced_output
+    from edgeweave.gpu.dispatch_output import assemble
+    from edgeweave.gpu.grid import Grid
+    from edgeweave.gpu.plan import plan_job, pod_env
+
+    node = node_factory("FairShare")
+    raw = job_spec(4096, target_ms=0.5, kernel="stencil")
+    raw["vgpu"] = {"count": 2}
+    job = node.job("ns-p", "p", raw)
+    spec = GpuJobSpec.model_validate(raw)
+    plan = plan_job(spec, None)
+    workers = [node.start_worker(job, env=pod_env(spec, plan, a.pod)) for a in plan.pods]
+    assert [w.wait(120) for w in workers] == [0, 0], node.worker_events(job)
+    keys = sorted({d["job"] for d in node.decision_log()})
+    assert keys == [f"{job.key}#s0", f"{job.key}#s1"]  # each pod drew only from its own share
+    twin = make_kernel("stencil", 4096 * 256, Grid(4096), Grid(256), 0)
+    merged = assemble(node.state, keys, job.frag_dir, twin)
+    assert np.array_equal(merged, unsliced_output(job.spec_file, tmp_path / "whole"))
+
+
 def test_wrong_or_foreign_token_is_refused_and_bad_lines_get_clear_errors(node_factory) -> None:
     node = node_factory("Fifo", extra=("--max-connections", "3"))
     a = node.job("ns-a", "a", job_spec(256))

@@ -108,7 +108,7 @@ class Node:
         return job_token(self.key, job.namespace, job.name, job.uid)
 
     def start_worker(self, job: JobHandle, token: str | None = None, worker: str | None = None,
-                     backend: str = "cpu") -> subprocess.Popen[str]:
+                     backend: str = "cpu", env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         n = len(job.procs)
         log = (job.frag_dir.parent / f"worker-{n}.log").open("w")
         p = subprocess.Popen(
@@ -117,7 +117,7 @@ class Node:
              "--uid", job.uid, "--frag-dir", str(job.frag_dir), "--backend", backend,
              "--worker-id", worker or f"{job.name}-w{n}", "--connect-timeout", "30"],
             stdout=log, stderr=subprocess.STDOUT, text=True,
-            env={**self.env, "EDGEWEAVE_JOB_TOKEN": token if token is not None else self.token(job)})
+            env={**self.env, **(env or {}), "EDGEWEAVE_JOB_TOKEN": token if token is not None else self.token(job)})
         job.procs.append(p)
         return p
 

@@ -46,12 +46,14 @@ def grants(state_dir: Path, job: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def assemble(state_dir: Path, job: str, frag_dir: Path, twin: CpuKernel) -> np.ndarray:
-    """The job's whole output; ValueError when commits overlap, leave a gap, or a file is missing."""
+def assemble(state_dir: Path, job: str | list[str], frag_dir: Path, twin: CpuKernel) -> np.ndarray:
+    """The job's whole output from the commits of `job` (or of all its pods' shares, "key#s<i>");
+    ValueError when commits overlap, leave a gap, or a file is missing."""
     out = np.zeros_like(np.asarray(twin.out)).ravel()
     seen = RangeSet()
     total = twin.grid.blocks
-    for c in sorted(commits(state_dir, job), key=lambda r: r["lo"]):
+    keys = [job] if isinstance(job, str) else job
+    for c in sorted((c for k in keys for c in commits(state_dir, k)), key=lambda r: r["lo"]):
         lo, hi = int(c["lo"]), int(c["hi"])
         if seen.overlaps(lo, hi):
             raise ValueError(f"blocks [{lo}, {hi}) committed twice (grant {c['id']})")

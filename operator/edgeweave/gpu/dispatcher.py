@@ -251,6 +251,11 @@ class Dispatcher:
         spec = req.get("job") or {}
         try:
             key = job_key(ns, name, uid)
+            part = str(req.get("part", ""))[:32]
+            if part:
+                # One job pod's share of a job (its planned slices): pods on different GPUs never
+                # compute the same blocks, and a replacement pod of that share resumes it here.
+                key = f"{key}#{part}"
             deadline_s = spec.get("deadline_s")
             info = JobInfo(key=key, tenant=ns, total_blocks=int(spec["total_blocks"]),
                            latency_target_ms=float(spec["latency_target_ms"]),
@@ -259,7 +264,8 @@ class Dispatcher:
                                               else float(spec["time_per_block_us"])),
                            priority=int(spec.get("priority", 0)),
                            deadline=None if deadline_s is None else time.time() + float(deadline_s),
-                           policy=str(spec.get("policy", SchedulingPolicy.Fifo.value)))
+                           policy=str(spec.get("policy", SchedulingPolicy.Fifo.value)),
+                           blocks=str(spec.get("blocks", ""))[:MAX_LINE])
         except (KeyError, TypeError, ValueError) as exc:
             raise GrantError("bad-request", f"job needs total_blocks and latency_target_ms: {exc}") from None
         if not (info.latency_target_ms > 0 and info.launch_overhead_us >= 0):

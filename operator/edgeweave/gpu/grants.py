@@ -59,6 +59,10 @@ class JobInfo:
     deadline: float | None = None  # absolute, seconds (dispatcher clock)
     weight: float = 1.0
     policy: str = SchedulingPolicy.Fifo.value  # what the job asked for
+    blocks: str = ""  # the blocks this part of the job covers, as runs; "" = all of [0, total)
+
+    def block_set(self) -> RangeSet:
+        return RangeSet.decode(self.blocks, max_runs=1 << 16) if self.blocks else RangeSet.span(0, self.total_blocks)
 
     def to_wire(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -103,11 +107,15 @@ class JobBook:
 
     @property
     def remaining_blocks(self) -> int:
-        return self.info.total_blocks - len(self.committed)
+        return self.size_blocks - len(self.committed)
 
     @property
     def finished(self) -> bool:
-        return len(self.committed) == self.info.total_blocks
+        return len(self.committed) == self.size_blocks
+
+    @property
+    def size_blocks(self) -> int:
+        return len(self.pool) + len(self.committed) + sum(g.hi - g.lo for g in self.leased.values())
 
     def remaining_ms(self) -> float:
         return self.remaining_blocks * self.time_per_block_us / 1000.0
@@ -146,7 +154,7 @@ class GrantBook:
             if info.key not in self.jobs:
                 self._arrivals += 1
                 self.jobs[info.key] = JobBook(info=info, arrival=self._arrivals,
-                                              pool=RangeSet.span(0, info.total_blocks))
+                                              pool=info.block_set())
         elif t == "grant":
             job = self.jobs[rec["job"]]
             lo, hi = rec["lo"], rec["hi"]
@@ -202,14 +210,20 @@ class GrantBook:
         """The record that adds `info`, or None when the job is known (a pod restart resumes it)."""
         if info.key in self.jobs:
             known = self.jobs[info.key].info
-            if known.total_blocks != info.total_blocks:
-                raise GrantError("conflict", f"job {info.key} is known with {known.total_blocks} blocks, "
-                                             f"not {info.total_blocks}")
+            if known.total_blocks != info.total_blocks or known.block_set() != info.block_set():
+                raise GrantError("conflict", f"job {info.key} is known with other blocks "
+                                             f"({known.total_blocks} in all, part {known.blocks or 'all'})")
             return None
         if len(self.jobs) >= self.max_jobs:
             raise GrantError("too-many-jobs", f"this GPU's dispatcher holds {self.max_jobs} jobs; retry later")
         if info.total_blocks < 1:
             raise GrantError("bad-request", "total_blocks must be >= 1")
+        try:
+            part = info.block_set()
+        except ValueError as exc:
+            raise GrantError("bad-request", f"blocks: {exc}") from None
+        if not part or part.difference(RangeSet.span(0, info.total_blocks)):
+            raise GrantError("bad-request", f"blocks must be a non-empty part of [0, {info.total_blocks})")
         return {"t": "job", "info": info.to_wire()}
 
     def grantable(self, key: str) -> bool:
@@ -332,5 +346,5 @@ class GrantBook:
 
     def progress(self, key: str) -> dict[str, Any]:
         j = self.jobs[key]
-        return {"total": j.info.total_blocks, "committed": len(j.committed), "runs": j.committed.runs(),
+        return {"total": j.size_blocks, "committed": len(j.committed), "runs": j.committed.runs(),
                 "leased": len(j.leased), "finished": j.finished, "policy": self.policy.value}

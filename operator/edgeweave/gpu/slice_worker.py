@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from .grid import unlinearise
-from .plan import grid_of
+from .plan import ENV_POD_INDEX, ENV_SLICES, decode_slices, grid_of
+from .ranges import RangeSet
 from .slice_run import build_runner, load_spec
 
 ENV_SOCKET = "EDGEWEAVE_DISPATCHER_SOCKET"
@@ -116,11 +117,21 @@ def _write_fragment(frag_dir: Path, gid: str, values: np.ndarray) -> Path:
     return path
 
 
-def job_wire(spec: Any, tpb_declared: bool) -> dict[str, Any]:
+def job_wire(spec: Any, tpb_declared: bool, blocks: str = "") -> dict[str, Any]:
     return {"total_blocks": grid_of(spec).blocks, "latency_target_ms": spec.latency_target_ms,
             "launch_overhead_us": spec.profile.launch_overhead_us,
             "time_per_block_us": spec.profile.time_per_block_us if tpb_declared else None,
-            "priority": spec.priority, "deadline_s": spec.deadline_seconds, "policy": spec.policy.value}
+            "priority": spec.priority, "deadline_s": spec.deadline_seconds, "policy": spec.policy.value,
+            "blocks": blocks}
+
+
+def planned_blocks(slices_text: str) -> str:
+    """The blocks of a pod's planned slice list (EDGEWEAVE_SLICES) as runs: the share it registers."""
+    sl = decode_slices(slices_text)
+    out = RangeSet()
+    for lo, hi in sl.indices.ranges():
+        out.add(lo * sl.size, min(hi * sl.size, sl.total))
+    return out.encode()
 
 
 def main(argv: list[str]) -> int:
@@ -137,6 +148,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-timeout", type=float, default=60.0)
+    p.add_argument("--part", default=None,
+                   help=f"register only this pod's planned share (default: from {ENV_SLICES} and {ENV_POD_INDEX} "
+                        "when set; 'none' = the whole job)")
     ns = p.parse_args(argv)
     try:
         if not ns.socket:
@@ -149,13 +163,17 @@ def main(argv: list[str]) -> int:
         if twin is None:
             raise ValueError("the dispatcher worker writes per-grant output for built-in kernels only")
         ns.frag_dir.mkdir(parents=True, exist_ok=True)
+        part, blocks = "", ""
+        if ns.part != "none" and os.environ.get(ENV_SLICES) and os.environ.get(ENV_POD_INDEX):
+            part, blocks = f"s{int(os.environ[ENV_POD_INDEX])}", planned_blocks(os.environ[ENV_SLICES])
     except Exception as exc:  # noqa: BLE001 - every set-up failure is one clear line and exit 2
         print(json.dumps({"event": "error", "error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 2
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     hello = {"op": "hello", "namespace": ns.namespace, "name": ns.name, "uid": ns.uid, "token": token,
-             "worker": ns.worker_id, "job": job_wire(spec, spec.profile.time_per_block_us is not None)}
+             "worker": ns.worker_id, "part": part,
+             "job": job_wire(spec, spec.profile.time_per_block_us is not None, blocks)}
     ch = Channel(ns.socket, hello, ns.connect_timeout)
     grants = 0
     try:

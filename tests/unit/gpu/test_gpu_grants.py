@@ -155,3 +155,24 @@ def test_tokens_bind_namespace_name_and_uid() -> None:
     assert not verify(key, "ns", "job", "uid-2", t)  # a recreated job is another job
     assert not verify(b"x" * 32, "ns", "job", "uid-1", t)
     assert not verify(key, "ns/evil", "job", "uid-1", t)
+
+
+def test_a_pods_share_is_its_own_pool_and_a_different_share_under_its_key_is_refused() -> None:
+    from edgeweave.gpu.slice_worker import planned_blocks
+
+    blocks = planned_blocks("v1;blocks=100;total=950;slices=5-9")
+    assert blocks == "500-949"
+    book = _book()
+    _add(book, JobInfo(key="a/x/1#s1", tenant="a", total_blocks=950, latency_target_ms=1.0,
+                       launch_overhead_us=8.0, time_per_block_us=10.0, blocks=blocks))
+    g = book.next_grant("a/x/1#s1", "w", 0.0)
+    assert g["lo"] == 500 and g["hi"] <= 950
+    assert book.progress("a/x/1#s1")["total"] == 450
+    with pytest.raises(GrantError) as e:
+        book.register(JobInfo(key="a/x/1#s1", tenant="a", total_blocks=950, latency_target_ms=1.0,
+                              launch_overhead_us=8.0, blocks="0-99"))
+    assert e.value.code == "conflict"
+    with pytest.raises(GrantError) as e:
+        book.register(JobInfo(key="a/x/1#s2", tenant="a", total_blocks=950, latency_target_ms=1.0,
+                              launch_overhead_us=8.0, blocks="900-1000"))
+    assert e.value.code == "bad-request"
