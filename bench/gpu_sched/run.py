@@ -92,9 +92,9 @@ def latency_phase(root: Path, runs: int, cycles: int) -> dict[str, Any]:
     grants = 0
     try:
         d = node.start_dispatcher()
-        cpu0 = _cpu_s(d.pid)
-        for r in range(runs):
-            job = node.job("ns-lat", f"lat{r}", job_spec(cycles * 4, target_ms=0.04))  # 4 blocks per grant
+        cpu0 = 0.0
+        for r in range(-1, runs):  # run -1 warms up (lazy imports, first allocations): not counted
+            job = node.job("ns-lat", f"lat{r + 1}", job_spec(cycles * 4, target_ms=0.04))  # 4 blocks per grant
             c = Client(node, job, worker="probe")
             rtts, crtts = [], []
             while True:
@@ -108,6 +108,9 @@ def latency_phase(root: Path, runs: int, cycles: int) -> dict[str, Any]:
                 c.call({"op": "commit", "id": g["id"], "lo": g["lo"], "hi": g["hi"], "ms": 0.04})
                 crtts.append((time.perf_counter() - t0) * 1000.0)
             c.close()
+            if r < 0:
+                cpu0 = _cpu_s(d.pid)
+                continue
             grants += len(crtts)
             p50s.append(float(np.percentile(rtts, 50)))
             p99s.append(float(np.percentile(rtts, 99)))
