@@ -26,6 +26,7 @@ from edgeweave.gpu.dispatch_harness import (
     policy_violations,
     resize_scenario,
     run_three,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,30 @@ def test_second_tenant_load_shrinks_the_next_slices(node_factory) -> None:
     predicted = (1 - r["load_after"]) / (1 - r["load_before"])
     assert abs(r["size_after"] / r["size_before"] - predicted) < 0.15, (predicted, r)
     assert r["distinct_sizes"] > 2  # sub-kernels of one job differ in size
+
+
+def test_dcgm_utilisation_from_prometheus_sizes_the_next_grants(node_factory, prometheus) -> None:
+    """DCGM present: the GPU's utilisation (real Prometheus scraping an exporter we control) is the
+    load when it is higher than what the dispatcher sees of its own jobs."""
+    import statistics
+
+    labels = {"Hostname": "gpu-node-7", "gpu": "0", "UUID": "GPU-test"}
+    prometheus.series.set_gauge("DCGM_FI_DEV_GPU_UTIL", labels, 5.0)
+    try:
+        node = node_factory("Fifo", extra=("--prometheus-url", prometheus.url, "--node", "gpu-node-7",
+                                           "--dcgm-interval-s", "0.3"))
+        a = node.job("ns-a", "a", job_spec(240000, target_ms=1.0, threads=32))
+        node.start_worker(a)
+        low = wait_until(lambda: [d for d in node.decision_log() if 0.04 <= d["load"] <= 0.06][5:25] or None,
+                         60, "grants at the DCGM load 0.05")
+        prometheus.series.set_gauge("DCGM_FI_DEV_GPU_UTIL", labels, 80.0)
+        high = wait_until(lambda: [d for d in node.decision_log() if d["load"] >= 0.79][:20] or None,
+                          60, "grants at the DCGM load 0.8")
+        assert all("DCGM_FI_DEV_GPU_UTIL" in d["why"] for d in low + high)
+        size = lambda ds: statistics.median(d["hi"] - d["lo"] for d in ds)  # noqa: E731
+        assert abs(size(high) / size(low) - (1 - 0.8) / (1 - 0.05)) < 0.1, (size(low), size(high))
+    finally:
+        prometheus.series.set_gauge("DCGM_FI_DEV_GPU_UTIL", labels, None)
 
 
 def test_killed_job_pod_and_dispatcher_output_identical_to_unsliced(node_factory, tmp_path: Path) -> None:

@@ -120,7 +120,8 @@ class Dispatcher:
     def __init__(self, socket_path: Path, state_dir: Path, key: bytes, policy: SchedulingPolicy, *,
                  slots: int = 1, max_jobs: int = 64, max_connections: int = 256, lease_s: float = 10.0,
                  poll_s: float = 20.0, idle_s: float = 300.0, decision_log: Path | None = None,
-                 prometheus_url: str | None = None, node: str | None = None, fsync: bool = True) -> None:
+                 prometheus_url: str | None = None, node: str | None = None, fsync: bool = True,
+                 dcgm_interval_s: float = 10.0) -> None:
         self.socket_path, self.key = socket_path, key
         self.journal = Journal(state_dir, fsync)
         records = self.journal.replay()
@@ -135,7 +136,7 @@ class Dispatcher:
         self.connections = 0
         self.waiting: dict[str, deque[tuple[Conn, asyncio.Future[dict[str, Any]], float]]] = {}
         self.decision_log = decision_log.open("a") if decision_log else None
-        self.prometheus_url, self.node = prometheus_url, node
+        self.prometheus_url, self.node, self.dcgm_interval_s = prometheus_url, node, dcgm_interval_s
         self.external: GpuLoad | None = None
         self._slot_free_at = time.monotonic()
         LOG.info("dispatcher epoch %d: policy %s, %d slot(s), %d job(s) and %d open grant(s) from the journal",
@@ -361,7 +362,7 @@ class Dispatcher:
             self.external = load
             if load is None:
                 LOG.debug("DCGM load unavailable: %s", why)
-            await asyncio.sleep(10)
+            await asyncio.sleep(self.dcgm_interval_s)
 
     async def serve(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -415,7 +416,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--poll-s", type=float, default=20.0, help="longest a `next` waits before {wait: true}")
     p.add_argument("--idle-s", type=float, default=300.0)
     p.add_argument("--decision-log", type=Path, help="append one JSON line per grant (policy inputs, size, load)")
-    p.add_argument("--prometheus-url", help="read DCGM_FI_DEV_GPU_UTIL from here every 10 s")
+    p.add_argument("--prometheus-url", help="read DCGM_FI_DEV_GPU_UTIL of --node from here")
+    p.add_argument("--dcgm-interval-s", type=float, default=10.0)
     p.add_argument("--node", default=os.environ.get("NODE_NAME"), help="DCGM Hostname of this GPU's node")
     p.add_argument("--no-fsync", action="store_true", help="do not fsync commits (tests on slow disks)")
     ns = p.parse_args(argv)
@@ -431,7 +433,7 @@ def main(argv: list[str]) -> int:
     d = Dispatcher(ns.socket, ns.state_dir, key, SchedulingPolicy(ns.policy), slots=ns.slots, max_jobs=ns.max_jobs,
                    max_connections=ns.max_connections, lease_s=ns.lease_s, poll_s=ns.poll_s, idle_s=ns.idle_s,
                    decision_log=ns.decision_log, prometheus_url=ns.prometheus_url, node=ns.node,
-                   fsync=not ns.no_fsync)
+                   fsync=not ns.no_fsync, dcgm_interval_s=ns.dcgm_interval_s)
     asyncio.run(d.serve())
     return 0
 
