@@ -64,8 +64,14 @@ def test_fair_share_interleaves_tenants(node_factory) -> None:
     node = node_factory("FairShare")
     _, decisions = run_three(node, THREE_JOBS["FairShare"][0])
     assert policy_violations(decisions) == 0
-    first = [d["job"].split("/")[0] for d in decisions][:9]
-    assert sorted(first) == sorted(["ns-a", "ns-b", "ns-c"] * 3)  # every tenant served in every round
+    first = [d["job"].split("/")[0] for d in decisions][:3]
+    assert sorted(first) == ["ns-a", "ns-b", "ns-c"]  # nobody waits for a second grant of another
+    # FairShare equalises GPU time, not grant counts: while all three compete, their committed time
+    # never drifts apart by more than about one grant.
+    longest = max(e["ms"] for j in node.jobs for e in node.worker_events(j) if e.get("event") == "grant-done")
+    spreads = [max(c["share"] for c in d["candidates"]) - min(c["share"] for c in d["candidates"])
+               for d in decisions if len(d["candidates"]) == 3]
+    assert len(spreads) >= 10 and max(spreads) <= 1.5 * longest + 1.0, (max(spreads), longest)
 
 
 def test_fifo_serves_in_arrival_order(node_factory) -> None:
