@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
               f"{ks['commits_at_kill']}) reconnects={ks['reconnects']} discarded={ks['discarded']} {ks['error']}",
               flush=True)
         lat = latency_phase(root, ns.latency_runs, ns.latency_cycles)
-        print(f"grant latency (commit+next round trip): {lat}", flush=True)
+        print(f"grant latency (`next` round trip; commit timed apart): {lat}", flush=True)
     finally:
         if not ns.keep:
             shutil.rmtree(root, ignore_errors=True)
