@@ -7,6 +7,7 @@
 # Python packages: the venv at .venv if it is there and works; else a new one (system site packages
 # visible) that installs the project and CuPy from a wheelhouse directory if one was carried
 # ($WHEELS, default ./wheelhouse), else from the registry, if the machine can reach it.
+# NO_INSTALL=1 installs nothing (a dry run of the flow on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu-run}"
@@ -34,7 +35,9 @@ if [ -z "$py" ]; then
   [ -d "$WHEELS" ] && pipargs+=(--no-index --find-links "$WHEELS")
   "$py" -m pip install "${pipargs[@]}" -e . || "$py" -m pip install -q --no-deps -e .
 fi
-if ! "$py" -c 'import cupy' 2>/dev/null; then
+if [ -n "${NO_INSTALL:-}" ]; then
+  echo "[oneshot] NO_INSTALL set: using what is installed"
+elif ! "$py" -c 'import cupy' 2>/dev/null; then
   pipargs=(-q)
   [ -d "$WHEELS" ] && pipargs+=(--no-index --find-links "$WHEELS")
   "$py" -m pip install "${pipargs[@]}" "$cupy_pkg" || echo "[oneshot] could not install $cupy_pkg"
