@@ -206,3 +206,33 @@ def test_gpujob_of_2_to_the_31_slices_plans_as_ranges_without_memory_per_slice(
     assert _rss_mib(operator.proc.pid) - rss0 < 64  # nothing was allocated per slice
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+
+
+def test_a_corrupted_status_gets_a_condition_an_event_and_backoff_not_a_traceback_loop(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    _create_job(cluster, namespace, "bad")
+    _wait_running(cluster, namespace, "bad", {"bad-s0-a0", "bad-s1-a0"})
+    # Settled (the operator saw its pods run), so its own writes do not race the edit below.
+    wait_for(lambda: _status(cluster, namespace, "bad").get("phase") == "Running", 30, "bad Running")
+    # Someone with access to the status subresource writes an entry that is not one of the job's pods.
+    cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "gpujobs", "bad", {
+        "status": {"pods": [{"name": "bogus", "phase": "Planned", "slices": "0-3"}]}})
+    log_before = operator.log()
+
+    def failed():
+        st = _status(cluster, namespace, "bad")
+        ready = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), None)
+        return ready if ready and ready["reason"] == "ReconcileFailed" else None
+    ready = wait_for(failed, 60, "Ready=False/ReconcileFailed")
+    assert ready["status"] == "False" and "'bogus' is not a job pod name" in ready["message"]
+    events = wait_for(lambda: _events(cluster, namespace, "bad", "ReconcileFailed"), 30, "ReconcileFailed Event")
+    assert len(events) == 1 and "retrying in" in events[0].message
+    # The operator keeps serving good jobs meanwhile (planned, pods created; they wait for the GPUs
+    # the bad job's pods hold), and it logged no traceback for the bad one.
+    _create_job(cluster, namespace, "good")
+    wait_for(lambda: {"good-s0-a0", "good-s1-a0"} <= set(_pods(cluster, namespace, "good")), 60, "good's pods")
+    assert _status(cluster, namespace, "good")["slicesTotal"] == 16
+    new_log = operator.log()[len(log_before):]
+    assert "Traceback" not in new_log
+    assert new_log.count("GpuJob %s/bad: reconcile failed" % namespace) <= 6  # backoff, not every event
+    assert len(_events(cluster, namespace, "bad", "ReconcileFailed")) == 1  # one Event per distinct fault

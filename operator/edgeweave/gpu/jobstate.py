@@ -98,9 +98,8 @@ def restore_plan(spec: GpuJobSpec, status: GpuJobStatus, entries: Iterable[Slice
     total = spec.total_blocks
     pods = []
     for e in entries:
-        parsed = parse_pod_name(e.name)
-        assert parsed is not None  # entries are named by us
-        pods.append(PodAssignment(pod=parsed[1], attempt=parsed[2], slices=e.slices))
+        _, index, attempt = entry_pod(e)
+        pods.append(PodAssignment(pod=index, attempt=attempt, slices=e.slices))
     # The decision is only descriptive; the one that chose this slice size is in the Planned condition.
     base = plan_job(spec, None)
     return base.model_copy(update={"total_blocks": total, "slice_blocks": status.slice_blocks,
@@ -151,7 +150,7 @@ def advance(job: str, spec: GpuJobSpec, status: GpuJobStatus, observed: Iterable
     if lost:
         open_entries = [e for e in entries if e.phase not in CLOSED or e in lost]
         plan = restore_plan(spec, status, open_entries)
-        lost_idx = {parse_pod_name(e.name)[1] for e in lost}  # type: ignore[index]
+        lost_idx = {entry_pod(e)[1] for e in lost}
         after = reassign(plan, finished, lost_idx)
         replaced = [p for p in after.pods if p.pod in lost_idx]
         too_many = [p for p in replaced if p.attempt >= max_attempts]
@@ -193,7 +192,20 @@ def advance(job: str, spec: GpuJobSpec, status: GpuJobStatus, observed: Iterable
     return Step(status=new, create=tuple(create), events=tuple(events))
 
 
-def _assignment(e: SlicePodState) -> PodAssignment:
+def entry_pod(e: SlicePodState) -> tuple[str, int, int]:
+    """(job, index, attempt) of a status entry; a status someone else edited gets a clear error."""
     parsed = parse_pod_name(e.name)
-    assert parsed is not None
-    return PodAssignment(pod=parsed[1], attempt=parsed[2], slices=e.slices)
+    if parsed is None:
+        raise ValueError(f"status.pods[].name {e.name[:80]!r} is not a job pod name (<job>-s<index>-a<attempt>); "
+                         "status was edited outside the operator")
+    try:
+        RangeSet.decode(e.slices)
+        RangeSet.decode(e.done)
+    except ValueError as exc:
+        raise ValueError(f"status.pods[{e.name[:80]}]: {exc}") from None
+    return parsed
+
+
+def _assignment(e: SlicePodState) -> PodAssignment:
+    _, index, attempt = entry_pod(e)
+    return PodAssignment(pod=index, attempt=attempt, slices=e.slices)
