@@ -234,5 +234,6 @@ def test_a_corrupted_status_gets_a_condition_an_event_and_backoff_not_a_tracebac
     assert _status(cluster, namespace, "good")["slicesTotal"] == 16
     new_log = operator.log()[len(log_before):]
     assert "Traceback" not in new_log
-    assert new_log.count("GpuJob %s/bad: reconcile failed" % namespace) <= 6  # backoff, not every event
+    failures = new_log.count(f"GpuJob {namespace}/bad: reconcile failed")
+    assert 1 <= failures <= 6, failures  # backoff: a few tries, not one per event and timer tick
     assert len(_events(cluster, namespace, "bad", "ReconcileFailed")) == 1  # one Event per distinct fault
