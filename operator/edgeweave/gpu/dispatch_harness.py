@@ -137,7 +137,9 @@ class Node:
     def decision_log(self) -> list[dict[str, Any]]:
         if not self.decisions.exists():
             return []
-        return [json.loads(line) for line in self.decisions.read_text().splitlines() if line.strip()]
+        # The dispatcher may be writing the last line right now: only newline-terminated lines count.
+        lines = self.decisions.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines if line.strip()]
 
     def stop(self) -> None:
         for j in self.jobs:
@@ -250,7 +252,8 @@ def run_three(node: Node, specs: dict[str, dict[str, Any]]) -> tuple[list[str], 
 def resize_scenario(node: Node) -> dict[str, Any]:
     """Job a runs alone; tenant b starts mid-job on the same GPU (two slots: two contexts).
     Returns a's grant sizes and loads before and after b's first grant."""
-    a = node.job("ns-a", "a", job_spec(120000, target_ms=1.0, threads=64))
+    # ~2 500 grants: a is still running when b's worker is up, however slowly it starts on a busy box.
+    a = node.job("ns-a", "a", job_spec(120000, target_ms=0.5, threads=64))
     node.start_worker(a)
     wait_until(lambda: sum(1 for d in node.decision_log() if d["job"] == a.key) >= 30, 60, "30 grants of a alone")
     b = node.job("ns-b", "b", job_spec(20000, target_ms=20.0, kernel="stencil"))  # long grants: busy
