@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from edgeweave.gpu.plan import decode_slices
+from edgeweave.gpu.ranges import RangeSet
 
 from .conftest import REPO, Cluster, OperatorProcess, wait_for
 
@@ -28,9 +29,13 @@ SPEC = {"kernel": {"builtin": "saxpy", "problemSize": 16384}, "grid": [64], "blo
         "vgpu": {"resource": "nvidia.com/gpu", "count": 2}, "profile": {"timePerBlockUs": 1000}}
 
 
-def _create_job(cluster: Cluster, namespace: str, name: str) -> dict:
+def _create_job(cluster: Cluster, namespace: str, name: str, spec: dict | None = None) -> dict:
     return cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "gpujobs", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "metadata": {"name": name}, "spec": SPEC})
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "metadata": {"name": name}, "spec": spec or SPEC})
+
+
+def _ix(runs: str) -> list[int]:
+    return list(RangeSet.decode(runs))
 
 
 def _job(cluster: Cluster, namespace: str, name: str) -> dict:
@@ -101,7 +106,7 @@ def test_gpujob_runs_as_slice_pods_and_succeeds(cluster: Cluster, operator: Oper
     assert (st["sliceBlocks"], st["slicesTotal"]) == (4, 16)
     planned = next(c for c in st["conditions"] if c["type"] == "Planned")
     assert "16 slices of 4 blocks over 2 pod(s)" in planned["message"] and "load unknown" in planned["message"]
-    assert {p["name"]: p["slices"] for p in st["pods"]} == {n: _slices(p) for n, p in pods.items()}
+    assert {p["name"]: _ix(p["slices"]) for p in st["pods"]} == {n: _slices(p) for n, p in pods.items()}
 
     # Pod 0's real slice runtime (CPU backend here) runs the pod's own env and reports on its pod.
     env = {e.name: e.value for e in pods["sax-s0-a0"].spec.containers[0].env if e.value is not None}
@@ -116,7 +121,7 @@ def test_gpujob_runs_as_slice_pods_and_succeeds(cluster: Cluster, operator: Oper
     assert annotated["edgeweave.io/slices-done"] == "0-7"
     st = wait_for(lambda: (s := _status(cluster, namespace, "sax")).get("slicesDone") == 8 and s, 30,
                   "8 slices done from pod 0's annotation")
-    assert _pod_entry(st, "sax-s0-a0")["done"] == list(range(8)) and st["phase"] == "Running"
+    assert _pod_entry(st, "sax-s0-a0")["done"] == "0-7" and st["phase"] == "Running"
 
     _finish(cluster, namespace, "sax-s0-a0", "Succeeded")
     _finish(cluster, namespace, "sax-s1-a0", "Succeeded")
@@ -144,9 +149,9 @@ def test_lost_and_failed_pods_have_only_unfinished_slices_rescheduled(cluster: C
     pods = _wait_running(cluster, namespace, "re", {"re-s0-a0", "re-s1-a1"})
     assert _slices(pods["re-s1-a1"]) == s1[3:]
     st = _status(cluster, namespace, "re")
-    assert _pod_entry(st, "re-s1-a0")["phase"] == "Lost" and _pod_entry(st, "re-s1-a0")["done"] == s1[:3]
-    assert _pod_entry(st, "re-s1-a1")["slices"] == s1[3:]
-    assert _pod_entry(st, "re-s0-a0")["slices"] == s0  # a running pod keeps its list
+    assert _pod_entry(st, "re-s1-a0")["phase"] == "Lost" and _ix(_pod_entry(st, "re-s1-a0")["done"]) == s1[:3]
+    assert _ix(_pod_entry(st, "re-s1-a1")["slices"]) == s1[3:]
+    assert _ix(_pod_entry(st, "re-s0-a0")["slices"]) == s0  # a running pod keeps its list
     assert wait_for(lambda: _events(cluster, namespace, "re", "Rescheduled"), 30, "Rescheduled Event")
 
     # Failed: after finishing two slices.
@@ -156,15 +161,79 @@ def test_lost_and_failed_pods_have_only_unfinished_slices_rescheduled(cluster: C
     pods = _wait_running(cluster, namespace, "re", {"re-s0-a1", "re-s1-a1"})
     assert _slices(pods["re-s0-a1"]) == s0[2:]
     st = _status(cluster, namespace, "re")
-    assert _pod_entry(st, "re-s0-a0")["phase"] == "Failed" and _pod_entry(st, "re-s0-a0")["done"] == s0[:2]
+    assert _pod_entry(st, "re-s0-a0")["phase"] == "Failed" and _ix(_pod_entry(st, "re-s0-a0")["done"]) == s0[:2]
 
     # No slice is ever handed out after it was reported done, and each is done by exactly one pod.
     for name in ("re-s0-a1", "re-s1-a1"):
         _finish(cluster, namespace, name, "Succeeded")
     st = wait_for(lambda: (s := _status(cluster, namespace, "re")).get("phase") == "Succeeded" and s, 30,
                   "phase Succeeded")
-    done_by = sorted(i for p in st["pods"] for i in p["done"])
+    done_by = sorted(i for p in st["pods"] for i in _ix(p["done"]))
     assert done_by == list(range(16)) and st["slicesDone"] == 16
     assert {p["name"] for p in st["pods"]} == {"re-s0-a0", "re-s1-a0", "re-s0-a1", "re-s1-a1"}
     assert set(_pods(cluster, namespace, "re")) == {"re-s0-a0", "re-s0-a1", "re-s1-a1"}  # nothing extra created
 
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_gpujob_of_2_to_the_31_slices_plans_as_ranges_without_memory_per_slice(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    # One block per slice (no launch cost, 1 µs blocks, 1 µs target): 2^31 slices over two pods.
+    spec = {"kernel": {"builtin": "saxpy", "problemSize": 1024}, "grid": [65536, 32768], "block": [32],
+            "vgpu": {"resource": "nvidia.com/gpu", "count": 2}, "latencyTargetMs": 0.001,
+            "profile": {"timePerBlockUs": 1, "launchOverheadUs": 0}}
+    rss0 = _rss_mib(operator.proc.pid)
+    _create_job(cluster, namespace, "huge", spec)
+    st = wait_for(lambda: (s := _status(cluster, namespace, "huge")).get("slicesTotal") and s, 60, "huge planned")
+    assert st["slicesTotal"] == 2**31 and st["sliceBlocks"] == 1
+    assert {p["name"]: p["slices"] for p in st["pods"]} == {"huge-s0-a0": f"0-{2**30 - 1}",
+                                                            "huge-s1-a0": f"{2**30}-{2**31 - 1}"}
+    assert len(str(st)) < 8192
+    pods = _wait_running(cluster, namespace, "huge", {"huge-s0-a0", "huge-s1-a0"})
+    assert pods["huge-s0-a0"].metadata.annotations["edgeweave.io/slices"].endswith(f"slices=0-{2**30 - 1}")
+    # A progress annotation with thousands of runs (a hostile or broken pod) is ignored, not stored.
+    _report_done(cluster, namespace, "huge-s0-a0", ",".join(str(2 * i) for i in range(5000)))
+    _report_done(cluster, namespace, "huge-s1-a0", f"{2**30}-{2**30 + 99}")
+    st = wait_for(lambda: (s := _status(cluster, namespace, "huge")).get("slicesDone") == 100 and s, 30,
+                  "100 slices done")
+    assert _pod_entry(st, "huge-s0-a0")["done"] == ""
+    assert _rss_mib(operator.proc.pid) - rss0 < 64  # nothing was allocated per slice
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+
+def test_a_corrupted_status_gets_a_condition_an_event_and_backoff_not_a_traceback_loop(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    _create_job(cluster, namespace, "bad")
+    _wait_running(cluster, namespace, "bad", {"bad-s0-a0", "bad-s1-a0"})
+    # Settled (the operator saw its pods run), so its own writes do not race the edit below.
+    wait_for(lambda: _status(cluster, namespace, "bad").get("phase") == "Running", 30, "bad Running")
+    # Someone with access to the status subresource writes an entry that is not one of the job's pods.
+    cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "gpujobs", "bad", {
+        "status": {"pods": [{"name": "bogus", "phase": "Planned", "slices": "0-3"}]}})
+    log_before = operator.log()
+
+    def failed():
+        st = _status(cluster, namespace, "bad")
+        ready = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), None)
+        return ready if ready and ready["reason"] == "ReconcileFailed" else None
+    ready = wait_for(failed, 60, "Ready=False/ReconcileFailed")
+    assert ready["status"] == "False" and "'bogus' is not a job pod name" in ready["message"]
+    events = wait_for(lambda: _events(cluster, namespace, "bad", "ReconcileFailed"), 30, "ReconcileFailed Event")
+    assert len(events) == 1 and "retrying in" in events[0].message
+    # The operator keeps serving good jobs meanwhile (planned, pods created; they wait for the GPUs
+    # the bad job's pods hold), and it logged no traceback for the bad one.
+    _create_job(cluster, namespace, "good")
+    wait_for(lambda: {"good-s0-a0", "good-s1-a0"} <= set(_pods(cluster, namespace, "good")), 60, "good's pods")
+    assert _status(cluster, namespace, "good")["slicesTotal"] == 16
+    new_log = operator.log()[len(log_before):]
+    assert "Traceback" not in new_log
+    failures = new_log.count(f"GpuJob {namespace}/bad: reconcile failed")
+    assert 1 <= failures <= 6, failures  # backoff: a few tries, not one per event and timer tick
+    assert len(_events(cluster, namespace, "bad", "ReconcileFailed")) == 1  # one Event per distinct fault

@@ -117,8 +117,8 @@ class SlicePodState(StatusModel):
     name: str
     node: str | None = None
     phase: str = "Pending"
-    slices: list[int] = Field(default_factory=list)
-    done: list[int] = Field(default_factory=list)
+    slices: str = Field(default="", max_length=4096, description="Slice indices of this pod attempt, as runs ('0-9,12').")
+    done: str = Field(default="", max_length=4096, description="Slices it finished, as runs.")
 
 
 class GpuJobStatus(StatusModel):

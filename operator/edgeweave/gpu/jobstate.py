@@ -23,9 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus, SlicePodState
-from .grid import slice_ranges
-from .plan import PodAssignment, SlicePlan, SliceRange, plan_job, reassign
+from .optimiser import slices_for
+from .plan import PodAssignment, SlicePlan, plan_job, reassign
 from .podspec import ANNOTATION_DONE, decode_runs, parse_pod_name, pod_name
+from .ranges import RangeSet
 
 PLANNED = "Planned"
 LOST = "Lost"
@@ -46,7 +47,7 @@ class PodObservation(_Frozen):
     node: str | None = None
     phase: str = "Pending"
     deleting: bool = False
-    done: tuple[int, ...] = ()
+    done: str = ""  # runs
     bad_annotation: str | None = None
 
 
@@ -70,12 +71,12 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation | None:
         return None
     _, index, attempt = parsed
     raw = (meta.get("annotations") or {}).get(ANNOTATION_DONE, "")
-    done: tuple[int, ...] = ()
+    done = ""
     bad = None
     try:
-        done = tuple(decode_runs(raw)) if raw else ()
-    except ValueError:
-        bad = raw[:100]
+        done = decode_runs(raw).encode() if raw else ""
+    except ValueError as exc:
+        bad = f"{raw[:60]!r}: {exc}"
     return PodObservation(
         name=meta["name"], index=index, attempt=attempt, uid=meta.get("uid", ""),
         node=(pod.get("spec") or {}).get("nodeName"), phase=(pod.get("status") or {}).get("phase") or "Pending",
@@ -85,9 +86,9 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation | None:
 def initial_status(job: str, plan: SlicePlan) -> GpuJobStatus:
     """The plan as recorded in status before any pod exists."""
     return GpuJobStatus(
-        phase=GpuJobPhase.Pending.value, slice_blocks=plan.slice_blocks, slices_total=len(plan.slices),
+        phase=GpuJobPhase.Pending.value, slice_blocks=plan.slice_blocks, slices_total=plan.slice_count,
         slices_done=0,
-        pods=[SlicePodState(name=pod_name(job, a.pod, a.attempt), phase=PLANNED, slices=list(a.slices))
+        pods=[SlicePodState(name=pod_name(job, a.pod, a.attempt), phase=PLANNED, slices=a.slices)
               for a in plan.pods])
 
 
@@ -95,16 +96,14 @@ def restore_plan(spec: GpuJobSpec, status: GpuJobStatus, entries: Iterable[Slice
     """The plan of the open entries, rebuilt from status (the slice size recorded there wins over a
     fresh decision: the load may have changed since, and the slice list must not)."""
     total = spec.total_blocks
-    slices = tuple(SliceRange(index=i, start=a, end=b)
-                   for i, (a, b) in enumerate(slice_ranges(total, status.slice_blocks)))
     pods = []
     for e in entries:
-        parsed = parse_pod_name(e.name)
-        assert parsed is not None  # entries are named by us
-        pods.append(PodAssignment(pod=parsed[1], attempt=parsed[2], slices=tuple(e.slices)))
+        _, index, attempt = entry_pod(e)
+        pods.append(PodAssignment(pod=index, attempt=attempt, slices=e.slices))
     # The decision is only descriptive; the one that chose this slice size is in the Planned condition.
     base = plan_job(spec, None)
-    return base.model_copy(update={"total_blocks": total, "slice_blocks": status.slice_blocks, "slices": slices,
+    return base.model_copy(update={"total_blocks": total, "slice_blocks": status.slice_blocks,
+                                   "slice_count": slices_for(total, status.slice_blocks),
                                    "pods": tuple(sorted(pods, key=lambda p: p.pod))})
 
 
@@ -120,47 +119,50 @@ def advance(job: str, spec: GpuJobSpec, status: GpuJobStatus, observed: Iterable
             entries.append(e)
             continue
         obs = seen.get(e.name)
-        mine = set(e.slices)
+        mine = RangeSet.decode(e.slices)
         if obs is None:
             if e.phase == PLANNED:
                 entries.append(e)
                 continue
             e = e.model_copy(update={"phase": LOST})
             lost.append(e)
+            left = len(mine.difference(RangeSet.decode(e.done)))
             events.append(JobEvent(type="Warning", reason="SlicePodLost",
-                                   message=f"pod {e.name} is gone with {len(mine - set(e.done))} unfinished slice(s)"))
+                                   message=f"pod {e.name} is gone with {left} unfinished slice(s)"))
             entries.append(e)
             continue
-        done = set(e.done) | (set(obs.done) & mine)
+        done = RangeSet.decode(e.done).union(RangeSet.decode(obs.done).intersection(mine))
         phase = TERMINATING if obs.deleting and obs.phase not in ("Succeeded", "Failed") else obs.phase
         if obs.phase == "Succeeded":
             done = mine
-        e = e.model_copy(update={"node": obs.node, "phase": phase, "done": sorted(done)})
+        e = e.model_copy(update={"node": obs.node, "phase": phase, "done": done.encode()})
         if obs.phase == "Failed":
             lost.append(e)
             events.append(JobEvent(type="Warning", reason="SlicePodFailed",
-                                   message=f"pod {e.name} failed with {len(mine - done)} unfinished slice(s)"))
+                                   message=f"pod {e.name} failed with {len(mine.difference(done))} unfinished slice(s)"))
         entries.append(e)
 
-    finished = {i for e in entries for i in e.done}
+    finished = RangeSet()
+    for e in entries:
+        finished = finished.union(RangeSet.decode(e.done))
     create: list[PodAssignment] = []
     failed_reason = ""
     if lost:
         open_entries = [e for e in entries if e.phase not in CLOSED or e in lost]
         plan = restore_plan(spec, status, open_entries)
-        lost_idx = {parse_pod_name(e.name)[1] for e in lost}  # type: ignore[index]
+        lost_idx = {entry_pod(e)[1] for e in lost}
         after = reassign(plan, finished, lost_idx)
         replaced = [p for p in after.pods if p.pod in lost_idx]
         too_many = [p for p in replaced if p.attempt >= max_attempts]
         if too_many:
             failed_reason = (f"pod index {too_many[0].pod} reached {max_attempts} attempts; "
-                             f"{len(plan.slices) - len(finished)} slice(s) left unfinished")
+                             f"{plan.slice_count - len(finished)} slice(s) left unfinished")
         else:
             for p in replaced:
                 entries.append(SlicePodState(name=pod_name(job, p.pod, p.attempt), phase=PLANNED,
-                                             slices=list(p.slices)))
+                                             slices=p.slices))
             if replaced:
-                moved = sum(len(p.slices) for p in replaced)
+                moved = sum(p.count for p in replaced)
                 events.append(JobEvent(type="Normal", reason="Rescheduled", message=(
                     f"{moved} unfinished slice(s) of {', '.join(e.name for e in lost)} moved to "
                     f"{', '.join(pod_name(job, p.pod, p.attempt) for p in replaced)}; "
@@ -190,7 +192,20 @@ def advance(job: str, spec: GpuJobSpec, status: GpuJobStatus, observed: Iterable
     return Step(status=new, create=tuple(create), events=tuple(events))
 
 
-def _assignment(e: SlicePodState) -> PodAssignment:
+def entry_pod(e: SlicePodState) -> tuple[str, int, int]:
+    """(job, index, attempt) of a status entry; a status someone else edited gets a clear error."""
     parsed = parse_pod_name(e.name)
-    assert parsed is not None
-    return PodAssignment(pod=parsed[1], attempt=parsed[2], slices=tuple(e.slices))
+    if parsed is None:
+        raise ValueError(f"status.pods[].name {e.name[:80]!r} is not a job pod name (<job>-s<index>-a<attempt>); "
+                         "status was edited outside the operator")
+    try:
+        RangeSet.decode(e.slices)
+        RangeSet.decode(e.done)
+    except ValueError as exc:
+        raise ValueError(f"status.pods[{e.name[:80]}]: {exc}") from None
+    return parsed
+
+
+def _assignment(e: SlicePodState) -> PodAssignment:
+    _, index, attempt = entry_pod(e)
+    return PodAssignment(pod=index, attempt=attempt, slices=e.slices)

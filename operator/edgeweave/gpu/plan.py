@@ -14,13 +14,14 @@ Slice i covers linear blocks [i*slice_blocks, min((i+1)*slice_blocks, total)), n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.gpujob import GpuJobSpec, SchedulingPolicy
-from .grid import Grid, slice_ranges
-from .optimiser import GpuLoad, OptimiserConfig, SliceDecision, SliceProblem, decide
+from .grid import Grid
+from .optimiser import GpuLoad, OptimiserConfig, SliceDecision, SliceProblem, decide, slices_for
+from .ranges import RangeSet
 
 ENV_SPEC = "EDGEWEAVE_GPUJOB"
 ENV_SLICES = "EDGEWEAVE_SLICES"
@@ -45,16 +46,36 @@ class SliceRange(_Frozen):
 class PodAssignment(_Frozen):
     pod: int = Field(ge=0, description="Job pod index (0 .. vgpu.count-1).")
     attempt: int = Field(default=0, ge=0, description="Bumped each time the pod's work is reassigned.")
-    slices: tuple[int, ...] = Field(description="Slice indices, run in this order.")
+    slices: str = Field(description="Slice indices as runs ('0-9,12'), run in ascending order.")
+
+    @property
+    def set(self) -> RangeSet:
+        return RangeSet.decode(self.slices)
+
+    @property
+    def count(self) -> int:
+        return len(self.set)
 
 
 class SlicePlan(_Frozen):
+    """Slices are ranges: a plan of 2^31 slices is as small as a plan of 2 (nothing per slice)."""
+
     total_blocks: int
     slice_blocks: int
-    slices: tuple[SliceRange, ...]
+    slice_count: int
     pods: tuple[PodAssignment, ...]
     policy: SchedulingPolicy
     decision: SliceDecision
+
+    def slice(self, index: int) -> SliceRange:
+        if not 0 <= index < self.slice_count:
+            raise IndexError(f"slice {index} outside 0..{self.slice_count - 1}")
+        return SliceRange(index=index, start=index * self.slice_blocks,
+                          end=min((index + 1) * self.slice_blocks, self.total_blocks))
+
+    @property
+    def all(self) -> RangeSet:
+        return RangeSet.span(0, self.slice_count)
 
     def pod(self, index: int) -> PodAssignment:
         for p in self.pods:
@@ -64,7 +85,7 @@ class SlicePlan(_Frozen):
 
     def summary(self) -> str:
         d = self.decision
-        return (f"{len(self.slices)} slices of {self.slice_blocks} blocks over {len(self.pods)} pod(s); "
+        return (f"{self.slice_count} slices of {self.slice_blocks} blocks over {len(self.pods)} pod(s); "
                 f"load {d.load_used:.2f} ({d.load_reason}); blocking {d.blocking_ms:.3f} ms; "
                 f"overhead {d.overhead:.2%}; {d.reason}")
 
@@ -84,32 +105,24 @@ def slice_problem(spec: GpuJobSpec, config: OptimiserConfig) -> SliceProblem:
                         latency_target_ms=spec.latency_target_ms)
 
 
-def _split(items: Sequence[int], parts: int) -> list[tuple[int, ...]]:
-    """Contiguous, balanced chunks (sizes differ by at most one), so each pod's output is one region."""
-    n = len(items)
-    return [tuple(items[(i * n) // parts:((i + 1) * n) // parts]) for i in range(parts)]
-
-
 def plan_job(spec: GpuJobSpec, load: GpuLoad | None, config: OptimiserConfig | None = None) -> SlicePlan:
-    """Slice size from the optimiser, the slice list, and the slices of each of up to vgpu.count pods."""
+    """Slice size from the optimiser and a contiguous, balanced range of slices for each of up to
+    vgpu.count pods (so each pod's output is one region)."""
     config = config or OptimiserConfig()
     problem = slice_problem(spec, config)
     decision = decide(problem, load, config)
-    ranges = slice_ranges(problem.total_blocks, decision.slice_blocks)
-    slices = tuple(SliceRange(index=i, start=a, end=b) for i, (a, b) in enumerate(ranges))
-    pods_n = min(spec.vgpu.count, len(slices))
-    chunks = _split([s.index for s in slices], pods_n)
-    pods = tuple(PodAssignment(pod=i, slices=c) for i, c in enumerate(chunks))
-    return SlicePlan(total_blocks=problem.total_blocks, slice_blocks=decision.slice_blocks,
-                     slices=slices, pods=pods, policy=spec.policy, decision=decision)
+    count = slices_for(problem.total_blocks, decision.slice_blocks)
+    pods_n = min(spec.vgpu.count, count)
+    pods = tuple(PodAssignment(pod=i, slices=c.encode()) for i, c in enumerate(RangeSet.span(0, count).split(pods_n)))
+    return SlicePlan(total_blocks=problem.total_blocks, slice_blocks=decision.slice_blocks, slice_count=count,
+                     pods=pods, policy=spec.policy, decision=decision)
 
 
-def remaining(plan: SlicePlan, done: Iterable[int]) -> list[int]:
-    finished = set(done)
-    return [s.index for s in plan.slices if s.index not in finished]
+def remaining(plan: SlicePlan, done: RangeSet) -> RangeSet:
+    return plan.all.difference(done)
 
 
-def reassign(plan: SlicePlan, done: Iterable[int], lost_pods: Iterable[int]) -> SlicePlan:
+def reassign(plan: SlicePlan, done: RangeSet, lost_pods: Iterable[int]) -> SlicePlan:
     """A plan for the work left after `done` slices finished and `lost_pods` died or were evicted.
 
     Pods still running keep their unfinished slices (their env cannot change, and moving work they
@@ -117,54 +130,65 @@ def reassign(plan: SlicePlan, done: Iterable[int], lost_pods: Iterable[int]) -> 
     replacement pods that reuse the lost pods' indices with attempt + 1; a replacement with nothing to
     do is dropped. Pods with nothing left stay in the plan with an empty list, so status shows them.
     """
-    finished = set(done)
-    known = {s.index for s in plan.slices}
-    if unknown := finished - known:
-        raise ValueError(f"done slices not in plan: {sorted(unknown)[:5]}")
+    if done.difference(plan.all):
+        raise ValueError(f"done slices not in plan: {done.difference(plan.all).encode()[:40]}")
     lost = set(lost_pods)
     if unknown_pods := lost - {p.pod for p in plan.pods}:
         raise ValueError(f"lost pods not in plan: {sorted(unknown_pods)}")
     kept: list[PodAssignment] = []
-    orphans: list[int] = []
+    orphans = RangeSet()
     lost_entries: list[PodAssignment] = []
     for p in plan.pods:
-        left = tuple(i for i in p.slices if i not in finished)
+        left = p.set.difference(done)
         if p.pod in lost:
-            orphans.extend(left)
+            orphans = orphans.union(left)
             lost_entries.append(p)
         else:
-            kept.append(p.model_copy(update={"slices": left}))
-    orphans.sort()
+            kept.append(p.model_copy(update={"slices": left.encode()}))
     replacements = [
-        PodAssignment(pod=p.pod, attempt=p.attempt + 1, slices=chunk)
-        for p, chunk in zip(lost_entries, _split(orphans, max(1, len(lost_entries))), strict=False)
+        PodAssignment(pod=p.pod, attempt=p.attempt + 1, slices=chunk.encode())
+        for p, chunk in zip(lost_entries, orphans.split(max(1, len(lost_entries))), strict=False)
         if chunk
     ]
     pods = tuple(sorted([*kept, *replacements], key=lambda a: a.pod))
     return plan.model_copy(update={"pods": pods})
 
 
-def runs_of(indices: Iterable[int]) -> str:
-    """Indices as runs, order kept: [0, 1, 2, 3, 7] -> "0-3,7"."""
-    runs: list[str] = []
-    idx = list(indices)
-    k = 0
-    while k < len(idx):
-        j = k
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        runs.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
-        k = j + 1
-    return ",".join(runs)
+def encode_slices(plan: SlicePlan, slices: RangeSet | str) -> str:
+    """The EDGEWEAVE_SLICES value for these slices (runs)."""
+    runs = slices if isinstance(slices, str) else slices.encode()
+    return f"{FORMAT_VERSION};blocks={plan.slice_blocks};total={plan.total_blocks};slices={runs}"
 
 
-def encode_slices(plan: SlicePlan, indices: Iterable[int]) -> str:
-    """The EDGEWEAVE_SLICES value for these slice indices (order kept; consecutive runs compressed)."""
-    return f"{FORMAT_VERSION};blocks={plan.slice_blocks};total={plan.total_blocks};slices={runs_of(indices)}"
+class SliceList:
+    """Decoded slice list: iterates SliceRanges lazily, so a pod of 2^30 slices holds ranges only."""
+
+    def __init__(self, size: int, total: int, indices: RangeSet) -> None:
+        self.size, self.total, self.indices = size, total, indices
+
+    def __iter__(self) -> Iterator[SliceRange]:
+        for lo, hi in self.indices.ranges():
+            for i in range(lo, hi):
+                yield SliceRange(index=i, start=i * self.size, end=min((i + 1) * self.size, self.total))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> SliceRange:
+        if k != 0 or not self.indices:
+            raise IndexError("only the first slice is addressable")
+        return next(iter(self))
+
+    @property
+    def max_end(self) -> int:
+        if not self.indices:
+            return 0
+        last = self.indices.ranges()[-1][1] - 1
+        return min((last + 1) * self.size, self.total)
 
 
-def decode_slices(text: str) -> list[SliceRange]:
-    """Parse the slice-list format into block ranges, validating every index against the total."""
+def decode_slices(text: str) -> SliceList:
+    """Parse the slice-list format, validating every run against the total."""
     fields = text.strip().split(";")
     if not fields or fields[0] != FORMAT_VERSION:
         raise ValueError(f"slice list must start with {FORMAT_VERSION!r}: {text[:40]!r}")
@@ -182,14 +206,11 @@ def decode_slices(text: str) -> list[SliceRange]:
     if size < 1 or total < 1:
         raise ValueError("blocks and total must be >= 1")
     count = -(-total // size)
-    out: list[SliceRange] = []
-    for run in filter(None, runs.split(",")):
-        a, _, b = run.partition("-")
-        lo, hi = int(a), int(b or a)
-        if not 0 <= lo <= hi < count:
-            raise ValueError(f"slice run {run!r} outside 0..{count - 1}")
-        out.extend(SliceRange(index=i, start=i * size, end=min((i + 1) * size, total)) for i in range(lo, hi + 1))
-    return out
+    try:
+        indices = RangeSet.decode(runs, bound=count)
+    except ValueError as exc:
+        raise ValueError(f"slice run outside 0..{count - 1}: {exc}") from None
+    return SliceList(size, total, indices)
 
 
 def pod_env(spec: GpuJobSpec, plan: SlicePlan, pod: int) -> dict[str, str]:

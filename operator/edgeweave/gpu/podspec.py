@@ -15,11 +15,13 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import GROUP, VERSION, __version__
 from ..api.gpujob import GpuJobSpec
-from .plan import PodAssignment, SlicePlan, encode_slices, pod_env, runs_of
+from .plan import PodAssignment, SlicePlan, encode_slices, pod_env
+from .ranges import RangeSet
 
 LABEL_JOB = "edgeweave.io/gpujob"
 LABEL_SLICE_POD = "edgeweave.io/slice-pod"
@@ -59,29 +61,43 @@ def job_selector(job: str) -> str:
     return f"{LABEL_JOB}={job_label_value(job)}"
 
 
-def encode_runs(indices: Iterable[int]) -> str:
-    """Sorted, de-duplicated indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
-    return runs_of(sorted(set(indices)))
+# Runs a progress annotation may hold: a pod finishes its slices in order, so honest progress is one
+# or two runs; this bounds what a status entry can grow to (see docs/gpu.md, "Bounded").
+MAX_ANNOTATION_RUNS = 16
 
 
-def decode_runs(text: str, limit: int = 1 << 20) -> list[int]:
-    """Inverse of `encode_runs`; raises ValueError on anything malformed or absurdly large."""
-    out: list[int] = []
-    for run in filter(None, (r.strip() for r in text.split(","))):
-        a, _, b = run.partition("-")
-        lo, hi = int(a), int(b or a)
-        if lo < 0 or hi < lo or hi - lo >= limit or len(out) + hi - lo >= limit:
-            raise ValueError(f"bad run {run!r}")
-        out.extend(range(lo, hi + 1))
-    return sorted(set(out))
+def encode_runs(indices: Iterable[int] | RangeSet) -> str:
+    """Indices as runs: [0, 1, 2, 3, 7] -> "0-3,7"."""
+    return (indices if isinstance(indices, RangeSet) else RangeSet.of(indices)).encode()
+
+
+def decode_runs(text: str, max_runs: int = MAX_ANNOTATION_RUNS) -> RangeSet:
+    """Inverse of `encode_runs`; ValueError on anything malformed or with more than `max_runs` runs."""
+    return RangeSet.decode(text, max_runs=max_runs)
 
 
 def default_image() -> str:
     return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
 
 
+SOCKET_DIR = "/run/edgeweave/gpu"  # in the pod; the chart's dispatcher socket dir on the host
+OUTPUT_DIR = "/var/lib/edgeweave/gpu/out"
+
+
+@dataclass(frozen=True)
+class DispatcherWiring:
+    """Where the node's slice dispatcher listens and the job's token (dispatch_auth.job_token).
+
+    The token travels in the pod's env: who can read the job's pods — its own namespace — can act
+    as that job on the GPU, and nobody else (the token is bound to namespace, name and uid)."""
+
+    host_socket_dir: str
+    host_output_dir: str
+    token: str
+
+
 def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignment: PodAssignment,
-            image: str | None = None) -> dict[str, Any]:
+            image: str | None = None, dispatcher: DispatcherWiring | None = None) -> dict[str, Any]:
     """The manifest of the pod that runs `assignment`'s slices.
 
     `job` is the GpuJob's metadata (name, namespace, uid). restartPolicy Never: a kubelet restart
@@ -90,6 +106,10 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
     """
     name, namespace, uid = job["name"], job["namespace"], job["uid"]
     resource = spec.vgpu.resource
+    command = ["python", "-m", "edgeweave.gpu.slice_report"]
+    args = ["--backend", "auto"]
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     one = {resource: "1"}  # extended resources: request must equal limit
     env = [{"name": k, "value": v} for k, v in pod_env(spec, plan.model_copy(update={"pods": (assignment,)}),
                                                         assignment.pod).items()]
@@ -97,6 +117,19 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
         {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if dispatcher is not None:
+        # Grants come from the node's dispatcher (sizes from the live load, order across jobs);
+        # each committed grant's output goes to the job's directory on the node.
+        out = f"{dispatcher.host_output_dir.rstrip('/')}/{namespace}/{name}-{uid[:8]}"
+        command = ["python", "-m", "edgeweave.gpu.slice_worker"]
+        args = ["--backend", "auto", "--frag-dir", OUTPUT_DIR, "--worker-id",
+                pod_name(name, assignment.pod, assignment.attempt)]
+        env += [{"name": "EDGEWEAVE_DISPATCHER_SOCKET", "value": f"{SOCKET_DIR}/dispatch.sock"},
+                {"name": "EDGEWEAVE_JOB_TOKEN", "value": dispatcher.token},
+                {"name": "EDGEWEAVE_JOB_NAME", "value": name}, {"name": "EDGEWEAVE_JOB_UID", "value": uid}]
+        volumes = [{"name": "dispatcher", "hostPath": {"path": dispatcher.host_socket_dir, "type": "Directory"}},
+                   {"name": "output", "hostPath": {"path": out, "type": "DirectoryOrCreate"}}]
+        mounts = [{"name": "dispatcher", "mountPath": SOCKET_DIR}, {"name": "output", "mountPath": OUTPUT_DIR}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -124,10 +157,12 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
             "containers": [{
                 "name": CONTAINER,
                 "image": image or spec.image or default_image(),
-                "command": ["python", "-m", "edgeweave.gpu.slice_report"],
-                "args": ["--backend", "auto"],
+                "command": command,
+                "args": args,
                 "env": env,
                 "resources": {"requests": dict(one), "limits": dict(one)},
+                **({"volumeMounts": mounts} if mounts else {}),
             }],
+            **({"volumes": volumes} if volumes else {}),
         },
     }

@@ -71,20 +71,28 @@ class _JobState:
     done_slices: int = 0
 
 
-def _rank(policy: SchedulingPolicy, st: _JobState, usage: dict[str, float]) -> tuple[float, ...]:
-    j = st.job
-    tie = (j.arrival_ms,)
+def policy_key(policy: SchedulingPolicy, *, arrival: float, remaining: float, priority: int, share: float,
+               deadline: float | None) -> tuple[float, ...]:
+    """The rank of a job under `policy` (smaller goes first); the planner, the simulation and the
+    node dispatcher (grants.py) all order jobs through this one function."""
+    tie = (arrival,)
     if policy is SchedulingPolicy.Fifo:
         return tie
     if policy is SchedulingPolicy.ShortestFirst:
-        return (st.remaining_ms, *tie)
+        return (remaining, *tie)
     if policy is SchedulingPolicy.Priority:
-        return (-j.priority, *tie)
+        return (-priority, *tie)
     if policy is SchedulingPolicy.FairShare:
-        return (usage.get(j.tenant, 0.0) / j.weight, *tie)
+        return (share, *tie)
     if policy is SchedulingPolicy.Deadline:
-        return (j.deadline_ms if j.deadline_ms is not None else math.inf, *tie)
+        return (deadline if deadline is not None else math.inf, *tie)
     raise ValueError(f"unknown policy {policy}")
+
+
+def _rank(policy: SchedulingPolicy, st: _JobState, usage: dict[str, float]) -> tuple[float, ...]:
+    j = st.job
+    return policy_key(policy, arrival=j.arrival_ms, remaining=st.remaining_ms, priority=j.priority,
+                      share=usage.get(j.tenant, 0.0) / j.weight, deadline=j.deadline_ms)
 
 
 def pick(policy: SchedulingPolicy, ready: Sequence[_JobState], usage: dict[str, float]) -> _JobState:

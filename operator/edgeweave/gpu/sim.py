@@ -73,7 +73,21 @@ def offered_load(jobs: Sequence[JobArrival], vgpus: int = 1) -> float:
     return min(1.0, sum(j.work_ms for j in jobs) / max(span, 1e-9) / vgpus)
 
 
-def to_queued(a: JobArrival, sliced: bool, load: GpuLoad | None, config: OptimiserConfig) -> QueuedJob:
+def to_queued(a: JobArrival, sliced: bool, load: GpuLoad | None, config: OptimiserConfig,
+              preempt_blocks: int | None = None) -> QueuedJob:
+    overhead_us = a.launch_overhead_us
+    priority = a.priority
+    if preempt_blocks is not None:
+        # A prioritising GPU (high-priority stream / compute preemption): the kernel is launched
+        # once, and a higher-priority kernel gets SMs as soon as `preempt_blocks` of it drain. Modelled
+        # as chunks of that many blocks with no extra launch cost, short kernels on top priority.
+        size = a.blocks if a.kind == "short" else min(a.blocks, preempt_blocks)
+        slices = tuple(((overhead_us if s == 0 else 0.0) + (e - s) * a.time_per_block_us) / 1000.0
+                       for s, e in slice_ranges(a.blocks, size))
+        priority = 1 if a.kind == "short" else 0
+        deadline = None if a.deadline_after_ms is None else a.arrival_ms + a.deadline_after_ms
+        return QueuedJob(name=a.name, arrival_ms=a.arrival_ms, slices_ms=slices, tenant=a.tenant,
+                         priority=priority, deadline_ms=deadline, max_parallel=a.max_parallel, kind=a.kind)
     if sliced:
         problem = SliceProblem(total_blocks=a.blocks, time_per_block_us=a.time_per_block_us,
                                launch_overhead_us=a.launch_overhead_us, latency_target_ms=a.latency_target_ms)
@@ -107,9 +121,11 @@ class SimResult:
 
 
 def simulate(arrivals: Sequence[JobArrival], vgpus: int, policy: SchedulingPolicy, sliced: bool,
-             load: GpuLoad | None = None, config: OptimiserConfig | None = None) -> SimResult:
+             load: GpuLoad | None = None, config: OptimiserConfig | None = None,
+             preempt_blocks: int | None = None) -> SimResult:
+    """`preempt_blocks` set: the prioritising-GPU baseline (policy should be Priority), see to_queued."""
     config = config or OptimiserConfig()
-    queued = [to_queued(a, sliced, load, config) for a in arrivals]
+    queued = [to_queued(a, sliced, load, config, preempt_blocks) for a in arrivals]
     sched = run_schedule(queued, vgpus, policy)
     lat = {q.name: sched.finish_ms[q.name] - q.arrival_ms for q in queued}
     short = np.array([lat[q.name] for q in queued if q.kind == "short"] or [0.0])

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .podspec import ANNOTATION_DONE, ENV_POD_NAME, ENV_POD_NAMESPACE, encode_runs
+from .ranges import RangeSet
 
 Patcher = Callable[[str], None]
 
@@ -52,13 +53,13 @@ def _pod_patcher() -> Patcher | None:
 class Reporter:
     def __init__(self, patch: Patcher | None, interval: float) -> None:
         self.patch, self.interval = patch, interval
-        self.done: list[int] = []
+        self.done = RangeSet()
         self.sent = ""
         self.last: float | None = None  # the first finished slice is reported at once
         self.errors: set[str] = set()
 
     def slice_done(self, index: int) -> None:
-        self.done.append(index)
+        self.done.add(index, index + 1)
         if self.last is None or time.monotonic() - self.last >= self.interval:
             self.flush()
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..api.gpujob import GpuJobSpec
 from .builtins import make_kernel
-from .plan import ENV_SLICES, ENV_SPEC, SliceRange, block_of, decode_slices, grid_of
+from .plan import ENV_SLICES, ENV_SPEC, SliceList, SliceRange, block_of, decode_slices, grid_of
 from .runtime_cpu import CpuSliceRunner
 
 
@@ -59,7 +59,7 @@ def load_spec(spec_file: Path | None) -> GpuJobSpec:
     return GpuJobSpec.model_validate_json(raw)
 
 
-def load_slices(arg: str | None, spec: GpuJobSpec) -> list[SliceRange]:
+def load_slices(arg: str | None, spec: GpuJobSpec) -> list[SliceRange] | SliceList:
     text = arg if arg is not None else os.environ.get(ENV_SLICES)
     if not text:
         raise ValueError(f"no slice list: pass --slices or set {ENV_SLICES}")
@@ -67,7 +67,7 @@ def load_slices(arg: str | None, spec: GpuJobSpec) -> list[SliceRange]:
         return [SliceRange(index=0, start=0, end=grid_of(spec).blocks)]
     slices = decode_slices(text)
     total = grid_of(spec).blocks
-    if slices and max(s.end for s in slices) > total:
+    if slices.max_end > total:
         raise ValueError(f"slice list goes past the job's grid of {total} blocks")
     return slices
 
@@ -155,7 +155,8 @@ def main(argv: Sequence[str]) -> int:
     }
     out = runner.output()
     if ns.verify and twin is not None:
-        result["verified"] = _verify(twin, [s for s in slices if s.index in set(done)], out)
+        finished = set(done)
+        result["verified"] = _verify(twin, [s for s in slices if s.index in finished], out)
     if ns.out is not None:
         np.save(ns.out / "output.npy", out)
         (ns.out / "result.json").write_text(json.dumps(result) + "\n")

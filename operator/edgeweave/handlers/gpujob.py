@@ -7,11 +7,19 @@ the API server under a per-job lock, writes status, and only then creates pods, 
 operator resumes from status (deterministic pod names make a repeated create a 409).
 
 Triggers: the job's create/resume/spec update, any event of a pod labelled with a job, and a timer.
+
+A reconcile that fails (the API server refuses a write, a status that would be too large, a bug)
+never becomes a traceback per event or a retry loop: the job gets `Ready=False/ReconcileFailed` naming
+the fault, one Warning Event per distinct fault, one log line, and is left alone for an exponential
+backoff (2 s doubling to 5 min) before the next try.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -23,9 +31,10 @@ from ..actuate.actuator import Actuator, Outcome
 from ..api.conditions import set_condition
 from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus
 from ..gpu import dcgm
+from ..gpu.dispatch_auth import job_token, load_key
 from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, restore_plan
 from ..gpu.plan import plan_job
-from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
+from ..gpu.podspec import LABEL_JOB, DispatcherWiring, job_pod, job_selector
 from . import kube
 from .common import invalid_spec
 from .indexes import devices_of
@@ -37,6 +46,22 @@ POD_CREATES_PER_INTERVAL, POD_CREATE_INTERVAL = 50, 10.0  # per job, through the
 
 _client_lock = threading.Lock()
 _job_locks: dict[tuple[str, str], threading.Lock] = {}
+MAX_STATUS_BYTES = 256 * 1024  # far below etcd's 1.5 MiB: a status never draws a 413
+BACKOFF_S = (2.0, 300.0)
+
+
+@dataclass
+class _Backoff:
+    failures: int
+    until: float
+    message: str
+
+
+_backoff: dict[tuple[str, str], _Backoff] = {}
+
+
+class StatusTooLarge(Exception):
+    pass
 
 
 def api_client() -> Any:
@@ -46,6 +71,23 @@ def api_client() -> Any:
 def actuator() -> Actuator:
     """The operator's shared actuator (its limiter, dry-run and Events)."""
     return runtime(None).actuator
+
+
+# Set by the chart when the node slice dispatcher is installed: job pods then get their grants from it.
+ENV_DISPATCHER_KEY = "EDGEWEAVE_GPU_DISPATCHER_KEY_FILE"
+ENV_DISPATCHER_SOCKET_DIR = "EDGEWEAVE_GPU_DISPATCHER_SOCKET_DIR"
+ENV_DISPATCHER_OUTPUT_DIR = "EDGEWEAVE_GPU_OUTPUT_DIR"
+
+
+def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring | None:
+    import os
+
+    key_file = os.environ.get(ENV_DISPATCHER_KEY)
+    if not key_file:
+        return None
+    return DispatcherWiring(host_socket_dir=os.environ.get(ENV_DISPATCHER_SOCKET_DIR, "/var/run/edgeweave/gpu"),
+                            host_output_dir=os.environ.get(ENV_DISPATCHER_OUTPUT_DIR, "/var/lib/edgeweave/gpu/out"),
+                            token=job_token(load_key(key_file), namespace, name, uid))
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -75,8 +117,62 @@ def _write_status(namespace: str, name: str, current: dict[str, Any], new: dict[
 
 
 def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
+    key = (namespace, name)
     with _lock(namespace, name):
-        _reconcile(namespace, name, devices_index, logger)
+        state = _backoff.get(key)
+        if state is not None and time.monotonic() < state.until:
+            return  # backing off: the condition already says why
+        try:
+            _reconcile(namespace, name, devices_index, logger)
+        except Exception as exc:  # noqa: BLE001 - any fault: condition + Event + backoff, not a crash loop
+            _failed(namespace, name, exc, state, logger)
+        else:
+            _backoff.pop(key, None)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the fault; for API errors the status code and the server's own message."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        body = getattr(exc, "body", "") or ""
+        try:
+            body = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            pass
+        return f"API server answered {status} {getattr(exc, 'reason', '')}: {str(body)[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def backoff_delay(failures: int) -> float:
+    lo, hi = BACKOFF_S
+    return min(hi, lo * 2 ** max(0, failures - 1))
+
+
+def _failed(namespace: str, name: str, exc: BaseException, state: _Backoff | None, logger: Any) -> None:
+    failures = (state.failures if state else 0) + 1
+    delay = backoff_delay(failures)
+    message = describe_failure(exc)
+    _backoff[(namespace, name)] = _Backoff(failures, time.monotonic() + delay, message)
+    metrics.RECONCILES.labels("GpuJob", "error").inc()
+    logger.warning("GpuJob %s/%s: reconcile failed (%d in a row; next try in %.0fs): %s",
+                   namespace, name, failures, delay, message)
+    if state is not None and state.message == message:
+        return  # the condition and Event already say this
+    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "namespace": namespace, "name": name}
+    events.post(api_client(), ref, "Warning", "ReconcileFailed", f"{message}; retrying in {delay:.0f}s")
+    try:
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(api_client())
+        job = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        current = dict(job.get("status") or {})
+        conditions = set_condition(current.get("conditions"), "Ready", False, "ReconcileFailed",
+                                   message, job["metadata"].get("generation", 0))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                     {"status": {"conditions": conditions}})
+    except Exception as e2:  # noqa: BLE001 - the log line and the Event carry it
+        logger.warning("GpuJob %s/%s: could not record the failure in status: %s", namespace, name,
+                       describe_failure(e2))
 
 
 def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
@@ -153,6 +249,10 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     new = step.status.wire()
     new["conditions"] = conditions
     new["observedGeneration"] = generation
+    size = len(json.dumps(new))
+    if size > MAX_STATUS_BYTES:
+        raise StatusTooLarge(f"status would be {size} bytes (limit {MAX_STATUS_BYTES}); "
+                             f"{len(new.get('pods') or [])} pod entries")
     # The plan (and any replacement entries) is recorded before a pod is created for it.
     _write_status(namespace, name, current, new)
     for ev in step.events:
@@ -163,17 +263,18 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     plan = restore_plan(spec, step.status, [])
     act = actuator()
     job_meta = {"name": name, "namespace": namespace, "uid": uid}
+    wiring = dispatcher_wiring(namespace, name, uid)
     for assignment in step.create:
-        manifest = job_pod(job_meta, spec, plan, assignment)
+        manifest = job_pod(job_meta, spec, plan, assignment, dispatcher=wiring)
         pod_name = manifest["metadata"]["name"]
         result = act.create_pod(namespace, manifest, reason="GpuJobSlicePod",
-                                message=f"runs {len(assignment.slices)} slice(s) of GpuJob {name}",
+                                message=f"runs {assignment.count} slice(s) of GpuJob {name}",
                                 limit=(f"gpujob/{namespace}/{name}", POD_CREATES_PER_INTERVAL, POD_CREATE_INTERVAL))
         if result.outcome == Outcome.RateLimited:
             break  # still Planned in status: the next reconcile creates the rest
         if result.outcome == Outcome.Done:
             _post(job, JobEvent(type="Normal", reason="Created",
-                                message=f"pod {pod_name} for {len(assignment.slices)} slice(s)"))
+                                message=f"pod {pod_name} for {assignment.count} slice(s)"))
         elif result.outcome == Outcome.Failed:
             _post(job, JobEvent(type="Warning", reason="CreateFailed", message=result.message))
             logger.warning("GpuJob %s/%s: %s", namespace, name, result.message)

@@ -19,6 +19,7 @@ from edgeweave.gpu.plan import (
     reassign,
     remaining,
 )
+from edgeweave.gpu.ranges import RangeSet
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -36,13 +37,15 @@ def _spec(**over: object) -> GpuJobSpec:
 def test_gpu_plan_slices_cover_grid_once_and_pods_split_them() -> None:
     spec = _spec(grid=[64, 8, 2])
     plan = plan_job(spec, GpuLoad.from_samples(50.0))
-    covered = [b for s in plan.slices for b in range(s.start, s.end)]
+    slices = [plan.slice(i) for i in range(plan.slice_count)]
+    covered = [b for s in slices for b in range(s.start, s.end)]
     assert covered == list(range(spec.total_blocks))
-    assert all(s.blocks == plan.slice_blocks for s in plan.slices[:-1])
-    assigned = [i for p in plan.pods for i in p.slices]
-    assert assigned == [s.index for s in plan.slices]  # every slice once, contiguous per pod
+    assert all(s.blocks == plan.slice_blocks for s in slices[:-1])
+    assigned = [i for p in plan.pods for i in p.set]
+    assert assigned == list(range(plan.slice_count))  # every slice once, contiguous per pod
+    assert all(p.set.runs() == 1 for p in plan.pods)
     assert len(plan.pods) == 3
-    sizes = [len(p.slices) for p in plan.pods]
+    sizes = [p.count for p in plan.pods]
     assert max(sizes) - min(sizes) <= 1
     assert plan.decision.latency_target_met
     assert "slices of" in plan.summary()
@@ -52,12 +55,12 @@ def test_gpu_plan_load_shrinks_slices() -> None:
     idle = plan_job(_spec(), GpuLoad.from_samples(0.0))
     busy = plan_job(_spec(), GpuLoad.from_samples(80.0))
     assert busy.slice_blocks < idle.slice_blocks
-    assert len(busy.slices) > len(idle.slices)
+    assert busy.slice_count > idle.slice_count
 
 
 def test_gpu_plan_fewer_slices_than_pods() -> None:
     plan = plan_job(_spec(grid=[4], vgpu={"count": 8}), None)
-    assert len(plan.slices) == 1 and len(plan.pods) == 1
+    assert plan.slice_count == 1 and len(plan.pods) == 1
 
 
 def test_gpu_plan_is_frozen() -> None:
@@ -72,10 +75,10 @@ def test_gpu_plan_slice_list_round_trip_and_env() -> None:
     for pod in plan.pods:
         env = pod_env(spec, plan, pod.pod)
         decoded = decode_slices(env[ENV_SLICES])
-        assert [s.index for s in decoded] == list(pod.slices)
-        assert [(s.start, s.end) for s in decoded] == [(plan.slices[i].start, plan.slices[i].end) for i in pod.slices]
+        assert [s.index for s in decoded] == list(pod.set)
+        assert [(s.start, s.end) for s in decoded] == [(plan.slice(i).start, plan.slice(i).end) for i in pod.set]
         assert GpuJobSpec.model_validate_json(env[ENV_SPEC]) == spec
-    text = encode_slices(plan, [0, 1, 2, 5, 7, 8])
+    text = encode_slices(plan, RangeSet.of([0, 1, 2, 5, 7, 8]))
     assert text.endswith("slices=0-2,5,7-8")
 
 
@@ -90,15 +93,15 @@ def test_gpu_plan_decode_rejects_bad_lists(bad: str) -> None:
 def test_gpu_plan_reassign_moves_only_lost_work() -> None:
     plan = plan_job(_spec(), GpuLoad.from_samples(70.0))
     assert len(plan.pods) == 3
-    p0, p1, p2 = plan.pods
-    done = [*p0.slices[:2], *p1.slices[:1], *p2.slices]
+    p0, p1, p2 = (list(p.set) for p in plan.pods)
+    done = RangeSet.of([*p0[:2], *p1[:1], *p2])
     after = reassign(plan, done, lost_pods=[0])
     by_pod = {p.pod: p for p in after.pods}
-    assert by_pod[1].slices == p1.slices[1:] and by_pod[1].attempt == 0  # running pod keeps its list
-    assert by_pod[2].slices == ()
-    assert by_pod[0].slices == p0.slices[2:] and by_pod[0].attempt == 1  # replacement pod
-    left = sorted(i for p in after.pods for i in p.slices)
-    assert left == remaining(plan, done)
+    assert list(by_pod[1].set) == p1[1:] and by_pod[1].attempt == 0  # running pod keeps its list
+    assert by_pod[2].slices == ""
+    assert list(by_pod[0].set) == p0[2:] and by_pod[0].attempt == 1  # replacement pod
+    left = sorted(i for p in after.pods for i in p.set)
+    assert left == list(remaining(plan, done))
     # a second failure of the replacement bumps the attempt again
     again = reassign(after, done, lost_pods=[0])
     assert again.pod(0).attempt == 2
@@ -106,15 +109,36 @@ def test_gpu_plan_reassign_moves_only_lost_work() -> None:
 
 def test_gpu_plan_reassign_spreads_lost_work_over_replacements() -> None:
     plan = plan_job(_spec(), GpuLoad.from_samples(70.0))
-    after = reassign(plan, [], lost_pods=[0, 1, 2])
-    assert sorted(i for p in after.pods for i in p.slices) == [s.index for s in plan.slices]
+    after = reassign(plan, RangeSet(), lost_pods=[0, 1, 2])
+    assert sorted(i for p in after.pods for i in p.set) == list(range(plan.slice_count))
     assert all(p.attempt == 1 for p in after.pods)
-    finished = reassign(plan, [s.index for s in plan.slices], lost_pods=[0, 1, 2])
+    finished = reassign(plan, plan.all, lost_pods=[0, 1, 2])
     assert finished.pods == ()
     with pytest.raises(ValueError):
-        reassign(plan, [10**6], lost_pods=[])
+        reassign(plan, RangeSet.of([10**6]), lost_pods=[])
     with pytest.raises(ValueError):
-        reassign(plan, [], lost_pods=[9])
+        reassign(plan, RangeSet(), lost_pods=[9])
+
+
+def test_gpu_plan_of_2_to_the_31_slices_is_ranges_and_small() -> None:
+    import json
+    import time
+
+    from edgeweave.gpu.jobstate import initial_status
+
+    # 2^31 blocks of 1 µs with no launch cost and a 1 µs target: one block per slice, 2^31 slices.
+    spec = _spec(grid=[2**16, 2**15], vgpu={"count": 64}, latencyTargetMs=0.001,
+                 profile={"timePerBlockUs": 1.0, "launchOverheadUs": 0.0})
+    t0 = time.perf_counter()
+    plan = plan_job(spec, GpuLoad.from_samples(0.0))
+    status = initial_status("huge", plan)
+    wire = json.dumps(status.wire())
+    assert time.perf_counter() - t0 < 1.0
+    assert plan.slice_count == 2**31 and len(plan.pods) == 64
+    assert sum(p.count for p in plan.pods) == 2**31
+    assert len(wire) < 8 * 1024, len(wire)  # 64 entries of one run each: nothing per slice
+    half = reassign(plan, RangeSet.span(0, 2**30), lost_pods=[63])
+    assert half.pod(63).attempt == 1 and half.pod(63).count == plan.pods[63].count
 
 
 def test_gpu_example_manifest_validates() -> None:
@@ -125,4 +149,4 @@ def test_gpu_example_manifest_validates() -> None:
     threads = spec.total_blocks * spec.threads_per_block
     assert threads >= spec.kernel.problem_size  # one element per thread, no stride needed
     plan = plan_job(spec, GpuLoad.from_samples(50.0))
-    assert plan.decision.latency_target_met and plan.decision.overhead_bound_met and len(plan.slices) > 1
+    assert plan.decision.latency_target_met and plan.decision.overhead_bound_met and plan.slice_count > 1

@@ -18,6 +18,7 @@ from edgeweave.gpu.podspec import (
     parse_pod_name,
     pod_name,
 )
+from edgeweave.gpu.ranges import RangeSet
 
 JOB = {"name": "sax", "namespace": "ns1", "uid": "1234-abcd"}
 
@@ -35,7 +36,7 @@ def _env(manifest: dict) -> dict[str, str]:
 def test_pods_cover_every_slice_once_and_request_one_vgpu() -> None:
     spec = _spec()
     plan = plan_job(spec, None)
-    assert len(plan.slices) == 16 and len(plan.pods) == 2
+    assert plan.slice_count == 16 and len(plan.pods) == 2
     seen: list[int] = []
     for a in plan.pods:
         m = job_pod(JOB, spec, plan, a)
@@ -51,7 +52,7 @@ def test_pods_cover_every_slice_once_and_request_one_vgpu() -> None:
         env = _env(m)
         assert GpuJobSpec.model_validate_json(env["EDGEWEAVE_GPUJOB"]) == spec
         got = [s.index for s in decode_slices(env["EDGEWEAVE_SLICES"])]
-        assert got == list(a.slices)
+        assert got == list(a.set)
         assert m["metadata"]["annotations"][ANNOTATION_SLICES] == env["EDGEWEAVE_SLICES"]
         seen += got
     assert sorted(seen) == list(range(16))
@@ -72,7 +73,7 @@ def test_replacement_pod_gets_only_its_slices() -> None:
 
     spec = _spec()
     plan = plan_job(spec, None)
-    after = reassign(plan, done=[8, 9, 10], lost_pods=[1])
+    after = reassign(plan, done=RangeSet.of([8, 9, 10]), lost_pods=[1])
     repl = after.pod(1)
     m = job_pod(JOB, spec, after, repl)
     assert m["metadata"]["name"] == "sax-s1-a1"
@@ -92,10 +93,33 @@ def test_names_round_trip_and_long_job_names_make_valid_labels() -> None:
                                           ([9, 1, 2, 2, 5], "1-2,5,9")])
 def test_runs_round_trip(indices: list[int], text: str) -> None:
     assert encode_runs(indices) == text
-    assert decode_runs(text) == sorted(set(indices))
+    assert list(decode_runs(text)) == sorted(set(indices))
 
 
-@pytest.mark.parametrize("bad", ["x", "3-1", "-2", "0-99999999", "1,,a"])
+@pytest.mark.parametrize("bad", ["x", "3-1", "-2", ",".join(str(2 * i) for i in range(17)), "1,,a"])
 def test_bad_runs_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
         decode_runs(bad)
+
+
+def test_with_the_dispatcher_pods_run_the_worker_with_socket_token_and_output_dir() -> None:
+    from edgeweave.gpu.dispatch_auth import job_token, verify
+    from edgeweave.gpu.podspec import DispatcherWiring
+
+    spec = _spec()
+    plan = plan_job(spec, None)
+    key = b"k" * 32
+    token = job_token(key, JOB["namespace"], JOB["name"], JOB["uid"])
+    m = job_pod(JOB, spec, plan, plan.pods[1], dispatcher=DispatcherWiring("/var/run/ew", "/var/lib/ew/out", token))
+    c = m["spec"]["containers"][0]
+    assert c["command"] == ["python", "-m", "edgeweave.gpu.slice_worker"]
+    assert c["args"][c["args"].index("--worker-id") + 1] == "sax-s1-a0"
+    env = _env(m)
+    assert verify(key, JOB["namespace"], JOB["name"], env["EDGEWEAVE_JOB_UID"], env["EDGEWEAVE_JOB_TOKEN"])
+    assert env["EDGEWEAVE_DISPATCHER_SOCKET"] == "/run/edgeweave/gpu/dispatch.sock"
+    vols = {v["name"]: v["hostPath"] for v in m["spec"]["volumes"]}
+    assert vols["dispatcher"] == {"path": "/var/run/ew", "type": "Directory"}
+    assert vols["output"]["path"] == f"/var/lib/ew/out/{JOB['namespace']}/sax-{JOB['uid'][:8]}"
+    # Without the dispatcher nothing of it appears.
+    plain = job_pod(JOB, spec, plan, plan.pods[1])
+    assert "volumes" not in plain["spec"] and "EDGEWEAVE_JOB_TOKEN" not in _env(plain)
