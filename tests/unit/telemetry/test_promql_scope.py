@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgeweave.telemetry.promql_scope import QueryRefused, scope_query, verify_scoped
 from edgeweave.telemetry.prometheus import TelemetryError, tenant_query
+from edgeweave.telemetry.promql_scope import QueryRefused, scope_query, verify_scoped
 
 NS = "team-a"
 
