@@ -97,6 +97,13 @@ def _parse(query: str) -> pp.Expr:
         raise QueryRefused(f"not valid PromQL: {err}") from err
 
 
+def check_query(query: str) -> None:
+    """A query the platform team writes (EdgeSite context): not scoped, but it must be valid PromQL."""
+    if len(query) > MAX_QUERY_LENGTH:
+        raise QueryRefused(f"query is {len(query)} characters; at most {MAX_QUERY_LENGTH}")
+    _parse(query)
+
+
 def scope_query(query: str, label: str, value: str) -> ScopedQuery:
     """Return `query` with `label="value"` on every selector, or raise QueryRefused."""
     if len(query) > MAX_QUERY_LENGTH:
