@@ -7,6 +7,8 @@ from typing import Any
 
 from .base import now_rfc3339
 
+MAX_CONDITION_MESSAGE = 1024
+
 
 def set_condition(
     existing: Iterable[dict[str, Any]] | None,
@@ -19,6 +21,9 @@ def set_condition(
 ) -> list[dict[str, Any]]:
     """Return the conditions with `ctype` set; the transition time moves only when status changes."""
     value = status if isinstance(status, str) else ("True" if status else "False")
+    # Bounded: a message built from user input (a selector, an error) must never grow status without limit.
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[:MAX_CONDITION_MESSAGE - 3] + "..."
     out: list[dict[str, Any]] = []
     found = False
     for cond in existing or []:

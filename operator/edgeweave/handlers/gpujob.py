@@ -27,6 +27,7 @@ from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, resto
 from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
 from .common import describe_validation_error
+from .health import WATCHDOG
 from .indexes import devices_of
 from .state import STATE, in_scope
 
@@ -90,7 +91,7 @@ def _write_status(namespace: str, name: str, current: dict[str, Any], new: dict[
 
 
 def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
-    with _lock(namespace, name):
+    with _lock(namespace, name), WATCHDOG.round("GpuJob", f"{namespace}/{name}"):
         _reconcile(namespace, name, devices_index, logger)
 
 

@@ -35,7 +35,14 @@ async def _serve_probes(port: int, host: str) -> web.AppRunner:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.Response(text="ready" if STATE.ready else "starting", status=200 if STATE.ready else 503)
+        if not STATE.ready:
+            return web.Response(text="starting", status=503)
+        from .health import WATCHDOG
+
+        if wedged := WATCHDOG.wedged():
+            text = "wedged: " + ", ".join(f"{kind} {key} in one round for {age:.0f}s" for kind, key, age in wedged[:10])
+            return web.Response(text=text, status=503)
+        return web.Response(text="ready")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -98,6 +105,8 @@ def main(argv: list[str]) -> int:
                         "(the chart installs them itself: --no-webhook-manage)")
     parser.add_argument("--webhook-exclude-namespace", action="append", default=[],
                         help="namespace the webhooks never see (kube-system always; repeatable)")
+    parser.add_argument("--wedged-after", type=float, default=float(os.environ.get("EDGEWEAVE_WEDGED_AFTER", "120")),
+                        help="/readyz fails while a reconcile round has run longer than this (seconds)")
     parser.add_argument("--admission-failure-policy", choices=("Fail", "Ignore"), default="Fail")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
@@ -106,6 +115,9 @@ def main(argv: list[str]) -> int:
         parser.error("--webhook-config must be a domain name with at least three labels, e.g. steer.edgeweave.io")
 
     STATE.dry_run = args.dry_run
+    from .health import WATCHDOG
+
+    WATCHDOG.wedged_after_s = args.wedged_after
     STATE.namespaces = args.namespace
     STATE.prometheus_url = args.prometheus_url
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

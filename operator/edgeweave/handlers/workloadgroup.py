@@ -40,6 +40,7 @@ from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_depen
 from . import kube
 from .common import describe_validation_error
 from .context_cache import BREACHES, CONTEXT
+from .health import WATCHDOG, Backoff, describe_error
 from .indexes import devices_of, pods_on_nodes, sites_of
 from .state import STATE, in_scope
 
@@ -197,6 +198,20 @@ class GroupController:
         # The plan is in status before any move starts: a restart resumes it instead of re-planning.
         self.write(new_status)
         return bool(result.moves) and mode == "Enforce"
+
+    def report_failure(self, backoff: Backoff, delay: float, new_error: bool) -> None:
+        """A round raised: say so in a condition (and once per distinct error in an Event). Best effort: the
+        failure may be the API itself."""
+        message = f"reconcile failed {backoff.failures} time(s) in a row, next try in {delay:.0f}s: {backoff.last_error}"
+        try:
+            obj = self.read()
+            if obj is None:
+                return
+            self.write({"conditions": self.conditions(obj, ("Ready", False, "ReconcileFailed", message))})
+            if new_error:
+                events.post(kube.api_client(), self._ref(obj), "Warning", "ReconcileFailed", message)
+        except Exception as err:  # noqa: BLE001 - reporting must never raise into the backoff loop
+            self.logger.warning("could not record the failure: %s", describe_error(err))
 
     def _move_context(self, spec: WorkloadGroupSpec) -> MoveContext:
         return MoveContext(actuator=self.actuator, core=kube.core(), group=f"{self.namespace}/{self.name}",
@@ -403,6 +418,7 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, l
     and enough groups would starve the admission webhook and the timers. Each round runs in a thread
     only while it works."""
     ctl = GroupController(namespace, name, logger)
+    backoff = Backoff()
     indexes = {k: kwargs[k] for k in ("devices_index", "pods_by_node", "pods_by_namespace", "sites_index")}
     last_plan = 0.0
     last_gen = None
@@ -415,12 +431,24 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, l
             now = time.monotonic()
             plan_now = gen != last_gen or now - last_plan >= resync
             try:
-                inflight = await asyncio.to_thread(ctl.round, indexes, plan_now and not inflight)
+                with WATCHDOG.round("WorkloadGroup", f"{namespace}/{name}"):
+                    inflight = await asyncio.to_thread(ctl.round, indexes, plan_now and not inflight)
                 if plan_now:
                     last_plan, last_gen = now, gen
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
-                logger.exception("WorkloadGroup round failed; retrying")
+                if backoff.succeeded():
+                    logger.info("WorkloadGroup round succeeds again")
+            except Exception as err:  # noqa: BLE001 - a failed round backs off with a condition, never a crash loop
+                delay, new_error = backoff.failed(describe_error(err))
+                metrics.RECONCILE_FAILURES.labels("WorkloadGroup").inc()
+                if new_error:
+                    logger.exception("WorkloadGroup round failed; next try in %.0fs", delay)
+                else:
+                    logger.warning("WorkloadGroup round failed again (%d in a row): %s; next try in %.0fs",
+                                   backoff.failures, backoff.last_error[:200], delay)
+                await asyncio.to_thread(ctl.report_failure, backoff, delay, new_error)
                 inflight = False
+                await stopped.wait(delay)
+                continue
             await stopped.wait(INFLIGHT_TICK if inflight else TICK)
     finally:
         BREACHES.forget(f"{namespace}/{name}")
