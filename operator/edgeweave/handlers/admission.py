@@ -9,31 +9,15 @@ reconcile-time Conflict, not an admission question).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import kopf
 
 from .. import GROUP, metrics
 from ..admission import checks
-from ..admission.checks import AdmissionPolicy, Peer
+from ..admission.checks import Peer
+from ..admission.policy import policy_from_env
 from .indexes import devices_of, sites_of
-
-POLICY_ENV = "EDGEWEAVE_ADMISSION_"
-
-
-def policy_from_env() -> AdmissionPolicy:
-    """The chart passes admission.* values as environment variables."""
-    env = os.environ
-    images = tuple(p for p in env.get(POLICY_ENV + "ALLOWED_IMAGES", "").split(",") if p.strip())
-    base = AdmissionPolicy()
-    return AdmissionPolicy(
-        allowed_images=tuple(p.strip() for p in images),
-        operator_image=env.get("EDGEWEAVE_IMAGE") or None,
-        max_grid_blocks=int(env.get(POLICY_ENV + "MAX_GRID_BLOCKS", base.max_grid_blocks)),
-        max_object_bytes=int(env.get(POLICY_ENV + "MAX_OBJECT_BYTES", base.max_object_bytes)),
-    )
-
 
 POLICY = policy_from_env()
 

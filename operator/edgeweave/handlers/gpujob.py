@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from .. import GROUP, VERSION, metrics
 from ..actuate import events
 from ..actuate.actuator import Actuator, Outcome
+from ..admission import checks as admission_checks
+from ..admission.policy import policy_from_env
 from ..api.conditions import set_condition
 from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus
 from ..gpu import dcgm
@@ -38,6 +40,10 @@ _client_lock = threading.Lock()
 _client: Any = None
 _actuator: Actuator | None = None
 _job_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+class AdmissionRefused(ValueError):
+    """The spec parses but admission's semantic checks refuse it."""
 
 
 def api_client() -> Any:
@@ -114,8 +120,12 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     conditions = current.get("conditions")
     try:
         spec = GpuJobSpec.model_validate(job.get("spec") or {})
-    except ValidationError as err:
-        message = describe_validation_error(err)
+        # What admission refuses (when the webhook is off or the object predates it) is never served:
+        # CUDA source the slice rewrite rejects, an image off the allow-list, an unbounded grid.
+        if refusals := admission_checks.gpujob({"spec": job.get("spec") or {}}, policy=policy_from_env()):
+            raise AdmissionRefused(admission_checks.describe(refusals))
+    except (ValidationError, AdmissionRefused) as err:
+        message = describe_validation_error(err) if isinstance(err, ValidationError) else str(err)
         if (cond := next((c for c in conditions or [] if c.get("type") == "Ready"), None)) is None \
                 or cond.get("reason") != "InvalidSpec":
             _post(job, JobEvent(type="Warning", reason="InvalidSpec", message=message))
