@@ -228,3 +228,46 @@ def test_the_certificate_survives_a_restart(cluster: Cluster, tmp_path: Path, na
     finally:
         second.stop()
 
+
+
+def test_unknown_uplink_is_named_not_reported_as_missing_telemetry(cluster: Cluster, hardened: OperatorProcess,
+                                                                   namespaces: tuple[str, str]) -> None:
+    ns = namespaces[1]  # the webhook would refuse it; here it was stored anyway
+    cluster.core.create_namespaced_pod(ns, {"metadata": {"name": "member", "labels": {"app": "uplinked"}},
+                                            "spec": {"nodeName": "edge-000-0", "containers": [
+                                                {"name": "c", "image": "registry.local/app:1"}]}})
+    group = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "uplinked"},
+             "spec": {"selector": {"app": "uplinked"}, "mode": "DryRun", "requirements": [
+                 {"element": "UplinkLatencyMs", "operator": "Lte", "value": "50", "uplink": "starlink"}]}}
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", group)
+
+    def named() -> dict | None:
+        st = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", "uplinked")
+        c = next((c for c in (st.get("status") or {}).get("conditions", []) if c["type"] == "ContextSatisfied"), None)
+        return c if c and c["reason"] == "UnknownUplink" else None
+    cond = wait_for(named, 60, "ContextSatisfied reason UnknownUplink")
+    assert "spec.requirements[0].uplink" in cond["message"] and "starlink" in cond["message"]
+    wait_for(lambda: "UnknownUplink" in warning_reasons(cluster, ns, "uplinked"), 30, "UnknownUplink Event")
+
+
+def test_sites_that_come_to_share_a_node_get_a_conflict(cluster: Cluster, hardened: OperatorProcess) -> None:
+    """Admission refuses the overlap it can see; a label added later makes one it could not."""
+    site = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EdgeSite", "metadata": {"name": "ewt-late-site"},
+            "spec": {"nodeSelector": {"ewt-hostile": "yes"}}}
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "edgesites", site)
+    node = "edge-000-1"
+    try:
+        cluster.core.patch_node(node, {"metadata": {"labels": {"ewt-hostile": "yes"}}})
+
+        def conflict() -> dict | None:
+            st = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", "ewt-late-site")
+            c = next((c for c in (st.get("status") or {}).get("conditions", []) if c["type"] == "Conflict"), None)
+            return c if c and c["status"] == "True" else None
+        cond = wait_for(conflict, 60, "Conflict=True on the late site")
+        assert cond["reason"] == "NodesShared" and node in cond["message"] and "site-000" in cond["message"]
+        # kopf posts Events of cluster-scoped objects in the default namespace.
+        wait_for(lambda: any(e.reason == "NodesShared" for e in cluster.core.list_namespaced_event(
+            "default", field_selector="involvedObject.name=ewt-late-site").items) or None, 30, "NodesShared Event")
+    finally:
+        cluster.core.patch_node(node, {"metadata": {"labels": {"ewt-hostile": None}}})
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "edgesites", "ewt-late-site")

@@ -212,6 +212,29 @@ def selector_overlap(selector: Mapping[str, str], peers: Sequence[Peer],
     return out
 
 
+def unknown_uplinks(requirements: Sequence[Any], devices: Iterable[str], all_devices: Sequence[Any],
+                    sites: Mapping[str, EdgeSiteSpec]) -> list[str]:
+    """For the reconcile: requirements naming an uplink that a device's EdgeSite does not declare (the
+    real fault behind what would otherwise read as missing telemetry)."""
+    from ..placement.sites import site_devices
+
+    site_of: dict[str, tuple[str, set[str]]] = {}
+    for name, spec in sites.items():
+        for dev in site_devices(spec, all_devices):
+            site_of.setdefault(dev.name, (name, {u.name for u in spec.uplinks}))
+    out = []
+    for i, req in enumerate(requirements):
+        if not req.uplink:
+            continue
+        for dev in sorted(devices):
+            site, names = site_of.get(dev, ("", set()))
+            if req.uplink not in names:
+                where = f"EdgeSite {site}" if site else "no EdgeSite"
+                out.append(f"spec.requirements[{i}].uplink: device {dev} ({where}) has no uplink {req.uplink!r}"
+                           f" (it has: {', '.join(sorted(names)) or 'none'})")
+    return out[:20]
+
+
 # -- EdgeSite ------------------------------------------------------------------------------------------
 def edgesite(obj: Mapping[str, Any], *, policy: AdmissionPolicy, peers: Sequence[Peer],
              node_labels: Mapping[str, Mapping[str, str]]) -> list[Refusal]:

@@ -21,6 +21,7 @@ from ..actuate import events
 from ..actuate.actuator import TAINT_KEY, Actuator
 from ..actuate.moves import MoveContext, advance, register_failover, register_inflight
 from ..actuate.ratelimit import SlidingWindow
+from ..admission.checks import unknown_uplinks
 from ..api.base import now_rfc3339
 from ..api.conditions import get_condition, set_condition
 from ..api.workloadgroup import TERMINAL_PHASES, MovePhase, WorkloadGroupSpec
@@ -267,6 +268,12 @@ class GroupController:
         elif pending:
             sat = ("ContextSatisfied", True, "BreachPending", "; ".join(
                 f"{k.device}: {st.detail} ({st.grace_left:.0f}s of grace left)" for k, st in pending)[:900])
+        elif unknown and (faults := unknown_uplinks(reqs, unknown, all_devices, sites_of(indexes["sites_index"]))):
+            # Not missing telemetry: the requirement names an uplink the device's site does not have.
+            sat = ("ContextSatisfied", "Unknown", "UnknownUplink", "; ".join(faults))
+            if (get_condition((obj.get("status") or {}).get("conditions"), "ContextSatisfied") or {}).get(
+                    "reason") != "UnknownUplink":
+                events.post(kube.api_client(), self._ref(obj), "Warning", "UnknownUplink", sat[3])
         elif unknown:
             sat = ("ContextSatisfied", "Unknown", "TelemetryMissing",
                    f"cannot read the context of {', '.join(unknown)}" +
