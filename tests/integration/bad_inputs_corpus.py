@@ -9,6 +9,7 @@ admitted and answered with a condition and an Event that name the real fault (`c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -165,3 +166,27 @@ CASES: tuple[Case, ...] = (
     Case("gj-no-such-resource", "GpuJob", job(vgpu={"resource": "example.com/no-such-gpu"}), "condition",
          condition=("Schedulable", "False", "NoSuchResource"), event="Unschedulable", says="example.com/no-such-gpu"),
 )
+
+
+def wire_body(case: Case, name: str, namespace: str | None) -> str:
+    """The manifest as the bytes a client would send. Non-finite floats go out as the JSON text 1e999
+    (what a hand-written manifest can hold; json.dumps would write the invalid `Infinity`)."""
+    body = json.dumps(case.manifest(name, namespace))
+    return body.replace("-Infinity", "-1e999").replace("Infinity", "1e999").replace("NaN", "1e999")
+
+
+def post(api: Any, case: Case, name: str, namespace: str | None) -> tuple[int, str]:
+    """POST the raw bytes with the client's own connection pool and credentials; (HTTP status, body).
+    Strict field validation, as kubectl does by default."""
+    plural = PLURALS[case.kind]
+    path = (f"/apis/{GROUP}/{VERSION}/{plural}" if case.kind == "EdgeSite"
+            else f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
+    cfg = api.configuration
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if token:
+        headers["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
+    resp = api.rest_client.pool_manager.request("POST", f"{cfg.host}{path}?fieldValidation=Strict",
+                                                body=wire_body(case, name, namespace).encode(), headers=headers,
+                                                timeout=30)
+    return resp.status, resp.data.decode(errors="replace")

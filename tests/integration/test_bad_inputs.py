@@ -8,7 +8,6 @@ up, /readyz stays 200, nothing is logged as a traceback, and good objects keep b
 
 from __future__ import annotations
 
-import json
 import subprocess
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .bad_inputs_corpus import CASES, GROUP, PLURALS, VERSION, Case
+from .bad_inputs_corpus import CASES, GROUP, PLURALS, VERSION, Case, post
 from .conftest import Cluster, OperatorProcess, free_port, fresh_namespace, start_operator, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,14 +28,8 @@ GPU_NODE = "edge-002-0"
 
 
 def post_raw(cluster: Cluster, case: Case, name: str, namespace: str | None) -> subprocess.CompletedProcess:
-    """POST the manifest as the bytes a client would send. Non-finite floats go out as the JSON text
-    1e999 (what a hand-written manifest holds; json.dumps would write the invalid `Infinity`)."""
-    body = json.dumps(case.manifest(name, namespace)).replace("-Infinity", "-1e999").replace("Infinity", "1e999")
-    body = body.replace("NaN", "1e999")
-    plural = PLURALS[case.kind]
-    path = (f"/apis/{GROUP}/{VERSION}/{plural}" if case.kind == "EdgeSite"
-            else f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
-    return cluster.kubectl("create", "--raw", f"{path}?fieldValidation=Strict", "-f", "-", input=body, check=False)
+    code, text = post(cluster.api, case, name, namespace)
+    return subprocess.CompletedProcess([], 0 if code in (200, 201) else code, stdout=text, stderr=text)
 
 
 def read(cluster: Cluster, case: Case, name: str, namespace: str) -> dict:
