@@ -29,7 +29,7 @@ from ..gpu.jobstate import JobEvent, advance, initial_status, observe_pod, resto
 from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, job_pod, job_selector
 from .common import describe_validation_error
-from .health import WATCHDOG
+from .health import WATCHDOG, Backoff, Backoffs, describe_error
 from .indexes import devices_of
 from .state import STATE, in_scope
 
@@ -40,6 +40,9 @@ _client_lock = threading.Lock()
 _client: Any = None
 _actuator: Actuator | None = None
 _job_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+BACKOFFS = Backoffs()
 
 
 class AdmissionRefused(ValueError):
@@ -97,8 +100,42 @@ def _write_status(namespace: str, name: str, current: dict[str, Any], new: dict[
 
 
 def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
+    key = (namespace, name)
+    if not BACKOFFS.due(key):
+        return  # failing: the next try waits out its backoff (timer and pod events keep calling)
     with _lock(namespace, name), WATCHDOG.round("GpuJob", f"{namespace}/{name}"):
-        _reconcile(namespace, name, devices_index, logger)
+        try:
+            _reconcile(namespace, name, devices_index, logger)
+        except Exception as err:  # noqa: BLE001 - backs off with a condition instead of kopf's retry loop
+            backoff, delay, new_error = BACKOFFS.failed(key, err)
+            metrics.RECONCILE_FAILURES.labels("GpuJob").inc()
+            if new_error:
+                logger.exception("GpuJob reconcile failed; next try in %.0fs", delay)
+            else:
+                logger.warning("GpuJob reconcile failed again (%d in a row): %s; next try in %.0fs",
+                               backoff.failures, backoff.last_error[:200], delay)
+            _report_failure(namespace, name, backoff, delay, new_error, logger)
+            return
+        if BACKOFFS.succeeded(key):
+            logger.info("GpuJob reconcile succeeds again")
+
+
+def _report_failure(namespace: str, name: str, backoff: Backoff, delay: float, new_error: bool, logger: Any) -> None:
+    """Best effort: the failure may be the status patch itself (e.g. 413), so the condition is small."""
+    from kubernetes import client
+
+    message = f"reconcile failed {backoff.failures} time(s) in a row, next try in {delay:.0f}s: {backoff.last_error}"
+    try:
+        job = client.CustomObjectsApi(api_client()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                                                 name)
+        current = dict(job.get("status") or {})
+        gen = job["metadata"].get("generation", 0)
+        _write_status(namespace, name, current, {"conditions": set_condition(
+            current.get("conditions"), "Ready", False, "ReconcileFailed", message, gen)})
+        if new_error:
+            _post(job, JobEvent(type="Warning", reason="ReconcileFailed", message=message))
+    except Exception as err:  # noqa: BLE001 - reporting never raises into kopf
+        logger.warning("could not record the failure: %s", describe_error(err))
 
 
 def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:

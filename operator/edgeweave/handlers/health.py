@@ -71,3 +71,29 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
+
+
+class Backoffs:
+    """Backoff per object, for handlers kopf calls (timers, events) rather than a loop of our own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[str, str], tuple[Backoff, float]] = {}
+
+    def due(self, key: tuple[str, str], now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._by_key.get(key)
+        return entry is None or now >= entry[1]
+
+    def failed(self, key: tuple[str, str], err: BaseException, now: float | None = None) -> tuple[Backoff, float, bool]:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            backoff = self._by_key.get(key, (Backoff(), 0.0))[0]
+            delay, new = backoff.failed(describe_error(err))
+            self._by_key[key] = (backoff, now + delay)
+        return backoff, delay, new
+
+    def succeeded(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return self._by_key.pop(key, None) is not None
