@@ -30,3 +30,16 @@ def test_messages_are_bounded() -> None:
     cond, = set_condition([], "Ready", False, "X", "m" * 300_000)
     assert len(cond["message"]) == MAX_CONDITION_MESSAGE
     assert len(describe_error(ValueError("v" * 10_000))) < MAX_CONDITION_MESSAGE
+
+
+def test_per_object_backoffs() -> None:
+    from edgeweave.handlers.health import Backoffs
+
+    b = Backoffs()
+    key = ("ns", "job")
+    assert b.due(key, now=0)
+    _, delay, new = b.failed(key, RuntimeError("413 Request Entity Too Large"), now=100)
+    assert (delay, new) == (1, True) and not b.due(key, now=100.5) and b.due(key, now=101)
+    _, delay, new = b.failed(key, RuntimeError("413 Request Entity Too Large"), now=101)
+    assert (delay, new) == (2, False) and not b.due(key, now=102.5)
+    assert b.succeeded(key) and b.due(key, now=102.5) and not b.succeeded(key)
