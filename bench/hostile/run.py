@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO / "hack"))
 sys.path.insert(0, str(REPO))
 from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
 
-for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-hostile"), "EDGEWEAVE_APISERVER_PORT": "43443",
-               "EDGEWEAVE_ETCD_PORT": "43790", "EDGEWEAVE_ETCD_PEER_PORT": "43800", "EDGEWEAVE_KCM_PORT": "43257",
-               "EDGEWEAVE_SCHED_PORT": "43259", "EDGEWEAVE_KWOK_PORT": "43280"}.items():
+for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-hostile"), "EDGEWEAVE_APISERVER_PORT": "28443",
+               "EDGEWEAVE_ETCD_PORT": "28790", "EDGEWEAVE_ETCD_PEER_PORT": "28800", "EDGEWEAVE_KCM_PORT": "28257",
+               "EDGEWEAVE_SCHED_PORT": "28259", "EDGEWEAVE_KWOK_PORT": "28280"}.items():
     os.environ.setdefault(_k, _v)
 
 from tests.integration.bad_inputs_corpus import CASES, GROUP, PLURALS, VERSION, Case, post  # noqa: E402

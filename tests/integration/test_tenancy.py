@@ -81,18 +81,22 @@ def test_operator_identity_is_fenced_by_the_chart(cluster: Cluster, fenced) -> N
     def as_operator(*args: str) -> subprocess.CompletedProcess:
         return cluster.kubectl(f"--as={sa}", *args, check=False)
 
-    # The policy is in force once its own refusal comes back (VAPs are compiled asynchronously).
-    wait_for(lambda: "may not change node labels" in as_operator("label", "node", node, "ewt-probe=1").stderr,
-             60, "ValidatingAdmissionPolicy enforcing")
+    # The policy is in force once its own refusal comes back (VAPs are compiled asynchronously). A fresh
+    # value each try: one that landed before the policy was active would make later tries no-ops.
+    wait_for(lambda: "may not change node labels" in as_operator(
+        "label", "--overwrite", "node", node, f"ewt-probe={uuid.uuid4().hex[:8]}").stderr,
+        60, "ValidatingAdmissionPolicy enforcing")
     try:
         ours = as_operator("taint", "node", node, "edgeweave.io/context-breach=ewt:NoSchedule")
         assert ours.returncode == 0, ours.stderr
         foreign = as_operator("taint", "node", node, "dedicated=ewt:NoSchedule")
         assert foreign.returncode != 0 and "only add or remove its own edgeweave.io/ taints" in foreign.stderr
-        note = as_operator("annotate", "node", node, "ewt-probe=1")
+        note = as_operator("annotate", "--overwrite", "node", node, f"ewt-probe={uuid.uuid4().hex[:8]}")
         assert note.returncode != 0 and "annotations" in note.stderr
         cordon = as_operator("cordon", node)
-        assert cordon.returncode != 0 and "cordon" in cordon.stderr
+        # kubectl cordon reports the refusal on stderr but exits 0; the node must stay schedulable.
+        assert "may not cordon" in cordon.stderr
+        assert not cluster.core.read_node(node).spec.unschedulable
         # Pods: only its own kinds. A plain pod is refused; a slice pod is admitted.
         plain = as_operator("run", "ewt-plain", "-n", ns, "--image=registry.local/x:1", "--restart=Never")
         assert plain.returncode != 0 and "GpuJob slice pods" in plain.stderr
@@ -107,7 +111,7 @@ def test_operator_identity_is_fenced_by_the_chart(cluster: Cluster, fenced) -> N
                            ("delete", "nodes"), ("create", "secrets")):
             assert as_operator("auth", "can-i", verb, what).stdout.strip() == "no", (verb, what)
         # An admin is not affected by the operator's policy.
-        admin = cluster.kubectl("label", "node", node, "ewt-probe=1", check=False)
+        admin = cluster.kubectl("label", "--overwrite", "node", node, "ewt-probe=admin", check=False)
         assert admin.returncode == 0, admin.stderr
     finally:
         cluster.kubectl("label", "node", node, "ewt-probe-", check=False)

@@ -49,7 +49,7 @@ class PrometheusClient:
     def query(self, promql: str) -> QueryResult:
         # Prometheus' own evaluation timeout too: a heavy tenant query is cut off server-side, not only
         # abandoned by us while it keeps Prometheus busy.
-        params = {"query": promql, "timeout": f"{max(self.timeout, 0.1):.1f}s"}
+        params = {"query": promql, "timeout": f"{max(int(self.timeout * 1000), 100)}ms"}
         url = f"{self.base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
