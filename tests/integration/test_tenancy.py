@@ -138,6 +138,10 @@ def test_chart_installs_with_webhooks_on_and_keeps_its_certificate(cluster: Clus
             assert h.timeout_seconds <= 5
             assert set(h.namespace_selector.match_expressions[0].values) >= {"kube-system", ns}
         assert mutating.webhooks[0].failure_policy == "Ignore"
+        # The chart's paths are the handler ids the operator serves (admission/config.py is the dev-mode twin).
+        from edgeweave.admission.config import STEERING_HANDLER, VALIDATING_HANDLERS
+        assert {h.client_config.service.path for h in hooks} == {
+            f"/{hid}" for hid, _ in VALIDATING_HANDLERS} | {f"/{STEERING_HANDLER}"}
         assert b"BEGIN CERTIFICATE" in base64.b64decode(ca)
         deploy = client.AppsV1Api(cluster.api).read_namespaced_deployment(f"{release}-edgeweave-operator", ns)
         args = deploy.spec.template.spec.containers[0].args
