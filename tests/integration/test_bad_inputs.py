@@ -264,3 +264,45 @@ def test_sites_that_come_to_share_a_node_get_a_conflict(cluster: Cluster, harden
     finally:
         cluster.core.patch_node(node, {"metadata": {"labels": {"ewt-hostile": None}}})
         cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "edgesites", "ewt-late-site")
+
+
+def test_a_standby_replica_refuses_just_as_well(cluster: Cluster, tmp_path: Path) -> None:
+    """Every replica serves the webhook, and a paused (standby) one keeps no watch streams: its checks must
+    not depend on kopf's indexes. Only the standby's configuration is left in place, so its answers are
+    the ones the API server gets."""
+    gen = fresh_namespace(cluster, "bad-standby")
+    ns = next(gen)
+    peering = "ewt-admission-peering"
+    common = ("--webhook-cert-dir", str(tmp_path / "certs"), "--namespace", "bad-standby-*")
+    active = start_operator(cluster, tmp_path, "--priority", "200", "--webhook-port", str(free_port()),
+                            "--webhook-config", "steer-active.edgeweave.io", *common, peering=peering, name="active")
+    standby = None
+    try:
+        standby = start_operator(cluster, tmp_path, "--priority", "100", "--webhook-port", str(free_port()),
+                                 "--webhook-config", "steer-standby.edgeweave.io",
+                                 "--admission-config", "validate-standby.edgeweave.io", *common, peering=peering,
+                                 name="standby")
+        # kopf starts a replica paused and says so only when it resumes: two peers registered and no
+        # "Resuming" from the standby means it is the paused one.
+        wait_for(lambda: len(cluster.custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", peering).get("status") or {}) == 2, 30, "two peers")
+        assert "Resuming operations" in active.log() and "Resuming operations" not in standby.log()
+        first = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "first"},
+                 "spec": {"selector": {"team": "a"}, "mode": "DryRun"}}
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", first)
+        inner = {**first, "metadata": {"name": "inner"}, "spec": {"selector": {"team": "a", "app": "api"},
+                                                                    "mode": "DryRun"}}
+        from kubernetes.client.exceptions import ApiException
+        with pytest.raises(ApiException) as err:
+            cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", inner)
+        assert "validate-standby.edgeweave.io" in err.value.body and "spec.selector" in err.value.body
+        assert "'first'" in err.value.body
+        assert "Resuming operations" not in standby.log()  # it answered while paused
+        uplink = next(c for c in CASES if c.id == "wg-unknown-uplink")
+        code, text = post(cluster.api, uplink, "uplinked", ns)
+        assert code == 422 and "no EdgeSite has an uplink named 'starlink'" in text and "mpls" in text, text
+    finally:
+        if standby:
+            standby.stop()
+        active.stop()
+        next(gen, None)
