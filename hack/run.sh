@@ -60,7 +60,13 @@ edgeweave fleet --sites "${SITES:-3}" --nodes-per-site "${NODES_PER_SITE:-2}" --
 args=(operator --probe-port "${PROBE_PORT:-8080}" --probe-host 127.0.0.1)
 [[ "${DRY_RUN:-0}" == 1 ]] && args+=(--dry-run)
 [[ -n "${PROMETHEUS_URL:-}" ]] && args+=(--prometheus-url "$PROMETHEUS_URL")
-[[ -n "${WEBHOOK_PORT:-}" ]] && args+=(--webhook-port "$WEBHOOK_PORT")
+# Both webhooks on, as in a chart install: steering of moved pods and semantic admission (WEBHOOKS=0: off).
+# The API server reaches them on loopback; the certificate is generated once under .run/webhook and kept.
+if [[ "${WEBHOOKS:-1}" == 1 && "${CLUSTER:-local}" == local ]]; then
+  args+=(--webhook-port "${WEBHOOK_PORT:-9443}" --admission-config validate.edgeweave.io)
+elif [[ -n "${WEBHOOK_PORT:-}" ]]; then
+  args+=(--webhook-port "$WEBHOOK_PORT")
+fi
 if [[ $started_cluster == 1 && "${REAL_NODES:-2}" -gt 0 ]]; then
   # The demo on the real nodes: a TCP client/server pair, split at first, that the operator co-locates,
   # and a GpuJob whose slices run the CPU runtime in the edgeweave image (built here, cached by content:

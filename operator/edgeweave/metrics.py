@@ -26,3 +26,9 @@ BREACH_TO_RUNNING = Histogram("edgeweave_breach_to_running_seconds",
                               "From the context change to the workload Running on another device",
                               buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 TAINTS = Counter("edgeweave_taint_changes_total", "Breach taints added or removed", ["action"])
+
+# Tenancy and hostile input (admission, backoff, wedged reconciles).
+ADMISSION_REFUSALS = Counter("edgeweave_admission_refusals_total", "Objects refused by the validating webhook",
+                             ["kind", "field"])
+RECONCILE_FAILURES = Counter("edgeweave_reconcile_failures_total",
+                             "Reconcile rounds that raised (each then backs off)", ["kind"])

@@ -18,14 +18,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Tests get their own ports and state dir, so a `make run` in another shell is left alone.
+# Tests get their own ports and state dir, so a `make run` in another shell is left alone. The ports sit
+# below the kernel's ephemeral range (32768+), where an outgoing connection could already hold them.
 os.environ.setdefault("EDGEWEAVE_RUN_DIR", str(REPO / ".run" / "test-cluster"))
-os.environ.setdefault("EDGEWEAVE_ETCD_PORT", "33790")
-os.environ.setdefault("EDGEWEAVE_ETCD_PEER_PORT", "33800")
-os.environ.setdefault("EDGEWEAVE_APISERVER_PORT", "36443")
-os.environ.setdefault("EDGEWEAVE_KCM_PORT", "36257")
-os.environ.setdefault("EDGEWEAVE_SCHED_PORT", "36259")
-os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "36280")
+os.environ.setdefault("EDGEWEAVE_ETCD_PORT", "22790")
+os.environ.setdefault("EDGEWEAVE_ETCD_PEER_PORT", "22800")
+os.environ.setdefault("EDGEWEAVE_APISERVER_PORT", "22443")
+os.environ.setdefault("EDGEWEAVE_KCM_PORT", "22257")
+os.environ.setdefault("EDGEWEAVE_SCHED_PORT", "22259")
+os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "22280")
 
 
 

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     Accepted = "Accepted"  # spec parsed; the message says members, devices and mode
     Moving = "Moving"  # moves are in flight; the message counts them
     InvalidSpec = "InvalidSpec"  # the stored spec does not parse; the message names the field
+    ReconcileFailed = "ReconcileFailed"  # a round raised; it backs off exponentially, the message says why
     # TelemetryFresh
     Fresh = "Fresh"
     StaleTelemetry = "StaleTelemetry"  # the snapshot is older than telemetry.maxAgeSeconds: no migration
@@ -56,6 +57,7 @@ class Reason(StrEnum):
     Breached = "Breached"  # a requirement failed past its grace period on a device the members use
     BreachPending = "BreachPending"  # a requirement fails, still inside its grace period
     TelemetryMissing = "TelemetryMissing"  # a device's context cannot be read: state frozen, nothing moves
+    UnknownUplink = "UnknownUplink"  # a requirement names an uplink the device's EdgeSite does not declare
     # Remediating
     NoBreach = "NoBreach"
     Disabled = "Disabled"
@@ -98,6 +100,9 @@ def apply(existing: Iterable[dict[str, Any]] | None, conds: Iterable[Cond], gene
     return out
 
 
+MAX_CONDITION_MESSAGE = 1024
+
+
 def set_condition(
     existing: Iterable[dict[str, Any]] | None,
     ctype: str,
@@ -109,6 +114,9 @@ def set_condition(
 ) -> list[dict[str, Any]]:
     """Return the conditions with `ctype` set; the transition time moves only when status changes."""
     value = status if isinstance(status, str) else ("True" if status else "False")
+    # Bounded: a message built from user input (a selector, an error) must never grow status without limit.
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[:MAX_CONDITION_MESSAGE - 3] + "..."
     out: list[dict[str, Any]] = []
     found = False
     for cond in existing or []:

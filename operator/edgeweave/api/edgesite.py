@@ -8,6 +8,10 @@ from pydantic import ConfigDict, Field
 
 from .base import Condition, Model, StatusModel
 from .context import ContextSource
+from .workloadgroup import LabelValue
+
+# Dotted quad, each octet 0-255: a gateway the agent cannot route to is refused at admission.
+IPV4_PATTERN = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
 
 
 class UplinkKind(StrEnum):
@@ -29,7 +33,8 @@ class Uplink(Model):
     bandwidth_mbps: float = Field(description="Provisioned bandwidth in Mbit/s.", gt=0)
     latency_ms: float = Field(default=0, description="Nominal one-way latency to the hub in ms.", ge=0)
     cost_per_gb: float = Field(default=0, alias="costPerGB", description="Metered cost per GB sent (0 = flat rate).", ge=0)
-    gateway: str | None = Field(default=None, description="Next hop on this uplink (IPv4).", max_length=45)
+    gateway: str | None = Field(default=None, description="Next hop on this uplink (IPv4).", max_length=15,
+                                pattern=IPV4_PATTERN)
 
 
 class SelectorStrategy(StrEnum):
@@ -67,8 +72,8 @@ class EdgeSiteSpec(Model):
          "fieldPath": ".flowPolicy.miceUplinks"},
     ]})
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Nodes whose labels match all of these belong to this site.")
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Nodes whose labels match all of these belong to this site.")
     node_names: list[str] = Field(default_factory=list, max_length=256,
                                   description="Nodes that belong to this site, by name.")
     region: str | None = Field(default=None, description="Free-form region or hub this site reports to.",

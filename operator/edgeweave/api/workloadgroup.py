@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
 from .base import Condition, Mode, Model, StatusModel
 from .context import ContextElement
+
+# Kubernetes' label-value grammar: what a selector can match at all. Bounding it in the schema means a
+# 300 KB selector value is refused at admission with the field named, never reconciled.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+NUMBER_PATTERN = r"^[-+]?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 
 
 class DependencyKind(StrEnum):
@@ -73,6 +80,12 @@ class Requirement(Model):
                  "['UplinkBandwidthMbps', 'UplinkLatencyMs', 'UplinkLossPercent', 'BatteryPercent', "
                  "'TemperatureCelsius']",
          "message": "Gte and Lte need a numeric element", "fieldPath": ".operator"},
+        # Finite decimal numbers only: "Infinity", "NaN" or "1e999"-style words never reach a comparison.
+        {"rule": "!(self.operator in ['Gte', 'Lte', 'Eq']) || !(self.element in ['UplinkBandwidthMbps', "
+                 "'UplinkLatencyMs', 'UplinkLossPercent', 'BatteryPercent', 'TemperatureCelsius']) || "
+                 "!has(self.value) || (self.value.matches('" + NUMBER_PATTERN + "') && size(self.value) <= 32)",
+         "message": "value must be a finite decimal number for a numeric element (e.g. \"50\" or \"12.5\")",
+         "fieldPath": ".value"},
     ]})
 
     element: ContextElement = Field(description="The context element constrained.")
@@ -172,8 +185,8 @@ class WorkloadGroupSpec(Model):
          "message": "a dependency cannot point a workload at itself", "fieldPath": ".dependencies"},
     ]})
 
-    selector: dict[str, str] = Field(description="Pods whose labels match all of these are members.",
-                                     min_length=1)
+    selector: dict[str, LabelValue] = Field(description="Pods whose labels match all of these are members.",
+                                            min_length=1, max_length=32)
     workload_label: str = Field(default="app", max_length=316,
                                 description="Pod label whose value names the workload a pod belongs to.")
     mode: Mode = Field(default=Mode.Enforce, description="Enforce, or DryRun: compute and record, change nothing.")

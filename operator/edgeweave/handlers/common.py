@@ -25,15 +25,16 @@ def describe_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def invalid_spec(kind: str, status: Mapping[str, Any] | None, generation: int, err: ValidationError,
+def invalid_spec(kind: str, status: Mapping[str, Any] | None, generation: int, err: ValidationError | str,
                  involved: dict[str, str], api_client: Any, logger: Any = None) -> dict[str, Any]:
     """The one handling of a spec that does not parse: the status to write (Ready=False/InvalidSpec naming
     the field), the metric, and a Warning Event and a log line only when the fault is new — never a
     traceback or an Event per round.
 
     Admission rejects almost everything this could catch; this guards objects stored before a CRD
-    upgrade tightened the schema."""
-    message = describe_validation_error(err)
+    upgrade tightened the schema, or admitted while the validating webhook was off (`err` is then the
+    semantic checks' own message)."""
+    message = describe_validation_error(err) if isinstance(err, ValidationError) else err
     conditions = (status or {}).get("conditions")
     old = get_condition(conditions, ConditionType.Ready.value) or {}
     if (old.get("reason"), old.get("message")) != (Reason.InvalidSpec.value, message):

@@ -11,10 +11,10 @@ import kopf
 from .. import GROUP, metrics
 from ..actuate import events
 from ..api.base import parse_rfc3339
-from ..api.conditions import set_condition
+from ..api.conditions import get_condition, set_condition
 from ..api.edgesite import EdgeSiteSpec
 from ..placement.context import observations
-from ..placement.sites import site_summary
+from ..placement.sites import site_devices, site_summary
 from .common import apply_status, parse_spec
 from .indexes import devices_of, pods_on_nodes, sites_of
 from .state import Runtime, runtime
@@ -70,6 +70,18 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     else:
         conditions = set_condition(conditions, "Breached", False, "NoBreach",
                                    "no WorkloadGroup finds a device of this site breached", generation)
+    # A node belongs to at most one site (admission refuses what it can see; labels change later).
+    shared = {other: sorted(members & {d.name for d in site_devices(ospec, devices_of(devices_index))})
+              for other, ospec in sites_of(sites_index).items() if other != name}
+    shared = {k: v for k, v in shared.items() if v}
+    if shared:
+        detail = "; ".join(f"{', '.join(v[:5])} also in EdgeSite {k}" for k, v in sorted(shared.items()))
+        if (get_condition(conditions, "Conflict") or {}).get("status") != "True":
+            events.warning(body, "NodesShared", detail[:1000])
+        conditions = set_condition(conditions, "Conflict", True, "NodesShared", detail, generation)
+    else:
+        conditions = set_condition(conditions, "Conflict", False, "NoOverlap", "no node is in another EdgeSite",
+                                   generation)
     summary["context"] = context
     if status.get("nodeCount") != summary["nodeCount"] and summary["nodeCount"]:
         events.normal(body, "NodesChanged", f"site has {summary['nodeCount']} node(s)")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -28,6 +26,8 @@ from pydantic import ValidationError
 from .. import GROUP, VERSION, metrics
 from ..actuate import events
 from ..actuate.actuator import Actuator, Outcome
+from ..admission import checks as admission_checks
+from ..admission.policy import policy_from_env
 from ..api.conditions import set_condition
 from ..api.gpujob import GpuJobPhase, GpuJobSpec, GpuJobStatus
 from ..gpu import dcgm
@@ -37,6 +37,7 @@ from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, DispatcherWiring, job_pod, job_selector
 from . import kube
 from .common import invalid_spec
+from .health import WATCHDOG, Backoff, Backoffs, describe_error
 from .indexes import devices_of
 from .state import in_scope, runtime
 
@@ -47,21 +48,15 @@ POD_CREATES_PER_INTERVAL, POD_CREATE_INTERVAL = 50, 10.0  # per job, through the
 _client_lock = threading.Lock()
 _job_locks: dict[tuple[str, str], threading.Lock] = {}
 MAX_STATUS_BYTES = 256 * 1024  # far below etcd's 1.5 MiB: a status never draws a 413
-BACKOFF_S = (2.0, 300.0)
-
-
-@dataclass
-class _Backoff:
-    failures: int
-    until: float
-    message: str
-
-
-_backoff: dict[tuple[str, str], _Backoff] = {}
-
-
 class StatusTooLarge(Exception):
     pass
+
+
+BACKOFFS = Backoffs()
+
+
+class AdmissionRefused(ValueError):
+    """The spec parses but admission's semantic checks refuse it."""
 
 
 def api_client() -> Any:
@@ -118,61 +113,41 @@ def _write_status(namespace: str, name: str, current: dict[str, Any], new: dict[
 
 def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
     key = (namespace, name)
-    with _lock(namespace, name):
-        state = _backoff.get(key)
-        if state is not None and time.monotonic() < state.until:
-            return  # backing off: the condition already says why
+    if not BACKOFFS.due(key):
+        return  # failing: the next try waits out its backoff (timer and pod events keep calling)
+    with _lock(namespace, name), WATCHDOG.round("GpuJob", f"{namespace}/{name}"):
         try:
             _reconcile(namespace, name, devices_index, logger)
-        except Exception as exc:  # noqa: BLE001 - any fault: condition + Event + backoff, not a crash loop
-            _failed(namespace, name, exc, state, logger)
-        else:
-            _backoff.pop(key, None)
+        except Exception as err:  # noqa: BLE001 - backs off with a condition instead of kopf's retry loop
+            backoff, delay, new_error = BACKOFFS.failed(key, err)
+            metrics.RECONCILE_FAILURES.labels("GpuJob").inc()
+            if new_error:
+                logger.exception("GpuJob reconcile failed; next try in %.0fs", delay)
+            else:
+                logger.warning("GpuJob reconcile failed again (%d in a row): %s; next try in %.0fs",
+                               backoff.failures, backoff.last_error[:200], delay)
+            _report_failure(namespace, name, backoff, delay, new_error, logger)
+            return
+        if BACKOFFS.succeeded(key):
+            logger.info("GpuJob reconcile succeeds again")
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line naming the fault; for API errors the status code and the server's own message."""
-    status = getattr(exc, "status", None)
-    if status is not None:
-        body = getattr(exc, "body", "") or ""
-        try:
-            body = json.loads(body).get("message", body)
-        except (ValueError, AttributeError):
-            pass
-        return f"API server answered {status} {getattr(exc, 'reason', '')}: {str(body)[:300]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+def _report_failure(namespace: str, name: str, backoff: Backoff, delay: float, new_error: bool, logger: Any) -> None:
+    """Best effort: the failure may be the status patch itself (e.g. 413), so the condition is small."""
+    from kubernetes import client
 
-
-def backoff_delay(failures: int) -> float:
-    lo, hi = BACKOFF_S
-    return min(hi, lo * 2 ** max(0, failures - 1))
-
-
-def _failed(namespace: str, name: str, exc: BaseException, state: _Backoff | None, logger: Any) -> None:
-    failures = (state.failures if state else 0) + 1
-    delay = backoff_delay(failures)
-    message = describe_failure(exc)
-    _backoff[(namespace, name)] = _Backoff(failures, time.monotonic() + delay, message)
-    metrics.RECONCILES.labels("GpuJob", "error").inc()
-    logger.warning("GpuJob %s/%s: reconcile failed (%d in a row; next try in %.0fs): %s",
-                   namespace, name, failures, delay, message)
-    if state is not None and state.message == message:
-        return  # the condition and Event already say this
-    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuJob", "namespace": namespace, "name": name}
-    events.post(api_client(), ref, "Warning", "ReconcileFailed", f"{message}; retrying in {delay:.0f}s")
+    message = f"reconcile failed {backoff.failures} time(s) in a row, next try in {delay:.0f}s: {backoff.last_error}"
     try:
-        from kubernetes import client
-
-        custom = client.CustomObjectsApi(api_client())
-        job = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        job = client.CustomObjectsApi(api_client()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                                                 name)
         current = dict(job.get("status") or {})
-        conditions = set_condition(current.get("conditions"), "Ready", False, "ReconcileFailed",
-                                   message, job["metadata"].get("generation", 0))
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
-                                                     {"status": {"conditions": conditions}})
-    except Exception as e2:  # noqa: BLE001 - the log line and the Event carry it
-        logger.warning("GpuJob %s/%s: could not record the failure in status: %s", namespace, name,
-                       describe_failure(e2))
+        gen = job["metadata"].get("generation", 0)
+        _write_status(namespace, name, current, {"conditions": set_condition(
+            current.get("conditions"), "Ready", False, "ReconcileFailed", message, gen)})
+        if new_error:
+            _post(job, JobEvent(type="Warning", reason="ReconcileFailed", message=message))
+    except Exception as err:  # noqa: BLE001 - reporting never raises into kopf
+        logger.warning("could not record the failure: %s", describe_error(err))
 
 
 def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any) -> None:
@@ -194,10 +169,14 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     conditions = current.get("conditions")
     try:
         spec = GpuJobSpec.model_validate(job.get("spec") or {})
-    except ValidationError as err:
+        # What admission refuses (when the webhook is off or the object predates it) is never served:
+        # CUDA source the slice rewrite rejects, an image off the allow-list, an unbounded grid.
+        if refusals := admission_checks.gpujob({"spec": job.get("spec") or {}}, policy=policy_from_env()):
+            raise AdmissionRefused(admission_checks.describe(refusals))
+    except (ValidationError, AdmissionRefused) as err:
         _write_status(namespace, name, current, invalid_spec(
-            "GpuJob", current, generation, err, kube.group_ref("GpuJob", namespace, name, meta.get("uid", "")),
-            api_client(), logger))
+            "GpuJob", current, generation, err if isinstance(err, ValidationError) else str(err),
+            kube.group_ref("GpuJob", namespace, name, meta.get("uid", "")), api_client(), logger))
         return
 
     offering = sorted(d.name for d in devices_of(devices_index) if d.extended.get(spec.vgpu.resource, 0) > 0)

@@ -20,13 +20,15 @@ from .state import STATE
 log = logging.getLogger("edgeweave.operator")
 
 
-def _load_handlers(webhook: bool) -> None:
+def _load_handlers(webhook: bool, admission: bool = False) -> None:
     # Importing registers the handlers with kopf's default registry. The admission handler only when a
     # webhook server is configured: kopf refuses to start with admission handlers and no server.
     from . import edgesite, gpujob, indexes, workloadgroup  # noqa: F401
 
     if webhook:
         from . import webhook as _webhook  # noqa: F401
+    if admission:
+        from . import admission as _admission  # noqa: F401
 
 
 async def _serve_probes(port: int, host: str) -> web.AppRunner:
@@ -34,7 +36,14 @@ async def _serve_probes(port: int, host: str) -> web.AppRunner:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.Response(text="ready" if STATE.ready else "starting", status=200 if STATE.ready else 503)
+        if not STATE.ready:
+            return web.Response(text="starting", status=503)
+        from .health import WATCHDOG
+
+        if wedged := WATCHDOG.wedged():
+            text = "wedged: " + ", ".join(f"{kind} {key} in one round for {age:.0f}s" for kind, key, age in wedged[:10])
+            return web.Response(text=text, status=503)
+        return web.Response(text="ready")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -103,6 +112,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--webhook-bind", default=os.environ.get("EDGEWEAVE_WEBHOOK_BIND", "127.0.0.1"))
     parser.add_argument("--webhook-config", default="steer.edgeweave.io",
                         help="name of the MutatingWebhookConfiguration the operator manages")
+    parser.add_argument("--admission-config", default=os.environ.get("EDGEWEAVE_ADMISSION_CONFIG", ""),
+                        help="serve the validating webhook (semantic admission) under this "
+                        "ValidatingWebhookConfiguration name (empty = off; needs --webhook-port)")
+    parser.add_argument("--webhook-cert-dir", default=os.environ.get("EDGEWEAVE_WEBHOOK_CERT_DIR", ".run/webhook"),
+                        help="tls.crt/tls.key (and ca.crt) of the webhooks; generated once and kept when absent")
+    parser.add_argument("--webhook-manage", action=argparse.BooleanOptionalAction, default=True,
+                        help="apply the webhook configurations at start and remove them at a clean stop "
+                        "(the chart installs them itself: --no-webhook-manage)")
+    parser.add_argument("--webhook-exclude-namespace", action="append", default=[],
+                        help="namespace the webhooks never see (kube-system always; repeatable)")
+    parser.add_argument("--wedged-after", type=float, default=float(os.environ.get("EDGEWEAVE_WEDGED_AFTER", "120")),
+                        help="/readyz fails while a reconcile round has run longer than this (seconds)")
+    parser.add_argument("--admission-failure-policy", choices=("Fail", "Ignore"), default="Fail")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     if args.webhook_port and args.webhook_config.count(".") < 2:
@@ -110,6 +132,9 @@ def main(argv: list[str]) -> int:
         parser.error("--webhook-config must be a domain name with at least three labels, e.g. steer.edgeweave.io")
 
     STATE.dry_run = args.dry_run
+    from .health import WATCHDOG
+
+    WATCHDOG.wedged_after_s = args.wedged_after
     STATE.namespaces = args.namespace
     STATE.prometheus_url = args.prometheus_url
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -120,18 +145,29 @@ def main(argv: list[str]) -> int:
 
     rt = state.make_runtime(STATE, kube.api_client())
     state.install(rt)
-    _load_handlers(webhook=bool(args.webhook_port))
+    _load_handlers(webhook=bool(args.webhook_port), admission=bool(args.webhook_port and args.admission_config))
 
-    runner_box: dict[str, web.AppRunner] = {}
+    runner_box: dict[str, Any] = {}
 
     @kopf.on.startup()
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure(settings)
         if args.webhook_port:
+            from pathlib import Path
+
+            from .webhook import WebhookOptions
+            from .webhook import apply as apply_webhooks
             from .webhook import configure as configure_webhook
 
-            configure_webhook(settings, port=args.webhook_port, host=args.webhook_host, bind=args.webhook_bind,
-                              config_name=args.webhook_config)
+            runner_box["webhooks"] = configure_webhook(settings, WebhookOptions(  # type: ignore[assignment]
+                port=args.webhook_port, host=args.webhook_host, bind=args.webhook_bind,
+                config_name=args.webhook_config, admission_config=args.admission_config,
+                cert_dir=Path(args.webhook_cert_dir), manage=args.webhook_manage,
+                excluded_namespaces=args.webhook_exclude_namespace, failure_policy=args.admission_failure_policy))
+            if runner_box["webhooks"]:
+                from .kube import api_client
+
+                await asyncio.to_thread(apply_webhooks, api_client(), runner_box["webhooks"])
         runner_box["probes"] = await _serve_probes(args.probe_port, args.probe_host)
         where = ", ".join(args.namespace) if args.namespace else "all namespaces"
         log.info(
@@ -146,6 +182,11 @@ def main(argv: list[str]) -> int:
     @kopf.on.cleanup()
     async def cleanup(**_: Any) -> None:
         STATE.ready = False
+        if runner_box.get("webhooks"):
+            from .kube import api_client
+            from .webhook import remove as remove_webhooks
+
+            await asyncio.to_thread(remove_webhooks, api_client(), runner_box["webhooks"])
         if "probes" in runner_box:
             await runner_box["probes"].cleanup()
 

@@ -9,9 +9,13 @@ reports that its replacement landed elsewhere.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
-import tempfile
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,12 @@ import kopf
 from ..actuate.moves import STEERED_ANNOTATION
 from ..actuate.steering import STEERING, affinity_patch
 from ..actuate.steering_probe import PROBE_PREFIX
+from ..admission.config import mutating_configuration, validating_configuration
+
+log = logging.getLogger("edgeweave.webhook")
 
 
-@kopf.on.mutate("pods", operation="CREATE", ignore_failures=True, id="steer-moved-pods")
+@kopf.on.mutate("pods", operations=["CREATE"], ignore_failures=True, id="steer-moved-pods")
 async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logger: Any, **_: Any) -> None:
     # Async: an in-memory lookup must never wait for a worker thread behind slow handlers.
     owner = next((f"{r['kind']}/{r['name']}" for r in body.get("metadata", {}).get("ownerReferences", [])
@@ -39,12 +46,49 @@ async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logge
             patch.spec[key] = value
     patch.metadata.setdefault("annotations", {})[STEERED_ANNOTATION] = entry.move_id
     # The mover's liveness probe (a dry-run pod) comes through here every sweep: not worth a line each.
-    log = logger.debug if entry.move_id.startswith(PROBE_PREFIX) else logger.info
-    log("steering a new pod of %s/%s to %s (%s)", namespace, owner, entry.to_node or "any device", entry.move_id)
+    say = logger.debug if entry.move_id.startswith(PROBE_PREFIX) else logger.info
+    say("steering a new pod of %s/%s to %s (%s)", namespace, owner, entry.to_node or "any device", entry.move_id)
 
 
-def self_signed(host: str, directory: Path) -> tuple[Path, Path]:
-    """A serving certificate for the webhook; its own CA bundle goes into the webhook configuration."""
+@dataclass(frozen=True)
+class ServingCert:
+    certfile: Path
+    keyfile: Path
+    ca_pem: bytes  # what the webhook configurations' caBundle must hold
+    generated: bool
+
+
+def load_or_create_cert(host: str, directory: Path) -> ServingCert:
+    """The webhook's serving certificate, kept across restarts.
+
+    In the chart, `directory` is the mounted Secret (cert-manager's Certificate, or the one the chart
+    generates once and keeps: `tls.crt`, `tls.key`, and `ca.crt` when a CA signed it). Elsewhere (`make
+    run`, tests) the first start writes a self-signed certificate there and every later start reuses it,
+    so a configuration that holds its CA stays valid across operator restarts.
+    """
+    certfile, keyfile, cafile = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
+    if certfile.exists() and keyfile.exists():
+        ca = cafile.read_bytes() if cafile.exists() and cafile.stat().st_size else certfile.read_bytes()
+        return ServingCert(certfile, keyfile, ca, generated=False)
+    # A generated one is kept per host name, so operators reached under different names never share one.
+    directory = directory / f"generated-{host}"
+    certfile, keyfile = directory / "tls.crt", directory / "tls.key"
+    if certfile.exists() and keyfile.exists():
+        return ServingCert(certfile, keyfile, certfile.read_bytes(), generated=False)
+    cert_pem, key_pem = self_signed(host)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Written under temporary names and renamed: a crash mid-write never leaves half a key to reuse.
+    for path, data, mode in ((keyfile, key_pem, 0o600), (certfile, cert_pem, 0o644)):
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        tmp.replace(path)
+    return ServingCert(certfile, keyfile, cert_pem, generated=True)
+
+
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate (its own CA) for `host`: PEM certificate and PKCS#8 key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,17 +107,79 @@ def self_signed(host: str, directory: Path) -> tuple[Path, Path]:
             .add_extension(x509.SubjectAlternativeName([san]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    certfile, keyfile = directory / "webhook.crt", directory / "webhook.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    keyfile.chmod(0o600)
-    return certfile, keyfile
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
-def configure(settings: kopf.OperatorSettings, *, port: int, host: str, bind: str, config_name: str) -> None:
-    certfile, keyfile = self_signed(host, Path(tempfile.mkdtemp(prefix="edgeweave-webhook-")))
-    settings.admission.server = kopf.WebhookServer(addr=bind, port=port, host=host, certfile=str(certfile),
-                                                   pkeyfile=str(keyfile))
-    settings.admission.managed = config_name
+@dataclass(frozen=True)
+class WebhookOptions:
+    port: int
+    host: str
+    bind: str
+    config_name: str  # MutatingWebhookConfiguration (steering)
+    admission_config: str = ""  # ValidatingWebhookConfiguration; "" = no semantic admission
+    cert_dir: Path = Path(".run/webhook")
+    manage: bool = True  # apply the configurations (make run, tests); the chart installs them itself
+    excluded_namespaces: Sequence[str] = ()
+    failure_policy: str = "Fail"
+
+
+def configure(settings: kopf.OperatorSettings, options: WebhookOptions) -> list[dict[str, Any]]:
+    """Serve the webhooks; returns the configurations this operator manages (applied by `apply`)."""
+    cert = load_or_create_cert(options.host, options.cert_dir)
+    settings.admission.server = kopf.WebhookServer(addr=options.bind, port=options.port, host=options.host,
+                                                   certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
+    settings.admission.managed = None  # ours, with namespaceSelector and a short timeout (admission/config.py)
+    log.info("webhook certificate %s (%s)", cert.certfile, "generated" if cert.generated else "reused")
+    if not options.manage:
+        return []
+    client = {"url": f"https://{options.host}:{options.port}"}
+    ca = base64.b64encode(cert.ca_pem).decode()
+    configs = [mutating_configuration(options.config_name, client, ca_bundle=ca,
+                                      excluded_namespaces=options.excluded_namespaces)]
+    if options.admission_config:
+        configs.append(validating_configuration(options.admission_config, client, ca_bundle=ca,
+                                                excluded_namespaces=options.excluded_namespaces,
+                                                failure_policy=options.failure_policy))
+    return configs
+
+
+def apply(api: Any, configs: Sequence[dict[str, Any]]) -> None:
+    """Create or replace each configuration (dev and test clusters; the chart owns them elsewhere)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    adm = client.AdmissionregistrationV1Api(api)
+    for cfg in configs:
+        kind, name = cfg["kind"], cfg["metadata"]["name"]
+        create, read, replace = ((adm.create_validating_webhook_configuration,
+                                  adm.read_validating_webhook_configuration,
+                                  adm.replace_validating_webhook_configuration)
+                                 if kind == "ValidatingWebhookConfiguration" else
+                                 (adm.create_mutating_webhook_configuration, adm.read_mutating_webhook_configuration,
+                                  adm.replace_mutating_webhook_configuration))
+        try:
+            create(cfg)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = read(name)
+            replace(name, {**cfg, "metadata": {**cfg["metadata"], "resourceVersion": current.metadata.resource_version}})
+
+
+def remove(api: Any, configs: Sequence[dict[str, Any]]) -> None:
+    """On a clean stop, take down what `apply` put up: a validating configuration with failurePolicy Fail
+    and no operator behind it would refuse every write of our kinds."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    adm = client.AdmissionregistrationV1Api(api)
+    for cfg in configs:
+        delete = (adm.delete_validating_webhook_configuration if cfg["kind"] == "ValidatingWebhookConfiguration"
+                  else adm.delete_mutating_webhook_configuration)
+        try:
+            delete(cfg["metadata"]["name"])
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -54,6 +54,7 @@ class BreachView:
     breaches: Mapping[str, Sequence[BreachReason]]  # every device the group finds breached (actionable)
     pending: Sequence[tuple[str, str, float]] = ()  # (device, detail, grace seconds left) on hosting devices
     unknown: Sequence[str] = ()  # hosting devices whose context cannot be read
+    uplink_faults: Sequence[str] = ()  # requirements naming an uplink the device's EdgeSite lacks (the real fault)
     frozen: frozenset[str] = frozenset()  # devices whose state is frozen (no verdict either way)
     hosting: frozenset[str] = frozenset()
     requirements_ok: Callable[[WorkloadState, DeviceState], bool] | None = None
@@ -147,6 +148,9 @@ def context_condition(b: BreachView, requirements: int) -> Cond:
     if b.pending:
         return Cond.of(T.ContextSatisfied, True, Reason.BreachPending, "; ".join(
             f"{d}: {detail} ({left:.0f}s of grace left)" for d, detail, left in b.pending)[:900])
+    if b.unknown and b.uplink_faults:
+        # Not missing telemetry: the requirement names an uplink the device's site does not have.
+        return Cond.of(T.ContextSatisfied, None, Reason.UnknownUplink, "; ".join(b.uplink_faults)[:900])
     if b.unknown:
         return Cond.of(T.ContextSatisfied, None, Reason.TelemetryMissing,
                        f"cannot read the context of {', '.join(b.unknown)}"
@@ -320,7 +324,9 @@ def _decide(inp: RoundInput) -> RoundStep:
 
     if spec.requirements and inp.breach is not None:
         b = inp.breach
-        conds.append(context_condition(b, len(spec.requirements)))
+        conds.append(ccond := context_condition(b, len(spec.requirements)))
+        if ccond.reason == Reason.UnknownUplink and _changed(inp, ccond):
+            events.append(("Warning", Reason.UnknownUplink.value, ccond.message))
         rcond, remediation, revents = _remediation(inp, b)
         conds.append(rcond)
         events.extend(revents)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from .. import metrics
 from ..actuate.actuator import TAINT_OWNERS_ANNOTATION, parse_owners
 from ..actuate.moves import MoveContext, register_failover, register_inflight
+from ..admission.checks import unknown_uplinks
 from ..api.base import Mode
 from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
 from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
@@ -30,6 +31,7 @@ from ..placement.states import device_states, workload_states
 from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
 from . import kube
 from .common import invalid_spec
+from .health import Backoff, describe_error
 from .indexes import devices_of, pods_on_nodes, sites_of
 from .state import Runtime
 from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
@@ -94,6 +96,21 @@ class GroupController:
 
     def ref(self, body: Mapping[str, Any]) -> dict[str, str]:
         return kube.group_ref("WorkloadGroup", self.namespace, self.name, body["metadata"].get("uid", ""))
+
+    def report_failure(self, body: Mapping[str, Any], backoff: Backoff, delay: float, new_error: bool) -> None:
+        """A round raised: say so in Ready (and once per distinct error in an Event). Best effort: the
+        failure may be the API itself."""
+        message = (f"reconcile failed {backoff.failures} time(s) in a row, next try in {delay:.0f}s: "
+                   f"{backoff.last_error}")
+        try:
+            raw = dict(body.get("status") or {})
+            cond = Cond.of(ConditionType.Ready, False, Reason.ReconcileFailed, message)
+            gen = (body.get("metadata") or {}).get("generation", 0)
+            self.write(raw, {"conditions": apply(raw.get("conditions"), [cond], gen)})
+            if new_error:
+                self.rt.actuator.event(self.ref(body), "Warning", Reason.ReconcileFailed.value, message)
+        except Exception as err:  # noqa: BLE001 - reporting must never raise into the backoff loop
+            self.logger.warning("could not record the failure: %s", describe_error(err))
 
     def move_context(self, spec: WorkloadGroupSpec) -> MoveContext:
         return MoveContext(actuator=self.rt.actuator, core=kube.core(), group=self.key, steering=self.rt.steering,
@@ -237,7 +254,8 @@ class GroupController:
             breaches=breaches, frozen=frozenset(frozen), hosting=frozenset(hosting),
             pending=[(k.device, st.detail, st.grace_left) for k, st in items
                      if st.phase is Phase.Pending and k.device in hosting],
-            unknown=sorted({k.device for k, st in items if st.frozen and k.device in hosting}),
+            unknown=(unknown := sorted({k.device for k, st in items if st.frozen and k.device in hosting})),
+            uplink_faults=unknown_uplinks(reqs, unknown, all_devices, sites_of(indexes["sites_index"])) if unknown else (),
             requirements_ok=requirements_checker({self.key: reqs}, snap.by_device, now=now,
                                                  max_age=spec.telemetry.max_age_seconds),
             breached_since={k.device: st.since for k, st in items if st.breached and st.since is not None},

@@ -13,7 +13,8 @@ from typing import Any
 
 import kopf
 
-from .. import GROUP
+from .. import GROUP, metrics
+from .health import WATCHDOG, Backoff, describe_error
 from .indexes import devices_of
 from .state import in_scope, runtime
 from .wg_round import GroupController, GroupRef
@@ -41,6 +42,7 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
     rt = runtime(memo)
     ctl = GroupController(namespace, name, rt, logger)
     indexes = {k: kwargs[k] for k in INDEXES}
+    backoff = Backoff()
     last_plan = 0.0
     last_gen = None
     inflight = False
@@ -58,13 +60,25 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
                 await stopped.wait(TICK)
                 continue
             try:
-                inflight = await asyncio.to_thread(ctl.round, body, indexes, plan_now and not inflight)
+                with WATCHDOG.round("WorkloadGroup", f"{namespace}/{name}"):
+                    inflight = await asyncio.to_thread(ctl.round, body, indexes, plan_now and not inflight)
                 if plan_now:
                     last_plan, last_gen = now, gen
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never a crash loop
-                logger.exception("WorkloadGroup round failed; retrying")
+                if backoff.succeeded():
+                    logger.info("WorkloadGroup round succeeds again")
+            except Exception as err:  # noqa: BLE001 - a failed round backs off with a condition, never a crash loop
+                delay, new_error = backoff.failed(describe_error(err))
+                metrics.RECONCILE_FAILURES.labels("WorkloadGroup").inc()
+                if new_error:
+                    logger.exception("WorkloadGroup round failed; next try in %.0fs", delay)
+                else:
+                    logger.warning("WorkloadGroup round failed again (%d in a row): %s; next try in %.0fs",
+                                   backoff.failures, backoff.last_error[:200], delay)
                 ctl.written, ctl.claimed = None, None  # re-read: our copies may be what failed
+                await asyncio.to_thread(ctl.report_failure, body, backoff, delay, new_error)
                 inflight = False
+                await stopped.wait(delay)
+                continue
             await stopped.wait(INFLIGHT_TICK if inflight else TICK)
     finally:
         rt.breaches.forget(f"{namespace}/{name}")

@@ -14,6 +14,10 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..placement.model import Edge
+from .promql_scope import QueryRefused, scope_query
+
+# The label every tenant series carries (kube-prometheus and the agent both set `namespace`).
+TENANT_SCOPE_LABEL = "namespace"
 
 
 class TelemetryError(RuntimeError):
@@ -43,7 +47,10 @@ class PrometheusClient:
     timeout: float = 5.0
 
     def query(self, promql: str) -> QueryResult:
-        url = f"{self.base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        # Prometheus' own evaluation timeout too: a heavy tenant query is cut off server-side, not only
+        # abandoned by us while it keeps Prometheus busy.
+        params = {"query": promql, "timeout": f"{max(int(self.timeout * 1000), 100)}ms"}
+        url = f"{self.base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
                 payload = json.loads(resp.read())
@@ -103,10 +110,20 @@ def edges_from_results(trigger: QueryResult | None, data: QueryResult | None, mi
     return tuple(Edge(source=a, target=b, **vals) for (a, b), vals in sorted(pairs.items()))
 
 
+def tenant_query(template: str, namespace: str, scope_label: str = TENANT_SCOPE_LABEL) -> str:
+    """A tenant's query, rendered and scoped to its namespace (enforced label matcher); TelemetryError
+    with reason QueryRefused when it cannot be scoped."""
+    try:
+        return scope_query(render_query(template, namespace), scope_label, namespace).text
+    except QueryRefused as err:
+        raise TelemetryError("QueryRefused", f"query {template[:200]!r} refused: {err}") from err
+
+
 def fetch_dependencies(client: PrometheusClient, trigger_query: str | None, data_query: str | None,
                        namespace: str, min_rate: float = 0.0) -> DependencySnapshot:
-    trigger = client.query(render_query(trigger_query, namespace)) if trigger_query else None
-    data = client.query(render_query(data_query, namespace)) if data_query else None
+    """Dependencies of one tenant's group: both queries are scoped to its namespace before they run."""
+    trigger = client.query(tenant_query(trigger_query, namespace)) if trigger_query else None
+    data = client.query(tenant_query(data_query, namespace)) if data_query else None
     taken = min(r.evaluated_at for r in (trigger, data) if r is not None) if (trigger or data) else time.time()
     return DependencySnapshot(
         taken_at=taken, edges=edges_from_results(trigger, data, min_rate),

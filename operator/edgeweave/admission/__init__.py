@@ -1,0 +1,1 @@
+"""Semantic admission checks (pure); the webhook that runs them is handlers/admission.py."""
