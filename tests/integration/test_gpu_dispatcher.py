@@ -11,6 +11,7 @@ and `python -m edgeweave.gpu.slice_worker` job pods talking over its unix socket
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ def test_fifo_serves_in_arrival_order(node_factory) -> None:
     assert finished == sorted(arrival, key=arrival.__getitem__)
 
 
+@pytest.mark.skipif(not os.environ.get("EDGEWEAVE_LIVE_LOAD_TESTS"),
+                    reason="live-load timing on a shared CI box: failed about 1 run in 10 here; runs in "
+                           "`make test-gpu-dispatcher` (EDGEWEAVE_LIVE_LOAD_TESTS=1) and in bench-gpu-sched")
 def test_second_tenant_load_shrinks_the_next_slices(node_factory) -> None:
     r = resize_scenario(node_factory("Fifo", slots=2))
     assert r["grants_before"] >= 10 and r["grants_after"] >= 10, r
