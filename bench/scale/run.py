@@ -262,6 +262,10 @@ def main(argv: list[str]) -> int:
             time.sleep(0.5)
         te, ce, me = time.monotonic(), proc.cpu_seconds(), metrics()
         burst = by_verb(mb, me, te - tb)
+        if len(recorded) < args.groups:  # say why, from one group that recorded no plan
+            sample = next((o for o in items if f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+                           not in recorded), None)
+            log(f"a group without a plan: {json.dumps((sample or {}).get('status', {}).get('conditions'))[:1500]}")
         log(f"burst: {len(recorded)} plans recorded, {len(ended)} groups' moves ended in {te - tb:.0f}s: {burst}")
 
         # -- converged --

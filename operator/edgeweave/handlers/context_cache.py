@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..api.edgesite import EdgeSiteSpec
@@ -115,3 +115,23 @@ class BreachRegistry:
     def frozen_devices(self) -> set[str]:
         with self._lock:
             return set().union(*self._frozen.values()) if self._frozen else set()
+
+
+class FleetCache:
+    """Device states (free capacity after bound requests) for the whole fleet, built at most once per
+    TTL and shared by every group's planning round: building them is a pass over every pod."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._states: list = []
+
+    def get(self, devices: Iterable[Device], pods_by_node: Callable[[], Mapping[str, Iterable]],
+            ttl: float = TTL_SECONDS) -> list:
+        from ..placement.states import device_states
+
+        with self._lock:
+            if time.monotonic() - self._at > ttl:
+                self._states = device_states(devices, pods_by_node())
+                self._at = time.monotonic()
+            return self._states

@@ -11,7 +11,7 @@ from typing import Any
 from ..actuate.actuator import Actuator
 from ..actuate.ratelimit import SlidingWindow
 from ..actuate.steering import STEERING, SteeringTable
-from .context_cache import BreachRegistry, ContextCache
+from .context_cache import BreachRegistry, ContextCache, FleetCache
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Runtime:
     context: ContextCache = field(default_factory=ContextCache)
     breaches: BreachRegistry = field(default_factory=BreachRegistry)
     steering: SteeringTable = field(default_factory=lambda: STEERING)
+    fleet: FleetCache = field(default_factory=FleetCache)
 
     def may_taint(self, namespace: str) -> bool:
         allowed = self.settings.taint_namespaces

@@ -27,7 +27,7 @@ from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
 from ..placement.breach import BreachTracker, Phase
 from ..placement.inventory import Device, PodInfo, selector_matches
 from ..placement.remediate import requirements_checker
-from ..placement.states import device_states, workload_states
+from ..placement.states import workload_states
 from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
 from . import kube
 from .common import invalid_spec
@@ -183,7 +183,7 @@ class GroupController:
         telemetry = self._read_telemetry(spec) if plan_now and spec.aggregation.enabled else None
         # Device states cost a pass over every pod of the fleet: only for a round that may plan.
         may_plan = telemetry is not None or (breach is not None and bool(set(breach.breaches) & breach.hosting))
-        devices = device_states(all_devices, pods_on_nodes(indexes["pods_by_node"])) if may_plan else []
+        devices = self.rt.fleet.get(all_devices, lambda: pods_on_nodes(indexes["pods_by_node"])) if may_plan else []
         if self.claimed is None:  # once per daemon: what this group claimed before a restart
             self.claimed = frozenset(d.name for d in all_devices
                                      if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION)))
