@@ -12,6 +12,7 @@ them (the fallback path), as before.
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..api.edgesite import EdgeSiteSpec, SelectorStrategy
 from ..flows.history import History, prefix_of
@@ -62,11 +64,31 @@ from .workloads import load_workloads, series_labels
 log = logging.getLogger("edgeweave.agent")
 
 
+def _is_gateway_error(loc: tuple) -> bool:
+    return len(loc) == 3 and loc[0] == "uplinks" and loc[2] == "gateway"
+
+
 def read_edgesite(path: str | Path) -> EdgeSiteSpec:
-    """An EdgeSite object (YAML/JSON, as kept in Git) or just its spec."""
+    """An EdgeSite object (YAML/JSON, as kept in Git) or just its spec.
+
+    Admission refuses a gateway that is not an IPv4 address, but an EdgeSite stored before that rule (or a
+    file written by hand) must not crash-loop the agent: such an uplink keeps its raw gateway here and
+    `gateway_errors` leaves it out and reports it. Any other fault still raises."""
     doc = yaml.safe_load(Path(path).read_text())
     spec = doc.get("spec", doc) if isinstance(doc, dict) else doc
-    return EdgeSiteSpec.model_validate(spec)
+    try:
+        return EdgeSiteSpec.model_validate(spec)
+    except ValidationError as err:
+        if not err.errors() or not all(_is_gateway_error(tuple(e["loc"])) for e in err.errors()):
+            raise
+        raw = copy.deepcopy(spec)
+        bad = {int(e["loc"][1]): raw["uplinks"][int(e["loc"][1])].get("gateway") for e in err.errors()}
+        for i in bad:
+            raw["uplinks"][i].pop("gateway", None)
+        parsed = EdgeSiteSpec.model_validate(raw)
+        uplinks = [u.model_copy(update={"gateway": str(bad[i])}) if i in bad else u
+                   for i, u in enumerate(parsed.uplinks)]
+        return parsed.model_copy(update={"uplinks": uplinks})
 
 
 @dataclass

@@ -86,7 +86,7 @@ def _configure(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = int(os.environ.get("EDGEWEAVE_WORKERS", "16"))
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeweave operator", description="Run the edgeweave operator.")
     parser.add_argument("--namespace", "-n", action="append", default=[],
                         help="act on WorkloadGroups/GpuJobs only in namespaces matching this glob (repeatable; default: all)")
@@ -125,7 +125,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--wedged-after", type=float, default=float(os.environ.get("EDGEWEAVE_WEDGED_AFTER", "120")),
                         help="/readyz fails while a reconcile round has run longer than this (seconds)")
     parser.add_argument("--admission-failure-policy", choices=("Fail", "Ignore"), default="Fail")
+    parser.add_argument("--taint-namespace", action="append", default=None, metavar="GLOB",
+                        help="namespaces whose WorkloadGroups may taint shared devices (repeatable; default: all). "
+                             "A group elsewhere records its breaches and offloads, but never taints a node")
     parser.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.webhook_port and args.webhook_config.count(".") < 2:
         # kopf names each webhook <handler-id>.<config>; the API server wants a 3-label domain there.
@@ -136,6 +144,7 @@ def main(argv: list[str]) -> int:
 
     WATCHDOG.wedged_after_s = args.wedged_after
     STATE.namespaces = args.namespace
+    STATE.taint_namespaces = args.taint_namespace
     STATE.prometheus_url = args.prometheus_url
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
