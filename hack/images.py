@@ -192,9 +192,13 @@ def _app_layer(tmp: Path) -> bytes:
                     *map(str, (tmp / "wheels").glob("*.whl"))], check=True, capture_output=True)
     bpf = tmp / "root" / "usr" / "local" / "lib" / "edgeweave" / "bpf"
     bpf.mkdir(parents=True)
-    for src in (REPO / "operator" / "edgeweave" / "agent" / "bpf").glob("*.bpf.c"):
-        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src),
-                        "-o", str(bpf / src.name.replace(".c", ".o"))], check=True, capture_output=True)
+    # The agent's own build (edgeweave.agent.build: -mcpu=v3, vmlinux.h for the send hint), so the image
+    # carries exactly the objects the e2e tests load; --force: never a stale object from the source tree.
+    env = {k: v for k, v in os.environ.items() if k != "EDGEWEAVE_BPF_OUT"}
+    r = subprocess.run([str(py), "-m", "edgeweave.agent.build", "--out-dir", str(bpf), "--force"], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"eBPF build for the image failed:\n{r.stderr[-2000:]}")
     files: dict[str, tuple[bytes, int]] = {}
     for p in sorted((tmp / "root").rglob("*")):
         if p.is_file() and not p.is_symlink() and "/bin/" not in str(p.relative_to(tmp / "root")):

@@ -37,7 +37,7 @@ from ..gpu.plan import plan_job
 from ..gpu.podspec import LABEL_JOB, DispatcherWiring, job_pod, job_selector
 from . import kube
 from .common import invalid_spec
-from .health import WATCHDOG, Backoff, Backoffs, describe_error
+from .health import WATCHDOG, Backoff, Backoffs, describe_error, record_failure
 from .indexes import devices_of
 from .state import in_scope, runtime
 
@@ -120,12 +120,7 @@ def reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any)
             _reconcile(namespace, name, devices_index, logger)
         except Exception as err:  # noqa: BLE001 - backs off with a condition instead of kopf's retry loop
             backoff, delay, new_error = BACKOFFS.failed(key, err)
-            metrics.RECONCILE_FAILURES.labels("GpuJob").inc()
-            if new_error:
-                logger.exception("GpuJob reconcile failed; next try in %.0fs", delay)
-            else:
-                logger.warning("GpuJob reconcile failed again (%d in a row): %s; next try in %.0fs",
-                               backoff.failures, backoff.last_error[:200], delay)
+            record_failure(logger, "GpuJob reconcile", backoff, delay, new_error)
             _report_failure(namespace, name, backoff, delay, new_error, logger)
             return
         if BACKOFFS.succeeded(key):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 MAX_MESSAGE = 1024
 
@@ -37,6 +38,18 @@ class Backoff:
         was = self.failures > 0
         self.failures, self.last_error = 0, ""
         return was
+
+
+def record_failure(logger: Any, what: str, backoff: Backoff, delay: float, new_error: bool) -> None:
+    """Count and log a failed reconcile: the traceback once per distinct error, one line per retry after."""
+    from .. import metrics
+
+    metrics.RECONCILE_FAILURES.labels(what.split()[0]).inc()
+    if new_error:
+        logger.exception("%s failed; next try in %.0fs", what, delay)
+    else:
+        logger.warning("%s failed again (%d in a row): %s; next try in %.0fs", what, backoff.failures,
+                       backoff.last_error[:200], delay)
 
 
 def describe_error(err: BaseException) -> str:

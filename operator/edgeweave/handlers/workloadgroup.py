@@ -13,8 +13,8 @@ from typing import Any
 
 import kopf
 
-from .. import GROUP, metrics
-from .health import WATCHDOG, Backoff, describe_error
+from .. import GROUP
+from .health import WATCHDOG, Backoff, describe_error, record_failure
 from .indexes import devices_of
 from .state import in_scope, runtime
 from .wg_round import GroupController, GroupRef
@@ -68,12 +68,7 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
                     logger.info("WorkloadGroup round succeeds again")
             except Exception as err:  # noqa: BLE001 - a failed round backs off with a condition, never a crash loop
                 delay, new_error = backoff.failed(describe_error(err))
-                metrics.RECONCILE_FAILURES.labels("WorkloadGroup").inc()
-                if new_error:
-                    logger.exception("WorkloadGroup round failed; next try in %.0fs", delay)
-                else:
-                    logger.warning("WorkloadGroup round failed again (%d in a row): %s; next try in %.0fs",
-                                   backoff.failures, backoff.last_error[:200], delay)
+                record_failure(logger, "WorkloadGroup round", backoff, delay, new_error)
                 ctl.written, ctl.claimed = None, None  # re-read: our copies may be what failed
                 await asyncio.to_thread(ctl.report_failure, body, backoff, delay, new_error)
                 inflight = False
