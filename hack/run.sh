@@ -76,6 +76,8 @@ if [[ $started_cluster == 1 && "${REAL_NODES:-2}" -gt 0 ]]; then
     echo "[run] building/reusing the edgeweave image (hack/images.py)..." >&2
     img="$(python hack/images.py build edgeweave | awk '{print $2}')"
     python hack/realnodes.py import "$img"
+    # This cluster's edgeweave image: admission always admits the operator's own image for slice pods.
+    export EDGEWEAVE_IMAGE="$(python -c 'import sys; sys.path.insert(0, "hack"); import demo; print(demo.EDGEWEAVE_IMAGE)')"
     gpujob=(--gpujob)
   fi
   python hack/demo.py manifests edgeweave-demo "${gpujob[@]}" | kubectl apply -f - >/dev/null

@@ -107,7 +107,10 @@ def real_operator(real: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
     # Its own webhook configuration name: the integration suite's operator may still be up in this session.
     op = start_operator(real.cluster, tmp_path_factory.mktemp("rn-operator"), "--prometheus-url", real.prom.url,
                         "--webhook-port", str(free_port()), "--webhook-config", "rn.steer.edgeweave.io",
-                        "--namespace", "rn-*")
+                        "--namespace", "rn-*",
+                        # The image built here is this cluster's edgeweave image: admission's allow-list always
+                        # admits the operator's own image (GpuJob slice pods, recovery init containers).
+                        env={"EDGEWEAVE_IMAGE": demo.EDGEWEAVE_IMAGE})
     try:
         yield op
     finally:

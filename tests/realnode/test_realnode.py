@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from edgeweave.gpu.ranges import RangeSet
+
 from .conftest import RealCluster, demo, http_get, scrape, wait_for
 
 pytestmark = pytest.mark.realnode
@@ -184,7 +186,7 @@ def test_gpujob_slices_run_in_containers_on_real_nodes(real: RealCluster, real_o
     wait_for(lambda: all(p.status.phase == "Succeeded" for p in real.cluster.core.list_namespaced_pod(
         ns, label_selector="edgeweave.io/gpujob=sax").items), 60, f"slice pods Succeeded; logs={logs}")
     assert all('"event": "finished", "backend": "cpu"' in out for out in logs.values()), logs
-    done = sorted(i for p in st["pods"] for i in p["done"])
+    done = sorted(i for p in st["pods"] for i in RangeSet.decode(p["done"]))  # status keeps ranges ("0-7")
     assert done == list(range(st["slicesTotal"])), st  # every slice done, none twice
     assert st["slicesDone"] == st["slicesTotal"] > 1
 
