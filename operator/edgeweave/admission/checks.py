@@ -120,17 +120,24 @@ def _label_map(path: str, labels: Mapping[str, str]) -> list[Refusal]:
 
 
 # -- WorkloadGroup -----------------------------------------------------------------------------------
+def _parse_bounded(obj: Mapping[str, Any], policy: AdmissionPolicy, model: type[BaseModel], label_key: str
+                   ) -> tuple[Any, list[Refusal]]:
+    """The checks every kind starts with, cheapest first: object size, non-finite numbers, the label map
+    at `spec.<label_key>`, then the model itself. (None, refusals) when any of them refuses."""
+    if refusals := object_size(obj, policy):
+        return None, refusals
+    raw = obj.get("spec") or {}
+    refusals = non_finite(raw) + _label_map(f"spec.{label_key}", raw.get(label_key) or {})
+    if refusals:
+        return None, refusals
+    return parse(model, raw)
+
+
 def workloadgroup(obj: Mapping[str, Any], *, policy: AdmissionPolicy, peers: Sequence[Peer],
                   pod_labels: Sequence[Mapping[str, str]], uplinks: set[str]) -> list[Refusal]:
     """`peers`: the other groups of the namespace; `pod_labels`: its pods now; `uplinks`: every uplink
     name some EdgeSite declares."""
-    if refusals := object_size(obj, policy):
-        return refusals
-    raw = obj.get("spec") or {}
-    refusals = non_finite(raw) + _label_map("spec.selector", raw.get("selector") or {})
-    if refusals:
-        return refusals
-    spec, refusals = parse(WorkloadGroupSpec, raw)
+    spec, refusals = _parse_bounded(obj, policy, WorkloadGroupSpec, "selector")
     if spec is None:
         return refusals
     assert isinstance(spec, WorkloadGroupSpec)
@@ -239,13 +246,7 @@ def unknown_uplinks(requirements: Sequence[Any], devices: Iterable[str], all_dev
 def edgesite(obj: Mapping[str, Any], *, policy: AdmissionPolicy, peers: Sequence[Peer],
              node_labels: Mapping[str, Mapping[str, str]]) -> list[Refusal]:
     """`peers`: the other EdgeSites; `node_labels`: every node's labels now."""
-    if refusals := object_size(obj, policy):
-        return refusals
-    raw = obj.get("spec") or {}
-    refusals = non_finite(raw) + _label_map("spec.nodeSelector", raw.get("nodeSelector") or {})
-    if refusals:
-        return refusals
-    spec, refusals = parse(EdgeSiteSpec, raw)
+    spec, refusals = _parse_bounded(obj, policy, EdgeSiteSpec, "nodeSelector")
     if spec is None:
         return refusals
     assert isinstance(spec, EdgeSiteSpec)
