@@ -10,8 +10,8 @@ and `python -m edgeweave.gpu.slice_worker` job pods talking over its unix socket
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,15 @@ from typing import Any
 import pytest
 
 from edgeweave.gpu.dispatch_harness import (
-    THREE_JOBS,
     Client,
     Node,
+    dispatcher_node,
     job_spec,
     kill_scenario,
-    policy_violations,
+    kill_verdict,
+    policy_check,
     resize_scenario,
-    run_three,
+    resize_verdict,
     wait_until,
 )
 
@@ -35,36 +36,32 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def node_factory(tmp_path: Path):
-    nodes: list[Node] = []
+    with contextlib.ExitStack() as stack:
+        made: list[Node] = []
 
-    def make(policy: str, **kw: Any) -> Node:
-        n = Node(tmp_path / f"node{len(nodes)}", policy, **kw)
-        nodes.append(n)
-        n.start_dispatcher()
-        return n
+        def make(policy: str, **kw: Any) -> Node:
+            made.append(stack.enter_context(dispatcher_node(tmp_path / f"node{len(made)}", policy, **kw)))
+            return made[-1]
 
-    yield make
-    for n in nodes:
-        n.stop()
+        yield make
 
 
 @pytest.mark.parametrize("policy", ["Priority", "ShortestFirst", "Deadline"])
 def test_three_jobs_at_once_are_granted_in_policy_order(node_factory, policy: str) -> None:
-    node = node_factory(policy)
-    specs, expected = THREE_JOBS[policy]
-    finished, decisions = run_three(node, specs)
-    assert finished == expected
-    assert len([d for d in decisions if len(d["candidates"]) > 1]) >= 5  # the three really competed
-    assert policy_violations(decisions) == 0
+    r = policy_check(node_factory(policy), policy)
+    assert r["finished"] == r["expected"]
+    assert r["contested"] >= 5  # the three really competed
+    assert r["violations"] == 0
     # Each job's grants ran back to back: nothing of a later job between the first job's grants.
-    order = [d["job"].split("/")[1] for d in decisions]
-    assert expected is not None and order == sorted(order, key=expected.index)
+    order = [d["job"].split("/")[1] for d in r["decisions"]]
+    assert order == sorted(order, key=r["expected"].index)
 
 
 def test_fair_share_interleaves_tenants(node_factory) -> None:
     node = node_factory("FairShare")
-    _, decisions = run_three(node, THREE_JOBS["FairShare"][0])
-    assert policy_violations(decisions) == 0
+    r = policy_check(node, "FairShare")
+    assert r["violations"] == 0
+    decisions = r["decisions"]
     first = [d["job"].split("/")[0] for d in decisions][:3]
     assert sorted(first) == ["ns-a", "ns-b", "ns-c"]  # nobody waits for a second grant of another
     # FairShare equalises GPU time, not grant counts: while all three compete, their committed time
@@ -76,25 +73,18 @@ def test_fair_share_interleaves_tenants(node_factory) -> None:
 
 
 def test_fifo_serves_in_arrival_order(node_factory) -> None:
-    node = node_factory("Fifo")
-    finished, decisions = run_three(node, THREE_JOBS["Fifo"][0])
-    assert policy_violations(decisions) == 0
-    arrival = {c["job"].split("/")[1]: c["arrival"] for d in decisions for c in d["candidates"]}
-    assert finished == sorted(arrival, key=arrival.__getitem__)
+    r = policy_check(node_factory("Fifo"), "Fifo")
+    assert r["violations"] == 0
+    arrival = {c["job"].split("/")[1]: c["arrival"] for d in r["decisions"] for c in d["candidates"]}
+    assert r["finished"] == sorted(arrival, key=arrival.__getitem__)
 
 
-@pytest.mark.skipif(not os.environ.get("EDGEWEAVE_LIVE_LOAD_TESTS"),
-                    reason="live-load timing on a shared CI box: failed about 1 run in 10 here; runs in "
-                           "`make test-gpu-dispatcher` (EDGEWEAVE_LIVE_LOAD_TESTS=1) and in bench-gpu-sched")
 def test_second_tenant_load_shrinks_the_next_slices(node_factory) -> None:
+    """Deterministic: the scenario waits on the dispatcher's own recorded load, not on time. Every
+    grant, before and after, must be what the optimiser gives for the load the dispatcher saw then,
+    and with the second tenant's load (>= 0.2) the next sub-kernels are smaller."""
     r = resize_scenario(node_factory("Fifo", slots=2))
-    assert r["grants_before"] >= 10 and r["grants_after"] >= 10, r
-    assert r["load_before"] < 0.05 and r["load_after"] > 0.1, r
-    assert r["size_after"] < 0.9 * r["size_before"], r
-    # ... by as much as the optimiser's stretch says: size ~ (1 - load) at a fixed latency target.
-    predicted = (1 - r["load_after"]) / (1 - r["load_before"])
-    assert abs(r["size_after"] / r["size_before"] - predicted) < 0.15, (predicted, r)
-    assert r["distinct_sizes"] > 2  # sub-kernels of one job differ in size
+    assert resize_verdict(r) == "", r
 
 
 def test_dcgm_utilisation_from_prometheus_sizes_the_next_grants(node_factory, prometheus) -> None:
@@ -123,12 +113,7 @@ def test_dcgm_utilisation_from_prometheus_sizes_the_next_grants(node_factory, pr
 
 def test_killed_job_pod_and_dispatcher_output_identical_to_unsliced(node_factory, tmp_path: Path) -> None:
     r = kill_scenario(node_factory("ShortestFirst"), tmp_path / "whole")
-    assert r["exit_codes"] == [0, 0], r
-    assert r["error"] == "" and r["identical"], r["error"]
-    assert r["commits"] > r["commits_at_kill"] and r["reconnects"] >= 1
-    spans = r["spans"]  # every block committed exactly once, across both dispatcher lives
-    assert spans[0][0] == 0 and spans[-1][1] == 16384
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert kill_verdict(r) == "", r  # every block committed once across both dispatcher lives, bit-identical
 
 
 def test_pods_register_their_planned_shares_and_the_shares_assemble_the_whole(node_factory, tmp_path: Path) -> None:

@@ -38,10 +38,15 @@ def test_dispatcher_daemonset_runs_on_the_gpu_node_and_keeps_its_key(cluster: Cl
         assert spec.automount_service_account_token is False
         c = spec.containers[0]
         assert c.command == ["python", "-m", "edgeweave.gpu.dispatcher"] and "--policy=Priority" in c.args
-        assert c.security_context.read_only_root_filesystem and c.security_context.capabilities.drop == ["ALL"]
+        sc = c.security_context
+        assert sc.read_only_root_filesystem and sc.capabilities.drop == ["ALL"] and not sc.allow_privilege_escalation
+        # uid 0 only to own the kubelet's hostPath dirs; SYS_NICE (SCHED_RR for grants) is its one capability.
+        assert sc.capabilities.add == ["SYS_NICE"] and (sc.run_as_user, sc.run_as_group) == (0, 65532)
+        assert "--rt-priority=1" in c.args and "--output-dir=/var/lib/edgeweave/gpu/out" in c.args
         assert not c.ports  # listens on nothing but its unix socket
         host = {v.name: v.host_path.path for v in spec.volumes if v.host_path}
-        assert host == {"socket": "/var/run/edgeweave/gpu", "state": "/var/lib/edgeweave/gpu/state"}
+        assert host == {"socket": "/var/run/edgeweave/gpu", "state": "/var/lib/edgeweave/gpu/state",
+                        "output": "/var/lib/edgeweave/gpu/out"}
         key = _key(cluster)
         assert len(key) >= 32
         op = next(p for p in cluster.core.list_namespaced_pod(

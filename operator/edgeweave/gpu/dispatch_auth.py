@@ -23,6 +23,15 @@ def job_key(namespace: str, name: str, uid: str) -> str:
     return f"{namespace}/{name}/{uid}"
 
 
+def output_subdir(namespace: str, name: str, uid: str) -> str:
+    """A job's output directory below the node's output root: the job pods mount it, the
+    dispatcher hands it to its group on hello (so pods running as non-root can write it)."""
+    job_key(namespace, name, uid)  # the same checks: no "/" (no way out of the root), no empty part
+    if namespace in (".", "..") or name in (".", ".."):
+        raise ValueError("bad namespace or name")
+    return f"{namespace}/{name}-{uid[:8]}"
+
+
 def job_token(key: bytes, namespace: str, name: str, uid: str) -> str:
     mac = hmac.new(key, job_key(namespace, name, uid).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")

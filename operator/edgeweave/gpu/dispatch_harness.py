@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,57 @@ class Node:
                 self.dispatcher.wait(10)
 
 
+@contextmanager
+def dispatcher_node(root: Path, policy: str, **kw: Any) -> Iterator[Node]:
+    """A started dispatcher under `root`; its workers and it are stopped on the way out."""
+    node = Node(root, policy, **kw)
+    try:
+        node.start_dispatcher()
+        yield node
+    finally:
+        node.stop()
+
+
+def policy_check(node: Node, policy: str) -> dict[str, Any]:
+    """THREE_JOBS[policy] at once on `node`: grants checked by the oracle, and the finishing order
+    where the policy fixes one."""
+    specs, expected = THREE_JOBS[policy]
+    finished, decisions = run_three(node, specs)
+    order_ok = expected is None or finished == expected
+    return {"finished": finished, "expected": expected, "order_ok": order_ok, "decisions": decisions,
+            "contested": sum(1 for d in decisions if len(d["candidates"]) > 1),
+            "violations": policy_violations(decisions) + (0 if order_ok else 1)}
+
+
+def resize_verdict(r: dict[str, Any]) -> str:
+    """'' when resize_scenario showed what the issue asks (sizes follow the live load), else why not."""
+    if not (r["grants_before"] >= 20 and r["grants_after"] >= 10):
+        return f"too few grants to compare: {r}"
+    if r["max_load_before"] != 0.0:
+        return f"the job was not alone before the second tenant: {r}"
+    if r["sizes_off_prediction"]:
+        return f"grants not sized by the optimiser for the load seen: {r['first_off']}"
+    if not (r["load_after"] >= 0.2 and r["size_after"] <= 0.85 * r["size_before"]):
+        return f"the second tenant's load did not shrink the next sub-kernels: {r}"
+    if r["distinct_sizes"] <= 2:
+        return f"one job's sub-kernels did not differ in size: {r}"
+    return ""
+
+
+def kill_verdict(r: dict[str, Any], blocks: int = 16384) -> str:
+    """'' when kill_scenario's output is the unsliced run's and every block was committed once."""
+    if r["exit_codes"] != [0, 0]:
+        return f"workers failed: {r['exit_codes']}"
+    if r["error"] or not r["identical"]:
+        return f"output differs from the unsliced run: {r['error'] or 'values differ'}"
+    if not (r["commits"] > r["commits_at_kill"] and r["reconnects"] >= 1):
+        return f"the kills did not land mid-job: {r}"
+    spans = r["spans"]
+    if not (spans[0][0] == 0 and spans[-1][1] == blocks and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))):
+        return f"committed spans are not every block once: {spans[:4]}..."
+    return ""
+
+
 def _oracle_best(policy: str, cands: list[dict[str, Any]]) -> set[str]:
     """Jobs a correct dispatcher may pick, written from the policy definitions in docs/gpu.md (not
     through scheduler.policy_key, which the dispatcher uses): the checker must not share its code."""
@@ -195,15 +247,27 @@ class Client:
     """A raw protocol client driven by hand (the gate that holds the GPU, the latency probe)."""
 
     def __init__(self, node: Node, job: JobHandle, worker: str = "gate", token: str | None = None) -> None:
-        from .slice_run import load_spec
+        self._open(node.socket, job.namespace, job.name, job.uid, node.token(job) if token is None else token,
+                   job.spec, worker)
+
+    @classmethod
+    def at(cls, socket_path: Path, namespace: str, name: str, uid: str, token: str, spec: dict[str, Any],
+           worker: str = "gate") -> Client:
+        """A client of any dispatcher's socket (a real node's, through its host path)."""
+        c = cls.__new__(cls)
+        c._open(socket_path, namespace, name, uid, token, spec, worker)
+        return c
+
+    def _open(self, socket_path: Path, namespace: str, name: str, uid: str, token: str, spec: dict[str, Any],
+              worker: str) -> None:
+        from ..api.gpujob import GpuJobSpec
         from .slice_worker import job_wire
 
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(str(node.socket))
+        self.s.connect(str(socket_path))
         self.f = self.s.makefile("rwb")
-        self.hello = self.call({"op": "hello", "namespace": job.namespace, "name": job.name, "uid": job.uid,
-                                "token": node.token(job) if token is None else token, "worker": worker,
-                                "job": job_wire(load_spec(job.spec_file), True)})
+        self.hello = self.call({"op": "hello", "namespace": namespace, "name": name, "uid": uid, "token": token,
+                                "worker": worker, "job": job_wire(GpuJobSpec.model_validate(spec), True)})
 
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         self.f.write((json.dumps(req) + "\n").encode())
@@ -249,26 +313,53 @@ def run_three(node: Node, specs: dict[str, dict[str, Any]]) -> tuple[list[str], 
     return sorted(last, key=last.__getitem__), decisions
 
 
-def resize_scenario(node: Node) -> dict[str, Any]:
-    """Job a runs alone; tenant b starts mid-job on the same GPU (two slots: two contexts).
-    Returns a's grant sizes and loads before and after b's first grant."""
-    # ~2 500 grants: a is still running when b's worker is up, however slowly it starts on a busy box.
-    a = node.job("ns-a", "a", job_spec(120000, target_ms=0.5, threads=64))
+def predicted_blocks(spec: dict[str, Any], left: int, load: float) -> int:
+    """The grant size the optimiser gives a job with `left` blocks to go at `load` (what the
+    dispatcher's book computes, written out here from the job's declared profile)."""
+    from ..api.gpujob import GpuJobSpec
+    from .optimiser import GpuLoad, OptimiserConfig, SliceProblem, decide
+
+    js = GpuJobSpec.model_validate(spec)
+    problem = SliceProblem(total_blocks=left, time_per_block_us=js.profile.time_per_block_us or TPB,
+                           launch_overhead_us=js.profile.launch_overhead_us, latency_target_ms=js.latency_target_ms)
+    return decide(problem, GpuLoad(utilisation=load, source="dispatcher"), OptimiserConfig()).slice_blocks
+
+
+def resize_scenario(node: Node, *, risen: float = 0.2, after: int = 10, timeout: float = 180.0) -> dict[str, Any]:
+    """Job a runs alone; tenant b starts mid-job on the same GPU (two slots: two contexts), its
+    sub-kernels paced (EDGEWEAVE_CPU_PACE_US_PER_BLOCK = the declared time per block) so each one holds
+    its slot for ~100 ms, as on a GPU. No timing assumption: the scenario polls the dispatcher's own
+    record of the load it saw for each of a's grants until `after` of them were decided at a load of at
+    least `risen`, and checks every grant's size against the optimiser's for that grant's load.
+
+    a has 2^22 blocks (one thread each): it is still running however slowly b starts; the caller's
+    node.stop() ends it."""
+    from .runtime_cpu import ENV_PACE_US
+
+    a_spec = job_spec(1 << 22, target_ms=0.5, threads=1)
+    a = node.job("ns-a", "a", a_spec)
     node.start_worker(a)
-    wait_until(lambda: sum(1 for d in node.decision_log() if d["job"] == a.key) >= 30, 60, "30 grants of a alone")
-    b = node.job("ns-b", "b", job_spec(20000, target_ms=20.0, kernel="stencil"))  # long grants: busy
-    node.start_worker(b)
-    wait_until(lambda: sum(1 for d in node.decision_log() if d["job"] == b.key) >= 8, 60, "8 grants of b")
+    grants_of = lambda j: [d for d in node.decision_log() if d["job"] == j.key]  # noqa: E731
+    wait_until(lambda: len(grants_of(a)) >= 30, timeout, "30 grants of a alone")
+    b = node.job("ns-b", "b", job_spec(1 << 20, target_ms=200.0, threads=1))
+    node.start_worker(b, env={ENV_PACE_US: str(TPB)})
+    wait_until(lambda: sum(1 for d in grants_of(a) if d["load"] >= risen) >= after, timeout,
+               f"{after} grants of a decided at a load >= {risen} (the dispatcher's own view)")
     log = node.decision_log()
     b_start = min(i for i, d in enumerate(log) if d["job"] == b.key)
     before = [d for d in log[:b_start] if d["job"] == a.key][5:]
-    after = [d for d in log[b_start:] if d["job"] == a.key][5:]
+    high = [d for d in log[b_start:] if d["job"] == a.key and d["load"] >= risen]
+    total = 1 << 22
+    # a's single worker takes its pool from the front: a grant at `lo` was sized with total - lo left.
+    off = [d for d in before + high if abs((d["hi"] - d["lo"]) - predicted_blocks(a_spec, total - d["lo"], d["load"])) > 1]
     med = statistics.median
-    return {"grants_before": len(before), "grants_after": len(after),
+    return {"grants_before": len(before), "grants_after": len(high),
             "size_before": med(d["hi"] - d["lo"] for d in before) if before else None,
-            "size_after": med(d["hi"] - d["lo"] for d in after) if after else None,
+            "size_after": med(d["hi"] - d["lo"] for d in high) if high else None,
             "load_before": med(d["load"] for d in before) if before else None,
-            "load_after": med(d["load"] for d in after) if after else None,
+            "load_after": med(d["load"] for d in high) if high else None,
+            "max_load_before": max((d["load"] for d in before), default=None),
+            "sizes_off_prediction": len(off), "first_off": off[:3],
             "distinct_sizes": len({d["hi"] - d["lo"] for d in log if d["job"] == a.key})}
 
 

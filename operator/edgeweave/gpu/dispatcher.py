@@ -32,19 +32,22 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from ..api.gpujob import SchedulingPolicy
-from .dispatch_auth import job_key, load_key, verify
+from .dispatch_auth import job_key, load_key, output_subdir, verify
 from .grants import GrantBook, GrantError, JobInfo
 from .optimiser import GpuLoad
+from .sched_latency import request_realtime
 
 LOG = logging.getLogger("edgeweave.gpu.dispatcher")
 MAX_LINE = 64 * 1024
@@ -52,14 +55,30 @@ JOURNAL = "journal.jsonl"
 
 
 class Journal:
-    """Append-only JSON lines; commits are fsynced (a grant written without fsync survives a killed
-    process — the page cache keeps it — and a lost grant is merely handed out again)."""
+    """Append-only JSON lines, written by one thread of its own so that the disk never stalls the
+    event loop: on a busy node a plain `write` to the journal can block for milliseconds (dirty-page
+    throttling, the filesystem's own journal), and that was most of the dispatcher's grant latency.
+
+    What is on disk when: a grant is answered once its record is queued — a grant record lost with
+    the process is harmless (its worker's commit is accepted while nobody else took its blocks, and
+    the epoch record makes every grant id unique across restarts, so two grants never share an
+    output file). Job registrations and commits are answered only once written and fsynced (`wait`);
+    commits that arrive during one fsync share the next, so one job's disk wait never delays another
+    job's grant."""
 
     def __init__(self, state_dir: Path, fsync: bool = True) -> None:
         self.path = state_dir / JOURNAL
         self.fsync = fsync
         state_dir.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
+        self._q: queue.SimpleQueue[tuple[int, bytes, bool] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
+        self.queued = 0  # records handed to the writer by this process
+        self.written = 0  # of those, in the file (the page cache: survives a killed process)
+        self.synced = 0  # of those, fsynced (survive a node crash)
+        self.error: BaseException | None = None
 
     def replay(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -89,18 +108,98 @@ class Journal:
     def open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def append(self, rec: dict[str, Any], durable: bool) -> None:
-        assert self._fd is not None
-        os.write(self._fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
-        if durable and self.fsync:
-            os.fsync(self._fd)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def append(self, rec: dict[str, Any], durable: bool = False) -> int:
+        """Queue `rec`; its sequence number (for `wait`). Without the writer thread (before `start`,
+        and in tests of the book), it is written at once."""
+        self.queued += 1
+        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        if self._thread is None:
+            assert self._fd is not None
+            os.write(self._fd, line)
+            if durable and self.fsync:
+                os.fsync(self._fd)
+            self.written = self.synced = self.queued
+        else:
+            self._q.put((self.queued, line, durable))
+        return self.queued
+
+    async def wait(self, seq: int, durable: bool) -> None:
+        """Until record `seq` is in the file (and fsynced when `durable` and fsync is on)."""
+        if self.error is not None:
+            raise self.error
+        if (self.synced if durable and self.fsync else self.written) >= seq:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((seq, durable and self.fsync, fut))
+        await fut
+
+    def _run(self) -> None:
+        assert self._fd is not None and self._loop is not None
+        while True:
+            item = self._q.get()
+            batch = [item]
+            while True:  # everything queued meanwhile goes in one write (and at most one fsync)
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            items = [b for b in batch if b is not None]
+            try:
+                if items:
+                    os.write(self._fd, b"".join(line for _, line, _ in items))
+                    last = items[-1][0]
+                    synced = self.synced
+                    if self.fsync and any(d for _, _, d in items):
+                        os.fsync(self._fd)
+                        synced = last
+                    self._loop.call_soon_threadsafe(self._done, last, synced, None)
+            except OSError as exc:
+                self._loop.call_soon_threadsafe(self._done, self.written, self.synced, exc)
+            if any(b is None for b in batch):
+                return
+
+    def _done(self, written: int, synced: int, error: BaseException | None) -> None:
+        self.written, self.synced = max(self.written, written), max(self.synced, synced)
+        if error is not None:
+            LOG.error("journal write failed: %s", error)
+            self.error = error
+        keep = []
+        for seq, durable, fut in self._waiters:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            elif (self.synced if durable else self.written) >= seq:
+                fut.set_result(None)
+            else:
+                keep.append((seq, durable, fut))
+        self._waiters = keep
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer (SIGTERM: nothing queued is lost)."""
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(30)
+            self._thread = None
+        if self._fd is not None:
+            if self.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
 
 
 def compacted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Jobs, every commit, and the grants still open; released grants and forgotten jobs drop out."""
     forgotten = {r["job"] for r in records if r["t"] == "forget"}
     closed = {r["id"] for r in records if r["t"] in ("commit", "release")}
-    keep = []
+    epochs = [r for r in records if r["t"] == "epoch"]
+    keep = epochs[-1:]
     for r in records:
         if r["t"] == "job" and r["info"]["key"] not in forgotten:
             keep.append(r)
@@ -121,17 +220,21 @@ class Dispatcher:
                  slots: int = 1, max_jobs: int = 64, max_connections: int = 256, lease_s: float = 10.0,
                  poll_s: float = 20.0, idle_s: float = 300.0, decision_log: Path | None = None,
                  prometheus_url: str | None = None, node: str | None = None, fsync: bool = True,
-                 dcgm_interval_s: float = 10.0) -> None:
-        self.socket_path, self.key = socket_path, key
+                 dcgm_interval_s: float = 10.0, output_dir: Path | None = None) -> None:
+        self.socket_path, self.key, self.output_dir = socket_path, key, output_dir
         self.journal = Journal(state_dir, fsync)
         records = self.journal.replay()
-        epoch = 1 + max((int(r["id"].split("-")[0]) for r in records if r["t"] == "grant"), default=0)
+        # A new epoch per start, recorded (fsynced) before any grant of it: grant ids never repeat,
+        # even when every grant record of an earlier start was lost with its process.
+        epoch = 1 + max([int(r["id"].split("-")[0]) for r in records if r["t"] == "grant"]
+                        + [int(r["n"]) for r in records if r["t"] == "epoch"], default=0)
         self.book = GrantBook(policy, slots=slots, max_jobs=max_jobs, epoch=epoch)
         now = time.monotonic()
         for r in records:
             self.book.apply(r, now, live=False)
         self.journal.compact(compacted(records))
         self.journal.open()
+        self.journal.append({"t": "epoch", "n": epoch}, durable=True)
         self.max_connections, self.lease_s, self.poll_s, self.idle_s = max_connections, lease_s, poll_s, idle_s
         self.connections = 0
         self.waiting: dict[str, deque[tuple[Conn, asyncio.Future[dict[str, Any]], float]]] = {}
@@ -142,9 +245,11 @@ class Dispatcher:
         LOG.info("dispatcher epoch %d: policy %s, %d slot(s), %d job(s) and %d open grant(s) from the journal",
                  epoch, policy.value, slots, len(self.book.jobs), self.book.busy_slots())
 
-    def record(self, rec: dict[str, Any], durable: bool = False) -> None:
-        self.journal.append(rec, durable)
+    def record(self, rec: dict[str, Any], durable: bool = False) -> int:
+        """Journal `rec` (queued: see Journal) and apply it to the book; its journal sequence number."""
+        seq = self.journal.append(rec, durable)
         self.book.apply(rec, time.monotonic())
+        return seq
 
     # -- scheduling -------------------------------------------------------------------------------
 
@@ -214,7 +319,8 @@ class Dispatcher:
                         if req.get("op") != "hello":
                             await self._send(writer, _err("unauthenticated", "send hello with the job token first"))
                             return
-                        conn, reply = self._hello(req, writer)
+                        conn, reply, seq = self._hello(req, writer)
+                        await self.journal.wait(seq, durable=True)  # registration on disk before the answer
                     else:
                         reply = await self._request(conn, req)
                 except GrantError as exc:
@@ -222,6 +328,10 @@ class Dispatcher:
                     if exc.code == "unauthenticated":
                         await self._send(writer, reply)
                         return
+                if req.get("stamp"):
+                    # When the answer left, on the node's monotonic clock: the caller measures the
+                    # dispatcher's part of a round trip (its wake-up, decision, write), not its own.
+                    reply["sent_ns"] = time.monotonic_ns()
                 await self._send(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -242,10 +352,11 @@ class Dispatcher:
         if releases:
             self._slot_freed()
 
-    def _hello(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> tuple[Conn, dict[str, Any]]:
+    def _hello(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> tuple[Conn, dict[str, Any], int]:
         ns, name, uid = str(req.get("namespace", "")), str(req.get("name", "")), str(req.get("uid", ""))
         if not verify(self.key, ns, name, uid, str(req.get("token", ""))):
             raise GrantError("unauthenticated", f"token does not match job {ns}/{name} (uid {uid[:12]})")
+        self._give_output_dir(ns, name, uid)
         worker = str(req.get("worker", ""))[:128]
         if not worker:
             raise GrantError("bad-request", "hello needs a worker id")
@@ -272,8 +383,7 @@ class Dispatcher:
         if not (info.latency_target_ms > 0 and info.launch_overhead_us >= 0):
             raise GrantError("bad-request", "latency_target_ms must be > 0 and launch_overhead_us >= 0")
         rec = self.book.register(info)
-        if rec is not None:
-            self.record(rec, durable=True)
+        seq = self.record(rec, durable=True) if rec is not None else 0
         conn = Conn(f"{key}#{worker}", key)
         claimed, lost = [], []
         for h in req.get("holding") or []:
@@ -283,7 +393,33 @@ class Dispatcher:
         peer = _peer(sock)
         LOG.info("hello %s worker %s (%s); claimed %s lost %s", key, worker, peer, claimed, lost)
         return conn, {"ok": True, "job": key, "policy": self.book.policy.value, "asked_policy": info.policy,
-                      "progress": self.book.progress(key), "claimed": claimed, "lost": lost}
+                      "progress": self.book.progress(key), "claimed": claimed, "lost": lost}, seq
+
+    def _give_output_dir(self, ns: str, name: str, uid: str) -> None:
+        """The kubelet creates a job pod's output directory (a hostPath) as root, mode 0755; the pod
+        runs as non-root. On the job's hello the dispatcher — the directory's owner, in the job pods'
+        group — hands it to that group (setgid, 2770): no capability needed, only the pods of this
+        job mount it. Absent (the pod is on another node, or not a pod): nothing to do."""
+        if self.output_dir is None:
+            return
+        try:
+            path = self.output_dir / output_subdir(ns, name, uid)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            LOG.warning("output dir of %s/%s: %s", ns, name, exc)
+            return
+        try:
+            st = os.fstat(fd)
+            gid = os.getgid()
+            if st.st_gid != gid or st.st_mode & 0o7777 != 0o2770:
+                os.fchown(fd, -1, gid)
+                os.fchmod(fd, 0o2770)
+        except OSError as exc:
+            LOG.warning("output dir %s not handed to gid %d: %s", path, os.getgid(), exc)
+        finally:
+            os.close(fd)
 
     async def _request(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -296,14 +432,17 @@ class Dispatcher:
             except (KeyError, TypeError, ValueError) as exc:
                 raise GrantError("bad-request", f"commit needs id, lo, hi: {exc}") from None
             rec = self.book.commit(conn.job, gid, lo, hi, conn.worker, ms)
-            if rec is not None:
-                self.record(rec, durable=True)
+            seq = self.record(rec, durable=True) if rec is not None else 0
             ack = {"ok": True, "repeat": rec is None, "progress": self.book.progress(conn.job)}
             if req.get("next"):
                 # Commit and ask in one step: the worker is waiting before the freed slot is given
                 # out, so the policy sees it (otherwise the slot would go to whoever else waits).
-                return {**await self._next(conn, freed=True), "commit": ack}
+                # The next grant is decided while the commit goes to disk; both are answered after.
+                reply = await self._next(conn, freed=True)
+                await self.journal.wait(seq, durable=True)
+                return {**reply, "commit": ack}
             self._slot_freed()
+            await self.journal.wait(seq, durable=True)  # a commit is acknowledged once on disk
             return ack
         if op == "release":
             gid = str(req.get("id"))
@@ -326,6 +465,9 @@ class Dispatcher:
             self._slot_freed()
         else:
             self.kick()
+        if fut.done():
+            # Granted at once (the common case: a slot was free): no timer, no extra loop turns.
+            return fut.result()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.poll_s)
         except TimeoutError:
@@ -365,6 +507,7 @@ class Dispatcher:
             await asyncio.sleep(self.dcgm_interval_s)
 
     async def serve(self) -> None:
+        self.journal.start(asyncio.get_running_loop())
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +529,7 @@ class Dispatcher:
             await stop.wait()
         for t in tasks:
             t.cancel()
+        self.journal.close()
 
 
 def _err(code: str, message: str) -> dict[str, Any]:
@@ -420,11 +564,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dcgm-interval-s", type=float, default=10.0)
     p.add_argument("--node", default=os.environ.get("NODE_NAME"), help="DCGM Hostname of this GPU's node")
     p.add_argument("--no-fsync", action="store_true", help="do not fsync commits (tests on slow disks)")
+    p.add_argument("--rt-priority", type=int, default=1,
+                   help="SCHED_RR priority (needs CAP_SYS_NICE): grants answered promptly on a busy node; 0 = off")
+    p.add_argument("--output-dir", type=Path,
+                   help="the host's job output root (job pods mount <ns>/<job>-<uid8> below it): each job's "
+                        "directory is given to the dispatcher's group on hello, so non-root job pods can write it")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if ns.slots < 1 or ns.max_jobs < 1 or ns.max_connections < 1:
         print("--slots, --max-jobs and --max-connections must be >= 1", file=sys.stderr)
         return 2
+    LOG.info("scheduling: %s", request_realtime(ns.rt_priority))
     try:
         key = load_key(ns.key_file)
     except (OSError, ValueError) as exc:
@@ -433,7 +583,7 @@ def main(argv: list[str]) -> int:
     d = Dispatcher(ns.socket, ns.state_dir, key, SchedulingPolicy(ns.policy), slots=ns.slots, max_jobs=ns.max_jobs,
                    max_connections=ns.max_connections, lease_s=ns.lease_s, poll_s=ns.poll_s, idle_s=ns.idle_s,
                    decision_log=ns.decision_log, prometheus_url=ns.prometheus_url, node=ns.node,
-                   fsync=not ns.no_fsync, dcgm_interval_s=ns.dcgm_interval_s)
+                   fsync=not ns.no_fsync, dcgm_interval_s=ns.dcgm_interval_s, output_dir=ns.output_dir)
     asyncio.run(d.serve())
     return 0
 

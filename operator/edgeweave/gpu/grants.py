@@ -190,6 +190,8 @@ class GrantBook:
                 job.pool.add(g.lo, g.hi)
                 if live:
                     self._close(g.id, now)
+        elif t == "epoch":
+            pass  # the dispatcher's start counter (unique grant ids); nothing in the book
         elif t == "forget":
             self.jobs.pop(rec["job"], None)
         else:

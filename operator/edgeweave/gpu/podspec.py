@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import GROUP, VERSION, __version__
 from ..api.gpujob import GpuJobSpec
+from .dispatch_auth import output_subdir
 from .plan import PodAssignment, SlicePlan, encode_slices, pod_env
 from .ranges import RangeSet
 
@@ -82,6 +83,7 @@ def default_image() -> str:
 
 SOCKET_DIR = "/run/edgeweave/gpu"  # in the pod; the chart's dispatcher socket dir on the host
 OUTPUT_DIR = "/var/lib/edgeweave/gpu/out"
+WORKER_UID = 65532  # the image's user; the chart runs the dispatcher in this group
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class DispatcherWiring:
     host_socket_dir: str
     host_output_dir: str
     token: str
+    env: tuple[tuple[str, str], ...] = ()  # more env for the worker (e.g. CUDA_MPS_PIPE_DIRECTORY)
 
 
 def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignment: PodAssignment,
@@ -110,6 +113,7 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
     args = ["--backend", "auto"]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    security: dict[str, Any] = {}
     one = {resource: "1"}  # extended resources: request must equal limit
     env = [{"name": k, "value": v} for k, v in pod_env(spec, plan.model_copy(update={"pods": (assignment,)}),
                                                         assignment.pod).items()]
@@ -120,16 +124,21 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
     if dispatcher is not None:
         # Grants come from the node's dispatcher (sizes from the live load, order across jobs);
         # each committed grant's output goes to the job's directory on the node.
-        out = f"{dispatcher.host_output_dir.rstrip('/')}/{namespace}/{name}-{uid[:8]}"
+        out = f"{dispatcher.host_output_dir.rstrip('/')}/{output_subdir(namespace, name, uid)}"
         command = ["python", "-m", "edgeweave.gpu.slice_worker"]
         args = ["--backend", "auto", "--frag-dir", OUTPUT_DIR, "--worker-id",
                 pod_name(name, assignment.pod, assignment.attempt)]
         env += [{"name": "EDGEWEAVE_DISPATCHER_SOCKET", "value": f"{SOCKET_DIR}/dispatch.sock"},
                 {"name": "EDGEWEAVE_JOB_TOKEN", "value": dispatcher.token},
-                {"name": "EDGEWEAVE_JOB_NAME", "value": name}, {"name": "EDGEWEAVE_JOB_UID", "value": uid}]
+                {"name": "EDGEWEAVE_JOB_NAME", "value": name}, {"name": "EDGEWEAVE_JOB_UID", "value": uid},
+                *({"name": k, "value": v} for k, v in dispatcher.env)]
         volumes = [{"name": "dispatcher", "hostPath": {"path": dispatcher.host_socket_dir, "type": "Directory"}},
                    {"name": "output", "hostPath": {"path": out, "type": "DirectoryOrCreate"}}]
         mounts = [{"name": "dispatcher", "mountPath": SOCKET_DIR}, {"name": "output", "mountPath": OUTPUT_DIR}]
+        # The dispatcher's group: its socket is 0660 and it hands the job's output directory to that
+        # group on hello (the kubelet creates hostPath directories as root). Non-root, no capabilities.
+        security = {"runAsUser": WORKER_UID, "runAsGroup": WORKER_UID, "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -162,6 +171,7 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
                 "env": env,
                 "resources": {"requests": dict(one), "limits": dict(one)},
                 **({"volumeMounts": mounts} if mounts else {}),
+                **({"securityContext": security} if security else {}),
             }],
             **({"volumes": volumes} if volumes else {}),
         },

@@ -72,6 +72,8 @@ def actuator() -> Actuator:
 ENV_DISPATCHER_KEY = "EDGEWEAVE_GPU_DISPATCHER_KEY_FILE"
 ENV_DISPATCHER_SOCKET_DIR = "EDGEWEAVE_GPU_DISPATCHER_SOCKET_DIR"
 ENV_DISPATCHER_OUTPUT_DIR = "EDGEWEAVE_GPU_OUTPUT_DIR"
+# A JSON object of env for dispatcher-mode job pods (node-wide settings such as MPS's pipe directory).
+ENV_DISPATCHER_POD_ENV = "EDGEWEAVE_GPU_JOB_POD_ENV"
 
 
 def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring | None:
@@ -80,9 +82,15 @@ def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring |
     key_file = os.environ.get(ENV_DISPATCHER_KEY)
     if not key_file:
         return None
+    import json
+
+    extra = json.loads(os.environ.get(ENV_DISPATCHER_POD_ENV) or "{}")
+    if not isinstance(extra, dict):
+        raise ValueError(f"{ENV_DISPATCHER_POD_ENV} must be a JSON object of names to values")
     return DispatcherWiring(host_socket_dir=os.environ.get(ENV_DISPATCHER_SOCKET_DIR, "/var/run/edgeweave/gpu"),
                             host_output_dir=os.environ.get(ENV_DISPATCHER_OUTPUT_DIR, "/var/lib/edgeweave/gpu/out"),
-                            token=job_token(load_key(key_file), namespace, name, uid))
+                            token=job_token(load_key(key_file), namespace, name, uid),
+                            env=tuple((str(k), str(v)) for k, v in sorted(extra.items())))
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
