@@ -39,17 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgeweave.api.gpujob import SchedulingPolicy
-from edgeweave.gpu.dispatch_harness import (
-    THREE_JOBS,
-    Client,
-    dispatcher_node,
-    job_spec,
-    kill_scenario,
-    kill_verdict,
-    policy_check,
-    resize_scenario,
-    resize_verdict,
-)
+from edgeweave.gpu import dispatch_harness as harness
 from edgeweave.gpu.optimiser import GpuLoad, OptimiserConfig
 from edgeweave.gpu.sim import compare, mixed_workload, offered_load, simulate
 
@@ -64,9 +54,9 @@ def _ci95(xs: list[float]) -> list[float]:
 
 def policy_phase(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for policy in THREE_JOBS:
-        with dispatcher_node(root / f"policy-{policy}", policy) as node:
-            r = policy_check(node, policy)
+    for policy in harness.THREE_JOBS:
+        with harness.dispatcher_node(root / f"policy-{policy}", policy) as node:
+            r = harness.policy_check(node, policy)
         out[policy] = {"violations": r["violations"], "contested_grants": r["contested"],
                        "grants": len(r["decisions"]), "finished": r["finished"],
                        "service_us": [d["service_us"] for d in r["decisions"]]}
@@ -86,8 +76,8 @@ def _probe_run(node: Any, name: str, cycles: int) -> dict[str, list[float]]:
     time its answer left (the node's monotonic clock), so the dispatcher's part of the round trip —
     its wake-up, the decision and sizing, the journal hand-off, the write — is measured apart from
     the probe's own wake-up on a busy CPU."""
-    job = node.job("ns-lat", name, job_spec(cycles * 4, target_ms=0.04))  # 4 blocks per grant
-    c = Client(node, job, worker="probe")
+    job = node.job("ns-lat", name, harness.job_spec(cycles * 4, target_ms=0.04))  # 4 blocks per grant
+    c = harness.Client(node, job, worker="probe")
     out: dict[str, list[float]] = {"grant": [], "grant_rtt": [], "commit": []}
     while True:
         t0, s0 = time.perf_counter(), time.monotonic_ns()
@@ -111,8 +101,8 @@ def latency_phase(root: Path, runs: int, cycles: int) -> dict[str, Any]:
     p99 = lambda xs: float(np.percentile(xs, 99))  # noqa: E731
     res: dict[str, dict[str, list[float]]] = {"rr": {}, "other": {}}
     cpu_us: dict[str, float] = {}
-    with dispatcher_node(root / "latency-rr", SchedulingPolicy.ShortestFirst.value, decisions=False, fsync=True) as rr, \
-            dispatcher_node(root / "latency-other", SchedulingPolicy.ShortestFirst.value, decisions=False, fsync=True,
+    with harness.dispatcher_node(root / "latency-rr", SchedulingPolicy.ShortestFirst.value, decisions=False, fsync=True) as rr, \
+            harness.dispatcher_node(root / "latency-other", SchedulingPolicy.ShortestFirst.value, decisions=False, fsync=True,
                             extra=("--rt-priority", "0")) as other:
         nodes = {"rr": rr, "other": other}
         cpu0 = {}
@@ -186,13 +176,13 @@ def main(argv: list[str]) -> int:
     root = Path(tempfile.mkdtemp(prefix="ew-gpu-sched-"))
     try:
         pol = policy_phase(root)
-        with dispatcher_node(root / "resize", "Fifo", slots=2) as node:
-            rs = resize_scenario(node)
-        resize_why = resize_verdict(rs)
+        with harness.dispatcher_node(root / "resize", "Fifo", slots=2) as node:
+            rs = harness.resize_scenario(node)
+        resize_why = harness.resize_verdict(rs)
         print(f"resize: {rs} {resize_why}", flush=True)
-        with dispatcher_node(root / "kill", "ShortestFirst") as node:
-            ks = kill_scenario(node, root / "kill-whole")
-        kill_why = kill_verdict(ks)
+        with harness.dispatcher_node(root / "kill", "ShortestFirst") as node:
+            ks = harness.kill_scenario(node, root / "kill-whole")
+        kill_why = harness.kill_verdict(ks)
         print(f"kills: commits={ks['commits']} (at dispatcher kill {ks['commits_at_kill']}) "
               f"reconnects={ks['reconnects']} discarded={ks['discarded']} {kill_why}", flush=True)
         lat = latency_phase(root, ns.latency_runs, ns.latency_cycles)

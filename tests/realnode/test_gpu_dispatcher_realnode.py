@@ -218,6 +218,14 @@ def test_three_gpujobs_real_pods_granted_in_policy_order(gpu: GpuNode, tmp_path:
     assert sorted(last, key=last.__getitem__) == ["high", "mid", "low"], order
     for name, spec in jobs.items():  # and each job's output is the unsliced run's
         assert _identical(gpu, name, spec, uids[name], ["s0"], tmp_path / name)
+    runs = [[order[0], 1]]
+    for j in order[1:]:
+        runs[-1][1] += 1 if j == runs[-1][0] else 0
+        if j != runs[-1][0]:
+            runs.append([j, 1])
+    print(f"real pods, Priority: {len(decisions)} grants, {len(contested)} contested, order "
+          f"{' '.join(f'{j}x{n}' for j, n in runs)}; dispatcher: "
+          f"{_log_line(gpu, 'scheduling:')}")
 
 
 def test_killed_job_pod_and_dispatcher_real_pods_output_identical(gpu: GpuNode, tmp_path: Path) -> None:
@@ -258,3 +266,11 @@ def test_killed_job_pod_and_dispatcher_real_pods_output_identical(gpu: GpuNode, 
     assert spans[0][0] == 0 and spans[-1][1] == 3072
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
     assert _identical(gpu, "k", spec, uid, ["s0", "s1"], tmp_path)
+    print(f"real pods, kills: pod k-s0-a0 SIGKILLed after {at_pod_kill} commits of its share, the dispatcher "
+          f"after {at_dispatcher_kill}; {len(spans)} commits in all; output identical to the unsliced run")
+
+
+def _log_line(gpu: GpuNode, marker: str) -> str:
+    pod = gpu.dispatcher_pod()
+    out = gpu.real.cluster.kubectl("logs", "-n", gpu.ns, pod.metadata.name, check=False).stdout if pod else ""
+    return next((x.split(marker, 1)[1].strip() for x in out.splitlines() if marker in x), "?")

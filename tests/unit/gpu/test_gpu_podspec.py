@@ -110,16 +110,22 @@ def test_with_the_dispatcher_pods_run_the_worker_with_socket_token_and_output_di
     plan = plan_job(spec, None)
     key = b"k" * 32
     token = job_token(key, JOB["namespace"], JOB["name"], JOB["uid"])
-    m = job_pod(JOB, spec, plan, plan.pods[1], dispatcher=DispatcherWiring("/var/run/ew", "/var/lib/ew/out", token))
+    m = job_pod(JOB, spec, plan, plan.pods[1], dispatcher=DispatcherWiring(
+        "/var/run/ew", "/var/lib/ew/out", token, env=(("CUDA_MPS_PIPE_DIRECTORY", "/run/mps"),)))
     c = m["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "edgeweave.gpu.slice_worker"]
     assert c["args"][c["args"].index("--worker-id") + 1] == "sax-s1-a0"
     env = _env(m)
     assert verify(key, JOB["namespace"], JOB["name"], env["EDGEWEAVE_JOB_UID"], env["EDGEWEAVE_JOB_TOKEN"])
     assert env["EDGEWEAVE_DISPATCHER_SOCKET"] == "/run/edgeweave/gpu/dispatch.sock"
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == "/run/mps"  # the node-wide env the operator is given
+    # Non-root in the dispatcher's group (its socket is 0660; it hands the output dir to that group).
+    assert c["securityContext"] == {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": True,
+                                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     vols = {v["name"]: v["hostPath"] for v in m["spec"]["volumes"]}
     assert vols["dispatcher"] == {"path": "/var/run/ew", "type": "Directory"}
     assert vols["output"]["path"] == f"/var/lib/ew/out/{JOB['namespace']}/sax-{JOB['uid'][:8]}"
     # Without the dispatcher nothing of it appears.
     plain = job_pod(JOB, spec, plan, plan.pods[1])
     assert "volumes" not in plain["spec"] and "EDGEWEAVE_JOB_TOKEN" not in _env(plain)
+    assert "securityContext" not in plain["spec"]["containers"][0]
