@@ -17,7 +17,7 @@ bench-gpu-device-oneshot:
 
 ## test-gpu-dispatcher: the node dispatcher as real processes (CPU runtime, no cluster)
 test-gpu-dispatcher:
-	EDGEWEAVE_LIVE_LOAD_TESTS=1 $(PY) -m pytest -q -rs tests/integration/test_gpu_dispatcher.py
+	$(PY) -m pytest -q -rs tests/integration/test_gpu_dispatcher.py tests/unit/gpu/test_gpu_dispatcher_parts.py
 
 test-gpu-unit:
 	$(PY) -m pytest -q tests/unit/gpu
