@@ -34,7 +34,9 @@ from edgeweave.gpu.grid import Grid
 
 from .conftest import REPO, OperatorProcess, RealCluster, start_operator, wait_for
 
-pytestmark = pytest.mark.realnode
+# The module's first test pays for building the edgeweave image when its inputs changed (~5 min, more
+# on a loaded box: once measured over 10 min at load average 22), on top of its own ~1 min.
+pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1500)]
 GROUP, VERSION = "edgeweave.io", "v1alpha1"
 # Offered by the dispatcher's node only, so every job pod lands where the dispatcher is.
 GPU_RESOURCE = "edgeweave.io/vgpu-dispatch"
