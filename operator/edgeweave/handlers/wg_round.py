@@ -284,7 +284,8 @@ class GroupController:
         for p in members:
             if p.node in down and p.owner_kind and p.owner_name:
                 workload = p.labels.get(spec.workload_label) or p.name
-                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx):
+                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx,
+                                     failed_uid=p.uid):
                     self.logger.info("%s on failed device %s: its replacement will recover memory first",
                                      p.key, p.node)
 

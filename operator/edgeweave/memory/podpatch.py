@@ -23,10 +23,6 @@ TLS_VOLUME = "edgeweave-memory-tls"
 TLS_SECRET = "edgeweave-memory-tls"  # the chart's (or cert-manager's) client certificate + CA
 
 
-def region_name(namespace: str, workload: str) -> str:
-    return f"{namespace}-{workload}"
-
-
 def recovery_patch(spec: dict[str, Any], settings: MemoryRecovery, region: str, source_host: str | None,
                    image: str) -> dict[str, Any]:
     """initContainers and volumes for the pod spec, with the recovery container first."""
