@@ -53,7 +53,8 @@ CRIU_RUNS = int(os.environ.get("EWM_BENCH_CRIU_RUNS", str(RUNS)))
 FAULT_REPS = int(os.environ.get("EWM_BENCH_FAULT_REPS", "3"))
 FAULT_SIZE = 64 << 20
 PRESTAGE_RATE = os.environ.get("EWM_BENCH_PRESTAGE_RATE", "800mbit")
-PORT = 7470
+PORT = int(os.environ.get("EDGEWEAVE_MEMORY_PAGE_PORT", "7470"))  # inside the bench's own netns
+CRIU_PORT = os.environ.get("EDGEWEAVE_MEMORY_CRIU_PORT", "7480")
 
 
 def log(*a: object) -> None:
@@ -280,13 +281,13 @@ def criu_run(b: Bench, criu: str, i: int) -> dict:
     pid = int(line.split()[1])
     holder.stdout.close()
     ps = subprocess.Popen([*b.topo.exec("dst"), criu, "page-server", "--images-dir", str(dst_img), "--address",
-                           b.topo.dst_ip, "--port", "7480", "-v1", "--log-file", "ps.log"],
+                           b.topo.dst_ip, "--port", CRIU_PORT, "-v1", "--log-file", "ps.log"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # page-server has no readiness signal; the dump retries nothing
         t = time.monotonic()
         r = subprocess.run([*b.topo.exec("src"), criu, "dump", "-t", str(pid), "--images-dir", str(src_img),
-                            "--page-server", "--address", b.topo.dst_ip, "--port", "7480", "-v1", "--log-file",
+                            "--page-server", "--address", b.topo.dst_ip, "--port", CRIU_PORT, "-v1", "--log-file",
                             "dump.log"], capture_output=True, text=True, timeout=600)
         dump_s = time.monotonic() - t
         if r.returncode:

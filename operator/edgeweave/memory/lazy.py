@@ -63,6 +63,15 @@ UFFDIO_WAKE = (2 << 30) | (ctypes.sizeof(_UffdioRange) << 16) | (0xAA << 8) | 0x
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.ioctl.restype = ctypes.c_int
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _punch(fd: int, off: int, length: int) -> None:
+    """Drop [off, off+length) from the file (shmem: the pages are gone; a MISSING fault brings them)."""
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fallocate(PUNCH_HOLE): {os.strerror(err)}")
 
 
 # --- the workload side --------------------------------------------------------------------------
@@ -284,33 +293,41 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                  on_listening=None):
     """Lazy counterpart of recovery.recover: returns a RecoveryReport once the region is fully resident."""
     from .protocol import ProtocolError
-    from .recovery import RecoveryFailed, RecoveryReport, pick_baseline, store_name_of
+    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, store_check_note, store_name_of
+    from .store import DirStore, runs_of
     from .transport_tcp import PageClient
 
     t0 = time.monotonic()
     stats = LazyStats(t0)
     phases: dict[str, float] = {}
     name = store_name_of(region)
-    used, label, m, note = pick_baseline(store, local, name, None)
+    clients: list[PageClient] = []
+    reason = ""
+    if source is not None:
+        try:
+            clients.append(PageClient(source, region, token, timeout, tls))
+        except OSError as exc:
+            reason = f"source {source.host}:{source.port} unreachable: {exc}"
+    phases["connect_s"] = round(time.monotonic() - t0, 4)
+    # the source is asked for the pages dirty since the pre-staged epoch while the store is asked
+    # in the background (recovery.choose_baseline): the shared store is off the way to first serve
+    used, label, m, note, early, check = choose_baseline(store, local, name, None,
+                                                         clients[0].dirty_since if clients else None)
     ref = used.sums(m)
     ps, n = m.page_size_bytes, m.npages
     phases["manifest_s"] = round(time.monotonic() - t0, 4)
-    sources: dict = {"baseline": {"from": label, "url": used.url, "epoch": m.epoch, "note": note}}
-    clients: list[PageClient] = []
-    reason = ""
     dirty = np.zeros(n, dtype=bool)
     meta: dict = {}
-    if source is not None:
+    if clients:
         try:
-            c = PageClient(source, region, token, timeout, tls)
-            clients.append(c)
-            dirty, meta = c.dirty_since(m.epoch)
-        except OSError as exc:
-            reason = f"source {source.host}:{source.port} unreachable: {exc}"
+            dirty, meta = early if early is not None else clients[0].dirty_since(m.epoch)  # type: ignore[misc]
+        except (OSError, ProtocolError) as exc:
+            reason = f"source {source.host}:{source.port} failed: {exc}"
             for c in clients:
                 c.close()
             clients = []
     phases["dirty_list_s"] = round(time.monotonic() - t0, 4)
+    sources: dict = {"baseline": {"from": label, "url": used.url, "epoch": m.epoch, "note": note}}
 
     def source_reader(idx: int):  # type: ignore[no-untyped-def]
         def read(pages: np.ndarray, dst: memoryview) -> None:
@@ -338,9 +355,27 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                 source_reader(idx)(pages[j:j + 1], dst[j * ps:(j + 1) * ps])
         return read
 
-    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.ftruncate(fd, m.size_bytes)
-    os.close(fd)
+    # A pre-staged, verified copy on this filesystem is adopted (renamed into place) and only the
+    # dirty pages are punched out: they are the only pages that fault, from the source. Otherwise
+    # the file starts empty and every page arrives by fault or by the fill.
+    t = time.monotonic()
+    mark = used.adopt(m, dest) if label == "local" and isinstance(used, DirStore) else None
+    present = np.zeros(n, dtype=bool)
+    if mark is not None:
+        fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for _pos, first, count in runs_of(np.flatnonzero(dirty)):
+                _punch(fd, first * ps, count * ps)
+        finally:
+            os.close(fd)
+        present = ~dirty
+        phases["adopt_s"] = round(time.monotonic() - t, 4)
+    else:
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.ftruncate(fd, m.size_bytes)
+        os.close(fd)
+    sources["baseline"].update(adopted=mark is not None,
+                               verified=f"when pre-staged ({mark.get('verified_at')})" if mark else "per page, on use")
     if os.path.exists(helper):
         os.unlink(helper)
     ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -364,6 +399,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     stats.attached_at = time.monotonic()
     srv = LazyServer(ufd, int(req["addr"]), n, ps, m.checksum_algo, ref, dirty, baseline_reader(0),
                      source_reader(0), stats, baseline_reader(1 if clients else 0), source_reader(1))
+    srv.present |= present
     faults = threading.Thread(target=srv.serve_faults, name="ewm-lazy-faults", daemon=True)
     faults.start()
     srv.fill()
@@ -388,6 +424,8 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
             "filled_from_source": stats.filled_from_source, "filled_from_baseline": stats.filled_from_baseline,
             "t0_monotonic": t0}
     phases.update({k: v for k, v in lazy.items() if k.endswith("_s") and v is not None})
+    if check is not None and label == "local":
+        sources["baseline"]["note"] = store_check_note(check, m)
     sources["source_agent"] = {"addr": None if source is None else f"{source.host}:{source.port}",
                                "reachable": bool(clients), "pages": int(dirty.sum()), "error": reason or None}
     common = dict(region=region, epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps, dest=dest,
