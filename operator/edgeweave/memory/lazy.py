@@ -293,7 +293,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                  on_listening=None):
     """Lazy counterpart of recovery.recover: returns a RecoveryReport once the region is fully resident."""
     from .protocol import ProtocolError
-    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, store_check_note, store_name_of
+    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, store_name_of
     from .store import DirStore, runs_of
     from .transport_tcp import PageClient
 
@@ -301,6 +301,16 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     stats = LazyStats(t0)
     phases: dict[str, float] = {}
     name = store_name_of(region)
+    # Listen first: the replacement connects (and registers its userfaultfd) while the baseline is
+    # prepared; it is answered only when the region is ready to serve from.
+    if os.path.exists(helper):
+        os.unlink(helper)
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(helper)
+    ls.listen(1)
+    ls.settimeout(attach_timeout)
+    if on_listening:
+        on_listening()
     clients: list[PageClient] = []
     reason = ""
     if source is not None:
@@ -309,9 +319,9 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
         except OSError as exc:
             reason = f"source {source.host}:{source.port} unreachable: {exc}"
     phases["connect_s"] = round(time.monotonic() - t0, 4)
-    # the source is asked for the pages dirty since the pre-staged epoch while the store is asked
-    # in the background (recovery.choose_baseline): the shared store is off the way to first serve
-    used, label, m, note, early, check = choose_baseline(store, local, name, None,
+    # with a pre-staged copy the source is asked for the pages dirty since its epoch and the shared
+    # store is not asked at all (recovery.choose_baseline): nothing but the source on the way to serving
+    used, label, m, note, early = choose_baseline(store, local, name, None,
                                                          clients[0].dirty_since if clients else None)
     ref = used.sums(m)
     ps, n = m.page_size_bytes, m.npages
@@ -359,7 +369,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     # dirty pages are punched out: they are the only pages that fault, from the source. Otherwise
     # the file starts empty and every page arrives by fault or by the fill.
     t = time.monotonic()
-    mark = used.adopt(m, dest) if label == "local" and isinstance(used, DirStore) else None
+    mark = used.adopt(m, dest, cleanup=False) if label == "local" and isinstance(used, DirStore) else None
     present = np.zeros(n, dtype=bool)
     if mark is not None:
         fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
@@ -376,14 +386,6 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
         os.close(fd)
     sources["baseline"].update(adopted=mark is not None,
                                verified=f"when pre-staged ({mark.get('verified_at')})" if mark else "per page, on use")
-    if os.path.exists(helper):
-        os.unlink(helper)
-    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ls.bind(helper)
-    ls.listen(1)
-    ls.settimeout(attach_timeout)
-    if on_listening:
-        on_listening()
     try:
         c, _ = ls.accept()
         msg, fds, _, _ = socket.recv_fds(c, 4096, 1)
@@ -402,6 +404,8 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     srv.present |= present
     faults = threading.Thread(target=srv.serve_faults, name="ewm-lazy-faults", daemon=True)
     faults.start()
+    if mark is not None:
+        used.forget(m)
     srv.fill()
     srv.stop()
     faults.join(timeout=5)
@@ -424,8 +428,6 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
             "filled_from_source": stats.filled_from_source, "filled_from_baseline": stats.filled_from_baseline,
             "t0_monotonic": t0}
     phases.update({k: v for k, v in lazy.items() if k.endswith("_s") and v is not None})
-    if check is not None and label == "local":
-        sources["baseline"]["note"] = store_check_note(check, m)
     sources["source_agent"] = {"addr": None if source is None else f"{source.host}:{source.port}",
                                "reachable": bool(clients), "pages": int(dirty.sum()), "error": reason or None}
     common = dict(region=region, epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps, dest=dest,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import mmap
 import os
 import ssl
-import threading
 import time
 from pathlib import Path
 
@@ -107,33 +106,6 @@ def _close_map(buf: memoryview, mp: mmap.mmap, fd: int) -> None:
     os.close(fd)
 
 
-class _Later:
-    """A call run in a daemon thread (the store's answer must not hold the process at exit)."""
-
-    def __init__(self, fn, *args: object) -> None:  # type: ignore[no-untyped-def]
-        self.value: object = None
-        self.error: BaseException | None = None
-        self._done = threading.Event()
-        threading.Thread(target=self._run, args=(fn, args), daemon=True, name="ewm-store-check").start()
-
-    def _run(self, fn, args: tuple) -> None:  # type: ignore[no-untyped-def]
-        try:
-            self.value = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
-            self.error = exc
-        finally:
-            self._done.set()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self):  # type: ignore[no-untyped-def]
-        self._done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 def local_current(local: BaselineStore | None, name: str) -> Manifest | None:
     if local is None:
         return None
@@ -143,48 +115,35 @@ def local_current(local: BaselineStore | None, name: str) -> Manifest | None:
         return None
 
 
-def store_check_note(check: _Later, lm: Manifest) -> str:
-    """What the shared store said about the pre-staged epoch, if it has answered by now."""
-    if not check.done():
-        return f"the store's current epoch was not needed (pre-staged epoch {lm.epoch} + dirty since it)"
-    if check.error is not None:
-        return f"shared store unreachable ({check.error}); the pre-staged epoch {lm.epoch} + dirty since it"
-    m = check.value
-    assert isinstance(m, Manifest)
-    if m.epoch == lm.epoch:
-        return ""
-    return (f"the store's current epoch is {m.epoch}; pre-staged epoch {lm.epoch} + the source's pages "
-            f"dirty since {lm.epoch} is the same state")
-
-
 def choose_baseline(store: BaselineStore, local: BaselineStore | None, name: str, epoch: int | None,
-                    dirty_of) -> tuple[BaselineStore, str, Manifest, str, object, _Later | None]:  # type: ignore[no-untyped-def]
-    """(store to read, label, manifest, note, dirty result, store check) without the store on the way.
+                    dirty_of) -> tuple[BaselineStore, str, Manifest, str, object]:  # type: ignore[no-untyped-def]
+    """(store to read, label, manifest, note, the source's dirty answer if already asked).
 
-    With a pre-staged copy, the store's current epoch is asked in the background while the source
-    is asked for the pages dirty since the *pre-staged* epoch: that is a complete recovery whatever
-    the store's current epoch is, so the shared store is off the critical path. Only when the
-    source cannot answer for that epoch (or is gone) does the store decide, as `pick_baseline`.
-    `dirty_of(epoch)` returns the source's answer or raises; it is None when there is no source.
+    With a pre-staged copy the source is asked for the pages dirty since the *pre-staged* epoch:
+    that gives the source's state whatever the store's current epoch is, so the shared store is
+    not asked at all (no round trip, no S3 client on the way to serving). Only when the source
+    cannot answer for that epoch (its dirty list does not reach back, or it is gone) does the
+    store decide, as `pick_baseline`. `dirty_of(epoch)` returns the source's answer or raises; it
+    is None when there is no source.
     """
     lm = local_current(local, name) if epoch is None else None
-    check = _Later(store.manifest, name, epoch)
     note = ""
     if lm is not None and dirty_of is not None and local is not None:
         try:
-            return local, "local", lm, "", dirty_of(lm.epoch), check
+            answer = dirty_of(lm.epoch)
+            return (local, "local", lm, f"pre-staged epoch {lm.epoch} + the pages the source wrote since it; "
+                    "the store was not asked", answer)
         except (ProtocolError, OSError) as exc:  # e.g. no dirty list reaches back that far: the store decides
             note = f"source cannot answer for pre-staged epoch {lm.epoch} ({exc}); "
     try:
-        m = check.result()
-        assert isinstance(m, Manifest)
+        m = store.manifest(name, epoch)
     except (StoreError, OSError) as exc:
         if lm is None or local is None:
             raise
         return (local, "local", lm, f"{note}shared store unreachable ({exc}); used the pre-staged epoch {lm.epoch}",
-                None, None)
+                None)
     used, label, m2, n2 = pick_baseline(_Known(store, m), local, name, m.epoch)
-    return (store if isinstance(used, _Known) else used), label, m2, note + n2, None, None
+    return (store if isinstance(used, _Known) else used), label, m2, note + n2, None
 
 
 class _Known:
@@ -209,7 +168,7 @@ def load_baseline(used: BaselineStore, label: str, m: Manifest, dest: str,
     """
     t = time.monotonic()
     if label == "local" and isinstance(used, DirStore):
-        mark = used.adopt(m, dest)
+        mark = used.adopt(m, dest, cleanup=False)  # the caller forgets the rest once the region is built
         if mark is not None:
             fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
             # no MAP_POPULATE: only the dirty pages are touched
@@ -254,7 +213,7 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     if full_copy:
         return _full_copy(region, dest, source, token, connections, batch, depth, timeout, tls, t0)
 
-    # --- the source first (while the store is asked in the background) --------------------------
+    # --- the source first: with a pre-staged copy it alone decides (choose_baseline) ----------
     client = None
     reason = "no source given"
     if source is not None:
@@ -272,10 +231,9 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
         assert client is not None
         return client.dirty_since(e)
 
-    check: _Later | None = None
     try:
         t = time.monotonic()
-        used, label, m, note, early, check = choose_baseline(store, local, name, epoch,
+        used, label, m, note, early = choose_baseline(store, local, name, epoch,
                                                              dirty_of if client is not None else None)
         ref = used.sums(m)
         phases["manifest_s"] = round(time.monotonic() - t, 4)
@@ -363,8 +321,8 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             del words
         client.close()
         mp.flush()
-        if check is not None and label == "local":
-            sources["baseline"]["note"] = store_check_note(check, m)
+        if loaded["adopted"]:
+            used.forget(m)  # type: ignore[attr-defined]
         sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True,
                                    "pages": int(len(pages)), "bytes": int(nbytes), "dirty_pages": int(dirty.sum()),
                                    "repaired_baseline_pages": int(len(corrupt)),

@@ -252,7 +252,7 @@ class DirStore:
         self.gc(m.region, 1)
         return m
 
-    def adopt(self, m: Manifest, dest: str) -> dict | None:
+    def adopt(self, m: Manifest, dest: str, cleanup: bool = True) -> dict | None:
         """Move a pre-staged, verified epoch's data to `dest` (a rename: O(1), no copy, no re-check).
 
         Only an epoch this store pulled and checked page by page (`import_epoch`'s mark, for these
@@ -277,11 +277,16 @@ class DirStore:
             if exc.errno in (errno.EXDEV, errno.ENOENT):
                 return None
             raise
-        os.chmod(dest, 0o600)
         if self.current(m.region) == m.epoch:
             (self.region_dir(m.region) / "CURRENT").unlink(missing_ok=True)
-        shutil.rmtree(d, ignore_errors=True)
+        os.chmod(dest, 0o600)
+        if cleanup:
+            self.forget(m)
         return mark
+
+    def forget(self, m: Manifest) -> None:
+        """Remove what is left of an adopted epoch (off the critical path of a recovery)."""
+        shutil.rmtree(self.epoch_dir(m.region, m.epoch), ignore_errors=True)
 
     def gc(self, name: str, keep: int) -> None:
         cur = self.current(name)

@@ -141,7 +141,7 @@ def test_adoption_needs_the_prestage_mark_and_one_filesystem(tmp_path: Path, shm
     assert other.adopt(other.manifest("ns.r"), str(shm_dir / "d")) is None
 
 
-def test_the_source_answers_for_the_prestaged_epoch_so_the_store_is_not_waited_for(tmp_path: Path) -> None:
+def test_the_source_answers_for_the_prestaged_epoch_so_the_store_is_not_asked(tmp_path: Path) -> None:
     from edgeweave.memory.protocol import ProtocolError
     from edgeweave.memory.recovery import choose_baseline
 
@@ -155,19 +155,22 @@ def test_the_source_answers_for_the_prestaged_epoch_so_the_store_is_not_waited_f
         asked.append(e)
         return f"dirty since {e}"
 
-    used, label, m, _, early, check = choose_baseline(shared, local, "ns.r", None, dirty_of)
-    assert (label, m.epoch, early, asked) == ("local", 1, "dirty since 1", [1]) and used is local
-    assert check is not None and check.result().epoch == 2
+    gone = DirStore(tmp_path / "gone")  # the store is not even asked: an unreachable one changes nothing
+    for s in (shared, gone):
+        used, label, m, note, early = choose_baseline(s, local, "ns.r", None, dirty_of)
+        assert (label, m.epoch, early) == ("local", 1, "dirty since 1") and used is local
+        assert "store was not asked" in note
+    assert asked == [1, 1]
 
     def too_old(e: int) -> str:
         raise ProtocolError(f"dirty list refused: no dirty list reaches back to epoch {e}")
 
-    used, label, m, note, early, _ = choose_baseline(shared, local, "ns.r", None, too_old)
+    used, label, m, note, early = choose_baseline(shared, local, "ns.r", None, too_old)
     assert (label, m.epoch, early) == ("store", 2, None) and "cannot answer for pre-staged epoch 1" in note
     # no source at all: the store decides (newest published epoch), as before
-    used, label, m, note, early, _ = choose_baseline(shared, local, "ns.r", None, None)
+    used, label, m, note, early = choose_baseline(shared, local, "ns.r", None, None)
     assert (label, m.epoch) == ("store", 2) and "not the store's current" in note
-    used, label, m, note, _, _ = choose_baseline(DirStore(tmp_path / "gone"), local, "ns.r", None, too_old)
+    used, label, m, note, _ = choose_baseline(gone, local, "ns.r", None, too_old)
     assert (label, m.epoch) == ("local", 1) and "unreachable" in note
 
 
