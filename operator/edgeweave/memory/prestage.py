@@ -47,7 +47,27 @@ def prestage_once(store: BaselineStore, local: DirStore, name: str, rate_bps: fl
     return {"region": name, "epoch": m.epoch, "pulled": True, "bytes": m.size_bytes, "seconds": round(dt, 3)}
 
 
-class Prestager:
+class _Background:
+    """A daemon thread running `_run` until `stop()`."""
+
+    thread_name = "ewm-background"
+
+    def _init_thread(self) -> None:
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self):  # type: ignore[no-untyped-def]
+        self._t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Prestager(_Background):
     """The agent's background job: poll the store's CURRENT for each region, pull new epochs.
 
     `names` is the fixed list (command line); `wanted`, when given, is asked each pass for the regions
@@ -60,12 +80,8 @@ class Prestager:
         self.store, self.local, self.names = store, local, names
         self.rate, self.interval, self.wanted = rate_bps, interval, wanted
         self.last: dict[str, dict] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, name="ewm-prestage", daemon=True)
-
-    def start(self) -> Prestager:
-        self._t.start()
-        return self
+        self.thread_name = "ewm-prestage"
+        self._init_thread()
 
     def current_names(self) -> list[str]:
         return sorted(set(self.names) | set(self.wanted() if self.wanted else ()))
@@ -93,7 +109,7 @@ class Prestager:
         self._t.join(timeout=30)
 
 
-class NodeWatch:
+class NodeWatch(_Background):
     """What the operator wants this node to pre-stage: its Node's `prestage.memory.edgeweave.io/*`
     annotations (`targets.decode`), kept current by a watch on that one Node (RBAC: get/watch nodes)."""
 
@@ -104,12 +120,8 @@ class NodeWatch:
         self.problems: list[str] = []
         self.error: str | None = None
         self.seen = threading.Event()  # the Node was read at least once
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, name="ewm-prestage-watch", daemon=True)
-
-    def start(self) -> NodeWatch:
-        self._t.start()
-        return self
+        self.thread_name = "ewm-prestage-watch"
+        self._init_thread()
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -157,6 +169,3 @@ class NodeWatch:
                 self.error = str(exc)
                 log.warning("watching node %s failed (retrying): %s", self.node, exc)
                 self._stop.wait(5.0)
-
-    def stop(self) -> None:
-        self._stop.set()

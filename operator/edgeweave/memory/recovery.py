@@ -291,7 +291,9 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                 reader = RdmaReader(client, buf)
                 nbytes += reader.read_pages(pages) + len(reader.state_buf)
             elif len(pages):
-                nbytes += fetch_parallel(source, region, token, pages, buf, connections, batch, depth,
+                # a few MB go faster over the one connection already open than over new TLS handshakes
+                conns = max(1, min(connections, -(-len(pages) // 8192)))
+                nbytes += fetch_parallel(source, region, token, pages, buf, conns, batch, depth,
                                          timeout, tls, first=client)
             phases["fetch_s"] = round(time.monotonic() - t, 4)
         except (OSError, ProtocolError, ChecksumMismatch) as exc:

@@ -274,8 +274,8 @@ class DirStore:
                 return None
             os.rename(data, dest)
         except OSError as exc:
-            if exc.errno in (errno.EXDEV, errno.ENOENT):
-                return None
+            if exc.errno in (errno.EXDEV, errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM):
+                return None  # another mount, gone meanwhile, or read-only to us: the caller copies
             raise
         if self.current(m.region) == m.epoch:
             (self.region_dir(m.region) / "CURRENT").unlink(missing_ok=True)

@@ -258,8 +258,10 @@ def test_lazy_restore_on_an_adopted_copy_faults_only_the_dirty_pages(stack: Stac
     lz = rep["source_sweep"]["lazy"]
     assert rep["mode"] == "lazy:baseline+dirty" and rep["sources"]["baseline"]["adopted"] is True
     assert served["wrong"] == 0 and served["requests"] == 3000
-    # the baseline was in place: nothing came from it by fault or fill; the dirty pages came from the source
-    assert lz["filled_from_baseline"] == 0 and 0 < lz["faults"] <= rep["dirty_pages"]
+    # the baseline was in place: nothing was read from it by fault or fill; the dirty pages came from the
+    # source. MINOR mode (this kernel): clean pages fault too, and are mapped without a read.
+    assert lz["filled_from_baseline"] == 0 and lz["faults"] > 0
+    assert lz["minor_mode"] is True and "punch_s" not in rep["phases"]
     assert lz["filled_from_source"] + lz["fault_pages_from_source"] + lz.get("already_present", 0) >= rep["dirty_pages"]
     ahead, wrong = check(region_words(dest), read_acks(str(ack), NPAGES))
     assert len(wrong) == 0 and len(ahead) <= 1
