@@ -7,10 +7,16 @@ shaped with tc tbf at EWM_BENCH_RATE (1 Gbit/s) both ways. The store is `rclone 
 Per run (EWM_BENCH_RUNS, default 10), at 1 % dirty pages:
   * the writer fills the region, publishes baseline epoch 1 to the store (over its link),
     dirties 1 % of the pages (each write acknowledged) and is SIGKILLed;
-  * pre-staged: the dst agent pulled epoch 1 in the background (rate-limited) before the kill;
-    recovery reads it from local disk (page cache evicted) + the dirty pages from the source;
+  * pre-staged: the dst agent pulled epoch 1 in the background (rate-limited, checked as it
+    arrives) before the kill; recovery asks the source for the pages dirty since that epoch (the
+    store is not asked) and either adopts the copy (in node memory, the region's tmpfs: rename)
+    or reads it from local disk (page cache evicted, every page checked), then the dirty pages;
+    each recovery is timed in-process (`duration_s`) and as the whole command (`wall_s`:
+    interpreter start and imports included; CRIU's figures are whole commands, so the CRIU
+    ratio uses ours as a whole command too);
   * cold: recovery reads the baseline from the store over the dst-store link;
-  * lazy: the replacement attaches its userfaultfd and serves at once (pre-staged baseline);
+  * lazy: the replacement attaches its userfaultfd and serves at once (pre-staged baseline,
+    adopted; MINOR mode where the kernel has it);
     time to first served request and to fully resident;
   * full copy: every page from the source over the src-dst link (same transport, TLS);
   * CRIU 4.1.1 (hack/fetch-criu.sh): a process holding the same 1 GiB memfd, 1 % rewritten;

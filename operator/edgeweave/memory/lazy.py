@@ -380,7 +380,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                  on_listening=None):
     """Lazy counterpart of recovery.recover: returns a RecoveryReport once the region is fully resident."""
     from .protocol import ProtocolError
-    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, store_name_of
+    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, local_current, store_name_of
     from .store import DirStore
     from .transport_tcp import PageClient
 
@@ -400,16 +400,25 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
         on_listening()
     clients: list[PageClient] = []
     reason = ""
-    if source is not None:
+
+    def connect() -> None:
+        nonlocal reason
         try:
             clients.append(PageClient(source, region, token, timeout, tls))
         except OSError as exc:
             reason = f"source {source.host}:{source.port} unreachable: {exc}"
-    phases["connect_s"] = round(time.monotonic() - t0, 4)
+        phases["connect_s"] = round(time.monotonic() - t0, 4)
+
+    # with a pre-staged copy the source decides at once; else after the store (no idle connection)
+    early = source is not None and local_current(local, name) is not None
+    if early:
+        connect()
     # with a pre-staged copy the source is asked for the pages dirty since its epoch and the shared
     # store is not asked at all (recovery.choose_baseline): nothing but the source on the way to serving
-    used, label, m, note, early = choose_baseline(store, local, name, None,
-                                                         clients[0].dirty_since if clients else None)
+    used, label, m, note, answer = choose_baseline(store, local, name, None,
+                                                   clients[0].dirty_since if clients else None)
+    if source is not None and not early:
+        connect()
     ref = used.sums(m)
     ps, n = m.page_size_bytes, m.npages
     phases["manifest_s"] = round(time.monotonic() - t0, 4)
@@ -417,7 +426,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     meta: dict = {}
     if clients:
         try:
-            dirty, meta = early if early is not None else clients[0].dirty_since(m.epoch)  # type: ignore[misc]
+            dirty, meta = answer if answer is not None else clients[0].dirty_since(m.epoch)  # type: ignore[misc]
         except (OSError, ProtocolError) as exc:
             reason = f"source {source.host}:{source.port} failed: {exc}"
             for c in clients:

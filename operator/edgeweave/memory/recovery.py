@@ -213,10 +213,15 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     if full_copy:
         return _full_copy(region, dest, source, token, connections, batch, depth, timeout, tls, t0)
 
-    # --- the source first: with a pre-staged copy it alone decides (choose_baseline) ----------
+    # --- with a pre-staged copy the source is asked first and alone decides (choose_baseline);
+    # otherwise it is asked once the baseline is in place, as the connection would sit idle (and be
+    # closed by the page server's idle timeout) through a long store read
     client = None
     reason = "no source given"
-    if source is not None:
+
+    def connect() -> None:
+        nonlocal client, reason
+        assert source is not None
         t = time.monotonic()
         try:
             client = PageClient(source, region, token, timeout, tls)
@@ -224,7 +229,12 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             raise fail(f"source refused us: {exc}", epoch=epoch, source_reachable=True, pages=0, bytes=0) from exc
         except OSError as exc:
             reason = f"source {source.host}:{source.port} unreachable: {exc}"
-        phases["connect_s"] = round(time.monotonic() - t, 4)
+        phases["connect_s"] = round(phases.get("connect_s", 0.0) + time.monotonic() - t, 4)
+
+    early_source = source is not None and epoch is None and local_current(local, name) is not None
+    if early_source:
+        connect()
+
     def dirty_of(e: int) -> tuple[np.ndarray, dict]:
         # over the control connection for both transports: the RDMA reader registers the region
         # buffer, which does not exist until the baseline is chosen
@@ -247,9 +257,17 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     ps, n = m.page_size_bytes, m.npages
     base.update(epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps)
 
+    t_load = time.monotonic()
     fd, mp, loaded = load_baseline(used, label, m, dest, phases)
     buf = memoryview(mp)
     try:
+        if source is not None and client is None and not early_source:
+            connect()
+        elif client is not None and time.monotonic() - t_load > 1.0:
+            # a long local read (a copy from disk): start the transfer on a fresh connection
+            client.close()
+            client = None
+            connect()
         corrupt = loaded["corrupt"]
         sources["baseline"].update(bytes=loaded["bytes"], adopted=loaded["adopted"], verified=loaded["verified"])
         base.update(baseline_bytes=loaded["bytes"], corrupt_baseline_pages=corrupt.tolist()[:1000])
