@@ -257,14 +257,15 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     ps, n = m.page_size_bytes, m.npages
     base.update(epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps)
 
-    t_load = time.monotonic()
+    t_used = time.monotonic()  # the source connection's last use (connect or dirty list)
     fd, mp, loaded = load_baseline(used, label, m, dest, phases)
     buf = memoryview(mp)
     try:
         if source is not None and client is None and not early_source:
             connect()
-        elif client is not None and time.monotonic() - t_load > 1.0:
-            # a long local read (a copy from disk): start the transfer on a fresh connection
+        elif client is not None and time.monotonic() - t_used > 1.0:
+            # a long read (a copy from disk, or the store after all): a fresh connection for the
+            # transfer, before the page server's idle timeout closes this one under us
             client.close()
             client = None
             connect()
