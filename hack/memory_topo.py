@@ -8,7 +8,8 @@ Every link is a veth pair, optionally shaped with tc tbf at the same rate both w
 full copy (over C) and the baseline read from the store (over A) cross links of one class.
 The store is `rclone serve s3` (built by hack/build-rclone.sh) bound to the service address
 only, with TLS and an access key, serving a directory of this machine.
-Names: every netns/veth starts with `ewm` plus a random suffix.
+Names: every netns/veth starts with $EDGEWEAVE_MEMORY_PREFIX (default `ewm`) plus a random suffix;
+the store port is $EDGEWEAVE_MEMORY_S3_PORT (default 9000, inside the store's own netns).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STORE_IP = "10.231.99.1"
-S3_PORT = 9000
+S3_PORT = int(os.environ.get("EDGEWEAVE_MEMORY_S3_PORT", "9000"))
+PREFIX = os.environ.get("EDGEWEAVE_MEMORY_PREFIX", "ewm")[:4]
 BUCKET = "baselines"
 LINKS = {  # name: (ns a, ip a, ns b, ip b)
     "C": ("src", "10.231.7.1", "dst", "10.231.7.2"),
@@ -55,7 +57,7 @@ class MemTopo:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def ns(self, role: str) -> str:
-        return f"ewm{role[:2]}-{self.sfx}"
+        return f"{PREFIX}{role[:2]}-{self.sfx}"
 
     @property
     def src_ip(self) -> str:
@@ -74,7 +76,7 @@ class MemTopo:
                 self.made.append(self.ns(role))
                 sh("ip", "-n", self.ns(role), "link", "set", "lo", "up")
             for name, (na, ipa, nb, ipb) in LINKS.items():
-                a, b = f"ewm{name}a{self.sfx}", f"ewm{name}b{self.sfx}"
+                a, b = f"{PREFIX}{name}a{self.sfx}", f"{PREFIX}{name}b{self.sfx}"
                 sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
                 for dev, role, ip in ((a, na, ipa), (b, nb, ipb)):
                     sh("ip", "link", "set", dev, "netns", self.ns(role))
@@ -94,7 +96,7 @@ class MemTopo:
     def shape(self, link: str, rate: str | None) -> None:
         """Set (or with None, remove) a tbf rate on both ends of one link."""
         na, _, nb, _ = LINKS[link]
-        for dev, role in ((f"ewm{link}a{self.sfx}", na), (f"ewm{link}b{self.sfx}", nb)):
+        for dev, role in ((f"{PREFIX}{link}a{self.sfx}", na), (f"{PREFIX}{link}b{self.sfx}", nb)):
             base = ["ip", "netns", "exec", self.ns(role), "tc", "qdisc"]
             subprocess.run([*base, "del", "dev", dev, "root"], capture_output=True)
             if rate:

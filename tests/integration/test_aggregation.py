@@ -286,7 +286,9 @@ def test_moved_stateful_member_recovers_its_memory_first(cluster: Cluster, opera
         init = pod.spec.init_containers[0]
         assert init.name == "edgeweave-memory-recover"
         script = init.command[-1]
-        assert f"--region {namespace}-{move['workload']}" in script and "memory-recover" in script
+        # The source agent keys the region by the failed (evicted) pod's UID: namespace/pod-uid/workload.
+        assert move["podUid"] and f"--region {namespace}/{move['podUid']}/{move['workload']}" in script, script
+        assert "memory-recover" in script
         assert "--source 10.244.0.1:7470" in script  # the source device's InternalIP (kwok's)
         claims = {v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim}
         assert claims == {"baselines"}
@@ -328,7 +330,9 @@ def test_replacement_after_node_failure_recovers_memory_first(cluster: Cluster, 
                                 if p.metadata.uid != old.metadata.uid], 60, "the replacement pod")[0]
         init = new.spec.init_containers[0]
         assert init.name == "edgeweave-memory-recover"
-        assert f"--region {namespace}-db" in init.command[-1] and "--source 10.244.0.1:7470" in init.command[-1]
+        script = init.command[-1]
+        assert f"--region {namespace}/{old.metadata.uid}/db" in script, script  # the failed pod's UID
+        assert "--source 10.244.0.1:7470" in script
         assert not new.spec.affinity or not new.spec.affinity.node_affinity  # no placement forced on a failover
     finally:
         core.patch_node(node, {"metadata": {"annotations": {"kwok.x-k8s.io/status": None}}})

@@ -248,6 +248,18 @@ class Actuator:
                         f"{message} ({'claimed by ' + ', '.join(sorted(new_owners)) if want else 'no claim left'})")
         return Result(Outcome.Done)
 
+    def annotate_node(self, node: str, key: str, value: str | None) -> Result:
+        """Set (None: remove) one annotation of `node` that edgeweave owns (e.g. a group's pre-stage list).
+        A merge patch of that key alone: other annotations are left exactly as they are."""
+        from kubernetes.client.exceptions import ApiException
+        if self.dry_run:
+            return Result(Outcome.DryRun, f"would {'set' if value is not None else 'remove'} {key} on {node}")
+        try:
+            self._core().patch_node(node, {"metadata": {"annotations": {key: value}}})
+        except ApiException as e:
+            return Result(Outcome.NotFound if e.status == 404 else Outcome.Failed, str(e.reason))
+        return Result(Outcome.Done)
+
     def release_taints(self, owner: str, nodes: Iterable[str]) -> int:
         """Drop every claim of `owner` (a deleted group); returns how many nodes still failed to update."""
         failed = 0

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..api.base import parse_rfc3339, rfc3339
 from ..api.workloadgroup import STEERABLE_OWNERS, MemoryRecovery, MovePhase, MoveStatus
-from ..memory.podpatch import recovery_patch, recovery_report, region_name
+from ..memory.initcontainer import source_region
+from ..memory.podpatch import recovery_patch, recovery_report
 from .actuator import Actuator, Outcome, Result
 from .kubeapi import read_or_none
 from .steering import STEERED_ANNOTATION, STEERING, SteeringTable, affinity_patch
@@ -293,17 +294,24 @@ def _node_address(core: Any, node: str) -> str | None:
     return next((a.address for a in addresses if a.type == "InternalIP"), None)
 
 
-def _spec_patch(workload: str, from_node: str, namespace: str, ctx: MoveContext) -> Callable[[dict], dict] | None:
+def _spec_patch(workload: str, from_node: str, namespace: str, source_uid: str,
+                ctx: MoveContext) -> Callable[[dict], dict] | None:
     if ctx.memory is None or not ctx.memory.enabled:
         return None
-    settings, region = ctx.memory, region_name(namespace, workload)
-    source, image = _node_address(ctx.core, from_node), ctx.image
+    # The source agent keys the region by the *failed* pod's UID (namespace/pod-uid/name); the
+    # workload names its region after the workload. Without the UID the source refuses every read.
+    try:
+        region = source_region(namespace, source_uid, workload)
+    except ValueError as e:
+        log.warning("%s/%s: no memory recovery for the replacement: %s", namespace, workload, e)
+        return None
+    settings, source, image = ctx.memory, _node_address(ctx.core, from_node), ctx.image
     return lambda spec: recovery_patch(spec, settings, region, source, image)
 
 
 def steer(move: MoveStatus, ctx: MoveContext) -> None:
     ctx.steering.register(move.namespace, move.owner, move.to_node, move.id,
-                          spec_patch=_spec_patch(move.workload, move.from_node, move.namespace, ctx))
+                          spec_patch=_spec_patch(move.workload, move.from_node, move.namespace, move.pod_uid, ctx))
 
 
 def carry_out(move: MoveStatus, action: Action, ctx: MoveContext) -> Result:
@@ -373,15 +381,17 @@ def copy_manifest(pod: Any, to_node: str, move_id: str, api_client: Any) -> dict
     }
 
 
-def register_failover(namespace: str, owner: str, workload: str, failed_node: str, ctx: MoveContext) -> bool:
+def register_failover(namespace: str, owner: str, workload: str, failed_node: str, ctx: MoveContext,
+                      failed_uid: str = "") -> bool:
     """A member's device failed (NotReady): whatever replacement its controller creates, anywhere, recovers
-    the region from the failed device (or, unreachable, from the baseline alone) before it starts."""
+    the region of the failed pod (`failed_uid`) from the failed device (or, unreachable, from the baseline
+    alone) before it starts."""
     if ctx.memory is None or not ctx.memory.enabled or owner.split("/")[0] not in STEERABLE_OWNERS:
         return False
     if ctx.steering.lookup(namespace, owner) is not None:  # already prepared, or a move owns it
         return False
     ctx.steering.register(namespace, owner, None, f"failover-{failed_node}",
-                          spec_patch=_spec_patch(workload, failed_node, namespace, ctx))
+                          spec_patch=_spec_patch(workload, failed_node, namespace, failed_uid, ctx))
     return True
 
 

@@ -24,6 +24,7 @@ from ..admission.checks import unknown_uplinks
 from ..api.base import Mode
 from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
 from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
+from ..memory.targets import annotation_changes, annotation_key, prestage_targets
 from ..placement.breach import BreachTracker, Phase
 from ..placement.inventory import Device, PodInfo, selector_matches
 from ..placement.remediate import requirements_checker
@@ -198,6 +199,10 @@ class GroupController:
         step = decide(inp)
         elapsed = time.perf_counter() - t0
         self._act_taints(step.taint, breach)
+        if spec.memory_recovery.enabled and mode is Mode.Enforce:
+            self._prestage(workloads, all_devices, indexes, breach)
+        else:
+            self.release_prestage(all_devices)
         for etype, reason, message in step.events:
             act.event(self.ref(body), etype, reason, message)
         if step.plan is not None:
@@ -284,9 +289,28 @@ class GroupController:
         for p in members:
             if p.node in down and p.owner_kind and p.owner_name:
                 workload = p.labels.get(spec.workload_label) or p.name
-                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx):
+                if register_failover(self.namespace, f"{p.owner_kind}/{p.owner_name}", workload, p.node, ctx,
+                                     failed_uid=p.uid):
                     self.logger.info("%s on failed device %s: its replacement will recover memory first",
                                      p.key, p.node)
+
+    def _prestage(self, workloads: list, all_devices: list[Device], indexes: Mapping[str, Any],
+                  breach: BreachView | None) -> None:
+        """Tell the node agents of the devices each member would fail over to (same site, requirements
+        met, room) to pre-stage its baselines: one annotation per group on each target Node."""
+        states = self.rt.fleet.get(all_devices, lambda: pods_on_nodes(indexes["pods_by_node"]))
+        ok = breach.requirements_ok if breach is not None else None
+        targets = prestage_targets(self.namespace, workloads, states, ok)
+        changes = annotation_changes(self.key, targets, {d.name: d.annotations for d in all_devices})
+        for node, value in sorted(changes.items()):
+            res = self.rt.actuator.annotate_node(node, annotation_key(self.key), value)
+            if res.ok:
+                self.logger.info("%s: %s pre-staging on %s", self.key, "set" if value else "removed", node)
+
+    def release_prestage(self, devices: list[Device]) -> None:
+        """The group is gone (or stopped recovering memory): its agents stop pre-staging for it."""
+        for node in annotation_changes(self.key, {}, {d.name: d.annotations for d in devices}):
+            self.rt.actuator.annotate_node(node, annotation_key(self.key), None)
 
     def release_all_taints(self, devices: list[Device]) -> int:
         held = [d.name for d in devices if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION))]

@@ -86,6 +86,7 @@ def group_deleted(name: str, namespace: str, memo: kopf.Memo, logger: Any, devic
     rt = runtime(memo)
     ctl = GroupController(namespace, name, rt, logger)
     failed = ctl.release_all_taints(devices_of(devices_index))
+    ctl.release_prestage(devices_of(devices_index))
     rt.breaches.forget(ctl.key)
     if failed:
         raise kopf.TemporaryError(f"could not release the taint claims on {failed} device(s)", delay=5)

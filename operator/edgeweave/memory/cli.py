@@ -85,20 +85,25 @@ def _serve(a: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgeweave memory serve: {exc}", file=sys.stderr)
         return 2
-    pre = None
-    if a.prestage:
-        from .prestage import Prestager, parse_rate
+    pre = watch = None
+    if a.prestage or a.prestage_node:
+        from .prestage import NodeWatch, Prestager, parse_rate
 
         if not (a.store and a.prestage_cache):
-            print("edgeweave memory serve: --prestage needs --store and --prestage-cache", file=sys.stderr)
+            print("edgeweave memory serve: --prestage/--prestage-node need --store and --prestage-cache",
+                  file=sys.stderr)
             return 2
+        watch = NodeWatch(a.prestage_node).start() if a.prestage_node else None
         pre = Prestager(open_store(a.store), DirStore(a.prestage_cache), a.prestage,
-                        parse_rate(a.prestage_rate) if a.prestage_rate else None, a.prestage_interval).start()
+                        parse_rate(a.prestage_rate) if a.prestage_rate else None, a.prestage_interval,
+                        wanted=watch.names if watch else None).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"LISTENING {agent.port}", flush=True)
     stop.wait()
+    if watch:
+        watch.stop()
     if pre:
         pre.stop()
     agent.close()
@@ -162,7 +167,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--idle-timeout", type=float, default=30.0)
     p.add_argument("--prestage", action="append", default=[], metavar="STORE_NAME",
                    help="pull new baselines of this region (namespace.name) into --prestage-cache")
-    p.add_argument("--prestage-cache", help="local directory for pre-staged baselines")
+    p.add_argument("--prestage-node", metavar="NODE", help="also pre-stage what the operator names in this "
+                   "Node's prestage.memory.edgeweave.io/* annotations (the devices a workload would fail over to)")
+    p.add_argument("--prestage-cache", help="local directory for pre-staged baselines (on the regions' "
+                   "tmpfs, a failover adopts the copy by rename)")
     p.add_argument("--prestage-rate", default="200mbit", help="rate limit of the background pull")
     p.add_argument("--prestage-interval", type=float, default=5.0)
     p.add_argument("-v", "--verbose", action="store_true")

@@ -15,6 +15,7 @@ STORE_MOUNT = "/var/lib/edgeweave/baselines"
 TOKEN_DIR = "/var/run/edgeweave/memory-token"
 TLS_DIR = "/var/run/edgeweave/memory-tls"  # ca.crt, tls.crt, tls.key (a kubernetes.io/tls Secret + CA)
 PRESTAGE_DIR = "/var/lib/edgeweave/prestaged"  # the node agent's pre-staged baselines (hostPath)
+LAZY_ENV = "EDGEWEAVE_MEMORY_LAZY_SOCKET"  # an app container that sets it attaches lazily (lazy.LazyRegion)
 DEFAULT_PORT = 7470
 
 
@@ -32,7 +33,7 @@ def region_file(region: str, shm_dir: str = "/dev/shm") -> str:
 def recover_command(settings: MemoryRecovery, region: str, source_host: str | None,
                     port: int = DEFAULT_PORT, store_mount: str = STORE_MOUNT, token_dir: str = TOKEN_DIR,
                     require_source: bool = False, tls_dir: str | None = TLS_DIR,
-                    local_cache: str | None = None) -> list[str]:
+                    local_cache: str | None = None, lazy_socket: str | None = None) -> list[str]:
     """argv for `edgeweave memory-recover` in the replacement pod's init container."""
     if not settings.enabled:
         raise ValueError("memory recovery is not enabled for this group")
@@ -49,4 +50,6 @@ def recover_command(settings: MemoryRecovery, region: str, source_host: str | No
         argv += ["--local-cache", local_cache]
     if require_source:
         argv.append("--require-source")
+    if lazy_socket:
+        argv += ["--lazy", lazy_socket]
     return argv

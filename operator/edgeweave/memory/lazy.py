@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .hashing import page_sums
+from .store import runs_of
 from .uffd import (
     UFFD_API,
     UFFDIO_API,
@@ -45,6 +46,9 @@ from .uffd import (
 )
 
 UFFDIO_REGISTER_MODE_MISSING = 1 << 0
+UFFDIO_REGISTER_MODE_MINOR = 1 << 2
+UFFD_FEATURE_MINOR_SHMEM = 1 << 10
+UFFD_PAGEFAULT_FLAG_MINOR = 1 << 2
 UFFD_EVENT_PAGEFAULT = 0x12
 _MSG = struct.Struct("<B3xI QQI4x")  # event, reserved; pagefault: flags, address, ptid (32 bytes)
 
@@ -58,14 +62,47 @@ def _iowr(kind: int, nr: int, size: int) -> int:
     return (3 << 30) | (size << 16) | (kind << 8) | nr
 
 
+class _UffdioContinue(ctypes.Structure):
+    _fields_ = [("range", _UffdioRange), ("mode", ctypes.c_uint64), ("mapped", ctypes.c_int64)]
+
+
 UFFDIO_COPY = _iowr(0xAA, 0x03, ctypes.sizeof(_UffdioCopy))
+UFFDIO_CONTINUE = _iowr(0xAA, 0x07, ctypes.sizeof(_UffdioContinue))
 UFFDIO_WAKE = (2 << 30) | (ctypes.sizeof(_UffdioRange) << 16) | (0xAA << 8) | 0x02  # _IOR
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.ioctl.restype = ctypes.c_int
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _punch(fd: int, off: int, length: int) -> None:
+    """Drop [off, off+length) from the file (shmem: the pages are gone; a MISSING fault brings them)."""
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fallocate(PUNCH_HOLE): {os.strerror(err)}")
 
 
 # --- the workload side --------------------------------------------------------------------------
+def _register(addr: int, size: int) -> tuple[int, bool]:
+    """A userfaultfd for [addr, addr+size): MISSING (holes) and, where the kernel has it for shmem,
+    MINOR too (pages already in the file but not yet mapped here: an adopted baseline), so the
+    recovery decides page by page without punching the dirty pages out first."""
+    for features, mode in ((UFFD_FEATURE_MINOR_SHMEM, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR),
+                           (0, UFFDIO_REGISTER_MODE_MISSING)):
+        ufd, _ = _open_uffd()
+        try:
+            _ioctl(ufd, UFFDIO_API, _UffdioApi(api=UFFD_API, features=features))
+            _ioctl(ufd, UFFDIO_REGISTER, _UffdioRegister(range=_UffdioRange(addr, size), mode=mode))
+            return ufd, bool(features)
+        except OSError:
+            os.close(ufd)
+            if not features:
+                raise
+    raise AssertionError("unreachable")
+
+
+
 @dataclass
 class LazyRegion:
     """The replacement's view: a mapping whose pages arrive on first touch."""
@@ -82,11 +119,8 @@ class LazyRegion:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         mp = mmap.mmap(fd, size)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(mp))
-        ufd, _ = _open_uffd()
+        ufd, minor = _register(addr, size)
         try:
-            _ioctl(ufd, UFFDIO_API, _UffdioApi(api=UFFD_API, features=0))
-            _ioctl(ufd, UFFDIO_REGISTER, _UffdioRegister(range=_UffdioRange(addr, size),
-                                                         mode=UFFDIO_REGISTER_MODE_MISSING))
             deadline = time.monotonic() + timeout
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             while True:
@@ -97,7 +131,8 @@ class LazyRegion:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.002)
-            socket.send_fds(s, [json.dumps({"addr": addr, "size": size, "pid": os.getpid()}).encode()], [ufd])
+            socket.send_fds(s, [json.dumps({"addr": addr, "size": size, "pid": os.getpid(),
+                                            "minor": minor}).encode()], [ufd])
             s.settimeout(timeout)
             reply = json.loads(s.recv(4096) or b"{}")
             if not reply.get("ok"):
@@ -146,6 +181,10 @@ class LazyServer:
         self.fill_baseline = fill_baseline or read_baseline
         self.fill_source = fill_source or read_source
         self.stats = stats
+        # MINOR mode (adopted baseline): every page is in the file; a page is mapped into the
+        # replacement only by UFFDIO_CONTINUE, after a dirty page's bytes are written through `own`
+        self.minor = False
+        self.own: memoryview | None = None
         self.present = np.zeros(npages, dtype=bool)
         self.lock = threading.Lock()
         self.error: BaseException | None = None
@@ -176,6 +215,47 @@ class LazyServer:
         with self.lock:
             self.present[first:first + n] = True
         return placed
+
+    def _continue(self, first: int, n: int) -> None:
+        """UFFDIO_CONTINUE [first, first+n): map the file's pages into the replacement (EEXIST: mapped)."""
+        i = 0
+        while i < n:
+            arg = _UffdioContinue(range=_UffdioRange(self.addr + (first + i) * self.ps, (n - i) * self.ps),
+                                  mode=0, mapped=0)
+            rc = _libc.ioctl(self.ufd, UFFDIO_CONTINUE, ctypes.byref(arg))
+            done = max(0, arg.mapped) // self.ps
+            if rc == 0:
+                return
+            err = ctypes.get_errno()
+            if err == errno.EEXIST:
+                i += done + 1
+                self.stats.already_present += 1
+            elif err == errno.EAGAIN:
+                i += done
+            elif err == errno.ESRCH:
+                raise OSError(err, "the replacement process exited before its region was resident")
+            else:
+                raise OSError(err, f"UFFDIO_CONTINUE: {os.strerror(err)}")
+
+    def _place_minor(self, pages: np.ndarray, content: memoryview | None) -> int:
+        """Write (dirty pages: `content`, one after another) and map `pages` that are not mapped yet.
+        Under the lock: a page is written only before its CONTINUE, never after (the replacement may
+        have written it since)."""
+        ps = self.ps
+        assert self.own is not None
+        with self.lock:
+            todo = ~self.present[pages]
+            idx = np.flatnonzero(todo)
+            if len(idx) == 0:
+                return 0
+            if content is not None:
+                for j in idx.tolist():
+                    p = int(pages[j])
+                    self.own[p * ps:(p + 1) * ps] = content[j * ps:(j + 1) * ps]
+            for _pos, first, count in runs_of(pages[idx]):
+                self._continue(first, count)
+            self.present[pages[idx]] = True
+        return len(idx)
 
     def _page_content(self, pages: np.ndarray, dest: memoryview, fill: bool = False) -> None:
         """Fill dest with `pages` (ascending, one after another): dirty from the source, else the baseline."""
@@ -212,9 +292,16 @@ class LazyServer:
                         continue
                     t = time.monotonic()
                     p = (address - self.addr) // ps
-                    self._page_content(np.array([p], dtype=np.int64), view)
-                    if self._copy(p, 1, base) == 0:
-                        _libc.ioctl(self.ufd, UFFDIO_WAKE, ctypes.byref(_UffdioRange(self.addr + p * ps, ps)))
+                    one = np.array([p], dtype=np.int64)
+                    if _flags & UFFD_PAGEFAULT_FLAG_MINOR:
+                        if self.dirty[p]:
+                            self.read_source(one, view)
+                        if self._place_minor(one, view if self.dirty[p] else None) == 0:
+                            _libc.ioctl(self.ufd, UFFDIO_WAKE, ctypes.byref(_UffdioRange(self.addr + p * ps, ps)))
+                    else:
+                        self._page_content(one, view)
+                        if self._copy(p, 1, base) == 0:
+                            _libc.ioctl(self.ufd, UFFDIO_WAKE, ctypes.byref(_UffdioRange(self.addr + p * ps, ps)))
                     now = time.monotonic()
                     self.stats.faults += 1
                     self.stats.fault_pages_from_source += int(self.dirty[p])
@@ -238,6 +325,8 @@ class LazyServer:
             for want_dirty in (True, False):
                 todo = np.flatnonzero(self.dirty == want_dirty)
                 step = run_pages if want_dirty else baseline_run_pages  # 8 MiB reads from the baseline
+                if self.minor and not want_dirty:
+                    step = 1 << 15  # nothing to read: map 128 MiB per pass
                 for i in range(0, len(todo), step):
                     if self._stop.is_set():
                         return
@@ -245,6 +334,13 @@ class LazyServer:
                     with self.lock:
                         chunk = chunk[~self.present[chunk]]
                     if len(chunk) == 0:
+                        continue
+                    if self.minor:
+                        if want_dirty:
+                            self.fill_source(chunk, view)
+                        n = self._place_minor(chunk, view if want_dirty else None)
+                        if want_dirty:
+                            self.stats.filled_from_source += n
                         continue
                     self._page_content(chunk, view, fill=True)
                     # place contiguous runs of the chunk with one ioctl each
@@ -284,33 +380,60 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                  on_listening=None):
     """Lazy counterpart of recovery.recover: returns a RecoveryReport once the region is fully resident."""
     from .protocol import ProtocolError
-    from .recovery import RecoveryFailed, RecoveryReport, pick_baseline, store_name_of
+    from .recovery import RecoveryFailed, RecoveryReport, choose_baseline, local_current, store_name_of
+    from .store import DirStore
     from .transport_tcp import PageClient
 
     t0 = time.monotonic()
     stats = LazyStats(t0)
     phases: dict[str, float] = {}
     name = store_name_of(region)
-    used, label, m, note = pick_baseline(store, local, name, None)
+    # Listen first: the replacement connects (and registers its userfaultfd) while the baseline is
+    # prepared; it is answered only when the region is ready to serve from.
+    if os.path.exists(helper):
+        os.unlink(helper)
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(helper)
+    ls.listen(1)
+    ls.settimeout(attach_timeout)
+    if on_listening:
+        on_listening()
+    clients: list[PageClient] = []
+    reason = ""
+
+    def connect() -> None:
+        nonlocal reason
+        try:
+            clients.append(PageClient(source, region, token, timeout, tls))
+        except OSError as exc:
+            reason = f"source {source.host}:{source.port} unreachable: {exc}"
+        phases["connect_s"] = round(time.monotonic() - t0, 4)
+
+    # with a pre-staged copy the source decides at once; else after the store (no idle connection)
+    early = source is not None and local_current(local, name) is not None
+    if early:
+        connect()
+    # with a pre-staged copy the source is asked for the pages dirty since its epoch and the shared
+    # store is not asked at all (recovery.choose_baseline): nothing but the source on the way to serving
+    used, label, m, note, answer = choose_baseline(store, local, name, None,
+                                                   clients[0].dirty_since if clients else None)
+    if source is not None and not early:
+        connect()
     ref = used.sums(m)
     ps, n = m.page_size_bytes, m.npages
     phases["manifest_s"] = round(time.monotonic() - t0, 4)
-    sources: dict = {"baseline": {"from": label, "url": used.url, "epoch": m.epoch, "note": note}}
-    clients: list[PageClient] = []
-    reason = ""
     dirty = np.zeros(n, dtype=bool)
     meta: dict = {}
-    if source is not None:
+    if clients:
         try:
-            c = PageClient(source, region, token, timeout, tls)
-            clients.append(c)
-            dirty, meta = c.dirty_since(m.epoch)
-        except OSError as exc:
-            reason = f"source {source.host}:{source.port} unreachable: {exc}"
+            dirty, meta = answer if answer is not None else clients[0].dirty_since(m.epoch)  # type: ignore[misc]
+        except (OSError, ProtocolError) as exc:
+            reason = f"source {source.host}:{source.port} failed: {exc}"
             for c in clients:
                 c.close()
             clients = []
     phases["dirty_list_s"] = round(time.monotonic() - t0, 4)
+    sources: dict = {"baseline": {"from": label, "url": used.url, "epoch": m.epoch, "note": note}}
 
     def source_reader(idx: int):  # type: ignore[no-untyped-def]
         def read(pages: np.ndarray, dst: memoryview) -> None:
@@ -338,17 +461,19 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
                 source_reader(idx)(pages[j:j + 1], dst[j * ps:(j + 1) * ps])
         return read
 
-    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.ftruncate(fd, m.size_bytes)
-    os.close(fd)
-    if os.path.exists(helper):
-        os.unlink(helper)
-    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ls.bind(helper)
-    ls.listen(1)
-    ls.settimeout(attach_timeout)
-    if on_listening:
-        on_listening()
+    # A pre-staged, verified copy on this filesystem is adopted (renamed into place) and only the
+    # dirty pages are punched out: they are the only pages that fault, from the source. Otherwise
+    # the file starts empty and every page arrives by fault or by the fill.
+    t = time.monotonic()
+    mark = used.adopt(m, dest, cleanup=False) if label == "local" and isinstance(used, DirStore) else None
+    if mark is not None:
+        phases["adopt_s"] = round(time.monotonic() - t, 4)
+    else:
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.ftruncate(fd, m.size_bytes)
+        os.close(fd)
+    sources["baseline"].update(adopted=mark is not None,
+                               verified=f"when pre-staged ({mark.get('verified_at')})" if mark else "per page, on use")
     try:
         c, _ = ls.accept()
         msg, fds, _, _ = socket.recv_fds(c, 4096, 1)
@@ -357,6 +482,22 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
             c.sendall(json.dumps({"ok": False, "error": "expected one userfaultfd for the whole region"}).encode())
             raise ValueError("bad attach")
         ufd = fds[0]
+        minor = bool(req.get("minor")) and mark is not None
+        own_map = None
+        if mark is not None and not minor:
+            # the kernel maps an adopted file's pages without asking: take the dirty ones out first
+            t = time.monotonic()
+            fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                for _pos, first, count in runs_of(np.flatnonzero(dirty)):
+                    _punch(fd, first * ps, count * ps)
+            finally:
+                os.close(fd)
+            phases["punch_s"] = round(time.monotonic() - t, 4)
+        elif minor:
+            fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
+            own_map = mmap.mmap(fd, m.size_bytes)  # our own mapping: not registered, writes never fault
+            os.close(fd)
         c.sendall(json.dumps({"ok": True}).encode())
     finally:
         ls.close()
@@ -364,12 +505,22 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
     stats.attached_at = time.monotonic()
     srv = LazyServer(ufd, int(req["addr"]), n, ps, m.checksum_algo, ref, dirty, baseline_reader(0),
                      source_reader(0), stats, baseline_reader(1 if clients else 0), source_reader(1))
+    if mark is not None and not minor:
+        srv.present |= ~dirty  # the adopted baseline pages are in place; only the punched ones fault
+    if own_map is not None:
+        srv.minor, srv.own = True, memoryview(own_map)
     faults = threading.Thread(target=srv.serve_faults, name="ewm-lazy-faults", daemon=True)
     faults.start()
+    if mark is not None:
+        used.forget(m)
     srv.fill()
     srv.stop()
     faults.join(timeout=5)
     os.close(ufd)
+    if own_map is not None:
+        assert srv.own is not None
+        srv.own.release()
+        own_map.close()
     try:
         c.sendall(json.dumps({"resident": srv.error is None, "at": stats.resident_at}).encode())
     except OSError:
@@ -379,7 +530,7 @@ def recover_lazy(store, region: str, dest: str, source, token: bytes, helper: st
         c.close()
     err = srv.error
     fs = np.array(stats.fault_seconds) if stats.fault_seconds else np.zeros(1)
-    lazy = {"attach_s": round(stats.attached_at - t0, 4),
+    lazy = {"attach_s": round(stats.attached_at - t0, 4), "minor_mode": srv.minor,
             "first_fault_served_s": round(stats.first_fault_served_at - t0, 4) if stats.first_fault_served_at else None,
             "fully_resident_s": round((stats.resident_at or time.monotonic()) - t0, 4),
             "faults": stats.faults, "fault_pages_from_source": stats.fault_pages_from_source,

@@ -9,11 +9,13 @@ the WorkloadGroup's status. Standard Kubernetes, no extra RBAC for the pod.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from typing import Any
 
 from ..api.workloadgroup import MemoryRecovery
-from .initcontainer import STORE_MOUNT, TLS_DIR, TOKEN_DIR, recover_command
+from .initcontainer import LAZY_ENV, PRESTAGE_DIR, STORE_MOUNT, TLS_DIR, TOKEN_DIR, recover_command
+from .naming import RegionId
 
 INIT_NAME = "edgeweave-memory-recover"
 STORE_VOLUME = "edgeweave-baselines"
@@ -21,34 +23,67 @@ TOKEN_VOLUME = "edgeweave-memory-token"
 SHM_VOLUME = "edgeweave-shm"
 TLS_VOLUME = "edgeweave-memory-tls"
 TLS_SECRET = "edgeweave-memory-tls"  # the chart's (or cert-manager's) client certificate + CA
+PRESTAGE_VOLUME = "edgeweave-prestaged"
 
 
-def region_name(namespace: str, workload: str) -> str:
-    return f"{namespace}-{workload}"
+def lazy_socket(spec: dict[str, Any]) -> str | None:
+    """The socket an app container declares (env EDGEWEAVE_MEMORY_LAZY_SOCKET) it will attach its
+    userfaultfd to: it serves before its region is resident. Only a path on the shared /dev/shm counts."""
+    for c in spec.get("containers") or []:
+        for e in c.get("env") or []:
+            v = e.get("value")
+            if e.get("name") == LAZY_ENV and isinstance(v, str) and v.startswith("/dev/shm/") and ".." not in v:
+                return v
+    return None
 
 
 def recovery_patch(spec: dict[str, Any], settings: MemoryRecovery, region: str, source_host: str | None,
-                   image: str) -> dict[str, Any]:
-    """initContainers and volumes for the pod spec, with the recovery container first."""
-    argv = recover_command(settings, region, source_host)
+                   image: str, prestage_host_dir: str | None = None) -> dict[str, Any]:
+    """initContainers and volumes for the pod spec, with the recovery container first.
+
+    `prestage_host_dir` (default: $EDGEWEAVE_MEMORY_PRESTAGE_HOST_DIR, which the chart sets when the
+    agents pre-stage) is the node agents' pre-staged copies: the region's own directory is mounted
+    read-only (subPath) and recovery reads it instead of the store when it is the right epoch. It is
+    a copy within the node, not an adoption: the pod's /dev/shm is another mount.
+    When an app container declares a lazy socket (`lazy_socket`), the recovery runs as a native
+    sidecar (restartPolicy Always, Kubernetes >= 1.29): the app starts once the socket listens,
+    attaches and serves while the recovery answers its faults and fills the rest; the sidecar then
+    idles (its report is in its log; a sidecar has no termination message while it runs).
+    """
+    if prestage_host_dir is None:
+        prestage_host_dir = os.environ.get("EDGEWEAVE_MEMORY_PRESTAGE_HOST_DIR") or None
+    lazy = lazy_socket(spec)
+    argv = recover_command(settings, region, source_host, local_cache=PRESTAGE_DIR if prestage_host_dir else None,
+                           lazy_socket=lazy)
     script = (f"{shlex.join(argv)} > /tmp/recovery.out; rc=$?; cat /tmp/recovery.out; "
-              "tail -n 1 /tmp/recovery.out > /dev/termination-log; exit $rc")
-    init = {
+              "tail -n 1 /tmp/recovery.out > /dev/termination-log; ")
+    script += "[ $rc -eq 0 ] || exit $rc; exec sleep infinity" if lazy else "exit $rc"
+    mounts = [{"name": STORE_VOLUME, "mountPath": STORE_MOUNT, "readOnly": True},
+              {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+              {"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True},
+              {"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    vols: list[dict[str, Any]] = [
+        {"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": settings.store_claim, "readOnly": True}},
+        {"name": TOKEN_VOLUME, "secret": {"secretName": settings.token_secret}},
+        {"name": TLS_VOLUME, "secret": {"secretName": TLS_SECRET}},
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    if prestage_host_dir:
+        # only this region's directory, read-only: the pod sees no other tenant's baselines
+        name = RegionId.parse(region).store_name
+        mounts.append({"name": PRESTAGE_VOLUME, "mountPath": f"{PRESTAGE_DIR}/{name}", "subPath": name,
+                       "readOnly": True})
+        vols.append({"name": PRESTAGE_VOLUME, "hostPath": {"path": prestage_host_dir, "type": "Directory"}})
+    init: dict[str, Any] = {
         "name": INIT_NAME, "image": image, "command": ["sh", "-c", script],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": STORE_VOLUME, "mountPath": STORE_MOUNT, "readOnly": True},
-                         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
-                         {"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True},
-                         {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError", "volumeMounts": mounts,
     }
+    if lazy:
+        init["restartPolicy"] = "Always"
+        init["startupProbe"] = {"exec": {"command": ["test", "-S", lazy]}, "periodSeconds": 1,
+                                "failureThreshold": 600}
     volumes = list(spec.get("volumes") or [])
     have = {v.get("name") for v in volumes}
-    for vol in ({"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": settings.store_claim, "readOnly": True}},
-                {"name": TOKEN_VOLUME, "secret": {"secretName": settings.token_secret}},
-                {"name": TLS_VOLUME, "secret": {"secretName": TLS_SECRET}},
-                {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}):
-        if vol["name"] not in have:
-            volumes.append(vol)
+    volumes += [v for v in vols if v["name"] not in have]
     inits = [c for c in spec.get("initContainers") or [] if c.get("name") != INIT_NAME]
     return {"initContainers": [init, *inits], "volumes": volumes}
 

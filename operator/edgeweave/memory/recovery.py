@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .hashing import page_sums
 from .naming import RegionId
 from .protocol import AuthError, ProtocolError
-from .store import BaselineStore, Manifest, StoreError
+from .store import BaselineStore, DirStore, Manifest, StoreError
 from .transport_tcp import ChecksumMismatch, Endpoint, PageClient, fetch_parallel
 
 
@@ -106,6 +106,90 @@ def _close_map(buf: memoryview, mp: mmap.mmap, fd: int) -> None:
     os.close(fd)
 
 
+def local_current(local: BaselineStore | None, name: str) -> Manifest | None:
+    if local is None:
+        return None
+    try:
+        return local.manifest(name)
+    except (StoreError, OSError, ValueError):
+        return None
+
+
+def choose_baseline(store: BaselineStore, local: BaselineStore | None, name: str, epoch: int | None,
+                    dirty_of) -> tuple[BaselineStore, str, Manifest, str, object]:  # type: ignore[no-untyped-def]
+    """(store to read, label, manifest, note, the source's dirty answer if already asked).
+
+    With a pre-staged copy the source is asked for the pages dirty since the *pre-staged* epoch:
+    that gives the source's state whatever the store's current epoch is, so the shared store is
+    not asked at all (no round trip, no S3 client on the way to serving). Only when the source
+    cannot answer for that epoch (its dirty list does not reach back, or it is gone) does the
+    store decide, as `pick_baseline`. `dirty_of(epoch)` returns the source's answer or raises; it
+    is None when there is no source.
+    """
+    lm = local_current(local, name) if epoch is None else None
+    note = ""
+    if lm is not None and dirty_of is not None and local is not None:
+        try:
+            answer = dirty_of(lm.epoch)
+            return (local, "local", lm, f"pre-staged epoch {lm.epoch} + the pages the source wrote since it; "
+                    "the store was not asked", answer)
+        except (ProtocolError, OSError) as exc:  # e.g. no dirty list reaches back that far: the store decides
+            note = f"source cannot answer for pre-staged epoch {lm.epoch} ({exc}); "
+    try:
+        m = store.manifest(name, epoch)
+    except (StoreError, OSError) as exc:
+        if lm is None or local is None:
+            raise
+        return (local, "local", lm, f"{note}shared store unreachable ({exc}); used the pre-staged epoch {lm.epoch}",
+                None)
+    used, label, m2, n2 = pick_baseline(_Known(store, m), local, name, m.epoch)
+    return (store if isinstance(used, _Known) else used), label, m2, note + n2, None
+
+
+class _Known:
+    """A store whose manifest for one epoch is already known (no second round trip)."""
+
+    def __init__(self, store: BaselineStore, m: Manifest) -> None:
+        self.store, self.m = store, m
+
+    def manifest(self, name: str, epoch: int | None = None) -> Manifest:
+        return self.m if epoch in (None, self.m.epoch) else self.store.manifest(name, epoch)
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, attr)
+
+
+def load_baseline(used: BaselineStore, label: str, m: Manifest, dest: str,
+                  phases: dict[str, float]) -> tuple[int, mmap.mmap, dict]:
+    """The new region file at `dest` holding the baseline: (fd, map, what happened).
+
+    A pre-staged copy on the same filesystem is adopted (renamed into place: its pages were
+    checked when pulled); anything else is read into a fresh file and every page checked here.
+    """
+    t = time.monotonic()
+    if label == "local" and isinstance(used, DirStore):
+        mark = used.adopt(m, dest, cleanup=False)  # the caller forgets the rest once the region is built
+        if mark is not None:
+            fd = os.open(dest, os.O_RDWR | os.O_CLOEXEC)
+            # no MAP_POPULATE: only the dirty pages are touched
+            mp = mmap.mmap(fd, m.size_bytes, flags=mmap.MAP_SHARED)
+            phases["adopt_s"] = round(time.monotonic() - t, 4)
+            return fd, mp, {"adopted": True, "bytes": 0, "verified": f"when pre-staged ({mark.get('verified_at')})",
+                            "corrupt": np.zeros(0, np.int64)}
+    fd, mp = _alloc(dest, m.size_bytes)
+    buf = memoryview(mp)
+    try:
+        nbytes = used.read_into(m, buf)
+        phases["baseline_load_s"] = round(time.monotonic() - t, 4)
+        t = time.monotonic()
+        got = page_sums(buf, m.page_size_bytes, algo=m.checksum_algo)
+        corrupt = np.flatnonzero(np.any(got != used.sums(m), axis=1))
+        phases["baseline_verify_s"] = round(time.monotonic() - t, 4)
+    finally:
+        buf.release()
+    return fd, mp, {"adopted": False, "bytes": nbytes, "verified": "at recovery", "corrupt": corrupt}
+
+
 def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | None, token: bytes,
             epoch: int | None = None, connections: int = 4, batch: int = 256, depth: int = 8,
             timeout: float = 5.0, tls: ssl.SSLContext | None = None, require_source: bool = False,
@@ -129,43 +213,66 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     if full_copy:
         return _full_copy(region, dest, source, token, connections, batch, depth, timeout, tls, t0)
 
+    # --- with a pre-staged copy the source is asked first and alone decides (choose_baseline);
+    # otherwise it is asked once the baseline is in place, as the connection would sit idle (and be
+    # closed by the page server's idle timeout) through a long store read
+    client = None
+    reason = "no source given"
+
+    def connect() -> None:
+        nonlocal client, reason
+        assert source is not None
+        t = time.monotonic()
+        try:
+            client = PageClient(source, region, token, timeout, tls)
+        except AuthError as exc:
+            raise fail(f"source refused us: {exc}", epoch=epoch, source_reachable=True, pages=0, bytes=0) from exc
+        except OSError as exc:
+            reason = f"source {source.host}:{source.port} unreachable: {exc}"
+        phases["connect_s"] = round(phases.get("connect_s", 0.0) + time.monotonic() - t, 4)
+
+    early_source = source is not None and epoch is None and local_current(local, name) is not None
+    if early_source:
+        connect()
+
+    def dirty_of(e: int) -> tuple[np.ndarray, dict]:
+        # over the control connection for both transports: the RDMA reader registers the region
+        # buffer, which does not exist until the baseline is chosen
+        assert client is not None
+        return client.dirty_since(e)
+
     try:
         t = time.monotonic()
-        used, label, m, note = pick_baseline(store, local, name, epoch)
+        used, label, m, note, early = choose_baseline(store, local, name, epoch,
+                                                             dirty_of if client is not None else None)
         ref = used.sums(m)
         phases["manifest_s"] = round(time.monotonic() - t, 4)
     except (StoreError, OSError, ValueError) as exc:
-        raise fail(f"no usable baseline: {exc}", epoch=epoch, source_reachable=False, pages=0, bytes=0) from exc
+        if client is not None:
+            client.close()
+        raise fail(f"no usable baseline: {exc}", epoch=epoch, source_reachable=client is not None, pages=0,
+                   bytes=0) from exc
     sources["baseline"] = {"from": label, "url": used.url, "epoch": m.epoch, "note": note}
     store = used
     ps, n = m.page_size_bytes, m.npages
     base.update(epoch=m.epoch, size_bytes=m.size_bytes, page_size_bytes=ps)
 
-    fd, mp = _alloc(dest, m.size_bytes)
+    t_used = time.monotonic()  # the source connection's last use (connect or dirty list)
+    fd, mp, loaded = load_baseline(used, label, m, dest, phases)
     buf = memoryview(mp)
     try:
-        t = time.monotonic()
-        baseline_bytes = store.read_into(m, buf)
-        phases["baseline_load_s"] = round(time.monotonic() - t, 4)
-        sources["baseline"]["bytes"] = baseline_bytes
-        t = time.monotonic()
-        got = page_sums(buf, ps, algo=m.checksum_algo)
-        corrupt = np.flatnonzero(np.any(got != ref, axis=1))
-        phases["baseline_verify_s"] = round(time.monotonic() - t, 4)
-        base.update(baseline_bytes=baseline_bytes, corrupt_baseline_pages=corrupt.tolist()[:1000])
+        if source is not None and client is None and not early_source:
+            connect()
+        elif client is not None and time.monotonic() - t_used > 1.0:
+            # a long read (a copy from disk, or the store after all): a fresh connection for the
+            # transfer, before the page server's idle timeout closes this one under us
+            client.close()
+            client = None
+            connect()
+        corrupt = loaded["corrupt"]
+        sources["baseline"].update(bytes=loaded["bytes"], adopted=loaded["adopted"], verified=loaded["verified"])
+        base.update(baseline_bytes=loaded["bytes"], corrupt_baseline_pages=corrupt.tolist()[:1000])
 
-        # --- the source: dirty list, then the dirty (and any corrupt) pages --------------------
-        client = None
-        reason = "no source given"
-        if source is not None:
-            t = time.monotonic()
-            try:
-                client = PageClient(source, region, token, timeout, tls)
-            except AuthError as exc:
-                raise fail(f"source refused us: {exc}", source_reachable=True, pages=0, bytes=0) from exc
-            except OSError as exc:
-                reason = f"source {source.host}:{source.port} unreachable: {exc}"
-            phases["connect_s"] = round(time.monotonic() - t, 4)
         if client is None:
             if require_source:
                 raise fail(f"{reason}; --require-source was given", source_reachable=False, pages=0, bytes=0)
@@ -181,29 +288,31 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                                   f"({sources['baseline']['from']}) only; writes made after epoch {m.epoch} "
                                   f"are lost", **base)  # type: ignore[arg-type]
 
+        saved: np.ndarray | None = None
+        pages = np.zeros(0, np.int64)
+        words = np.frombuffer(mp, dtype=np.uint8).reshape(n, ps)
         try:
             if (client.npages, client.page_size, client.algo) != (n, ps, m.checksum_algo):
                 raise ProtocolError(f"source region geometry {client.npages}x{client.page_size} "
                                     f"({client.algo}) differs from the baseline {n}x{ps} ({m.checksum_algo})")
             t = time.monotonic()
-            if transport == "rdma":
-                # One-sided: the dirty slots and pages are READ without the source's CPU.
-                from .transport_rdma import RdmaReader
-
-                reader = RdmaReader(client, buf)
-                dirty, meta = reader.dirty_since(m.epoch), {}
-            else:
-                dirty, meta = client.dirty_since(m.epoch)
+            dirty, meta = early if early is not None else dirty_of(m.epoch)  # type: ignore[misc]
             phases["dirty_list_s"] = round(time.monotonic() - t, 4)
             want = dirty.copy()
             want[corrupt] = True
             pages = np.flatnonzero(want)
+            saved = words[pages].copy()  # the baseline of what is overwritten: a failed transfer puts it back
             t = time.monotonic()
             nbytes = client.rx
             if transport == "rdma":
+                from .transport_rdma import RdmaReader
+
+                reader = RdmaReader(client, buf)
                 nbytes += reader.read_pages(pages) + len(reader.state_buf)
             elif len(pages):
-                nbytes += fetch_parallel(source, region, token, pages, buf, connections, batch, depth,
+                # a few MB go faster over the one connection already open than over new TLS handshakes
+                conns = max(1, min(connections, -(-len(pages) // 8192)))
+                nbytes += fetch_parallel(source, region, token, pages, buf, conns, batch, depth,
                                          timeout, tls, first=client)
             phases["fetch_s"] = round(time.monotonic() - t, 4)
         except (OSError, ProtocolError, ChecksumMismatch) as exc:
@@ -215,11 +324,12 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             if require_source:
                 raise fail(f"source failed mid-recovery: {exc}", source_reachable=True, pages=0,
                            bytes=client.rx) from exc
-            store.read_into(m, buf)
-            again = page_sums(buf, ps, algo=m.checksum_algo)
-            if np.any(again != ref):
-                raise fail("baseline changed under us while rolling back", source_reachable=True,
-                           pages=0, bytes=client.rx) from exc
+            if saved is not None and len(pages):
+                words[pages] = saved
+                again = page_sums(buf, ps, pages.tolist(), algo=m.checksum_algo)
+                if np.any(again != ref[pages]):
+                    raise fail("baseline changed under us while rolling back", source_reachable=True,
+                               pages=0, bytes=client.rx) from exc
             mp.flush()
             sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True, "pages": 0,
                                        "bytes": client.rx, "error": str(exc)}
@@ -228,8 +338,12 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                                   sources=sources,
                                   message=f"source failed mid-transfer ({exc}): restored baseline epoch "
                                   f"{m.epoch} only", **base)  # type: ignore[arg-type]
+        finally:
+            del words
         client.close()
         mp.flush()
+        if loaded["adopted"]:
+            used.forget(m)  # type: ignore[attr-defined]
         sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True,
                                    "pages": int(len(pages)), "bytes": int(nbytes), "dirty_pages": int(dirty.sum()),
                                    "repaired_baseline_pages": int(len(corrupt)),
@@ -239,7 +353,8 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             dirty_pages=int(dirty.sum()), duration_s=round(time.monotonic() - t0, 4), phases=phases,
             sources=sources,
             source_sweep=meta.get("sweep"), transport=transport,
-            message=f"baseline epoch {m.epoch} ({label}) + {int(dirty.sum())} dirty page(s) from the source"
+            message=f"baseline epoch {m.epoch} ({label}{', adopted' if loaded['adopted'] else ''}) + "
+            f"{int(dirty.sum())} dirty page(s) from the source"
             + (f"; {len(corrupt)} corrupt baseline page(s) repaired from the source" if len(corrupt) else ""),
             **base)  # type: ignore[arg-type]
     finally:

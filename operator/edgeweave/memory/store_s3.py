@@ -59,25 +59,36 @@ class RateLimit:
 class S3Store:
     def __init__(self, bucket: str, prefix: str = "", client: object | None = None, workers: int = 8,
                  chunk: int = CHUNK) -> None:
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # Checksums "when required" only: the per-page sums are ours; S3 servers other than
-            # AWS's own do not all take the trailing-checksum upload encoding.
-            client = boto3.client("s3", config=Config(
-                s3={"addressing_style": "path"}, max_pool_connections=workers + 4,
-                retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
-                request_checksum_calculation="when_required", response_checksum_validation="when_required"))
-        self.s3 = client
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        self._errors: tuple[type[BaseException], ...] = (BotoCoreError, ClientError)
+        self._client = client
+        self._lock = threading.Lock()
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.workers = workers
         self.chunk = chunk
         self.fsync = True  # objects are durable once PUT returns
+
+    @property
+    def s3(self):  # type: ignore[no-untyped-def]
+        """The boto3 client, made on first use: a recovery that reads a pre-staged copy never pays for
+        importing boto3 (seconds of CPU on a busy node) on its way to serving."""
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                # Checksums "when required" only: the per-page sums are ours; S3 servers other than
+                # AWS's own do not all take the trailing-checksum upload encoding.
+                self._client = boto3.client("s3", config=Config(
+                    s3={"addressing_style": "path"}, max_pool_connections=self.workers + 4,
+                    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required"))
+            return self._client
+
+    @property
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        return (BotoCoreError, ClientError)
 
     @classmethod
     def from_url(cls, url: str, **kw: object) -> S3Store:

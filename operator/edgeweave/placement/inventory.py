@@ -47,6 +47,7 @@ class PodInfo(BaseModel):
 
     namespace: str
     name: str
+    uid: str = ""
     node: str | None = None
     phase: str = "Pending"
     ready: bool = False
@@ -119,6 +120,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
     return PodInfo(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
         node=spec.get("nodeName"),
         phase=status.get("phase", "Pending"),
         ready=ready,

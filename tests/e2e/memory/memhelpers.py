@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +22,7 @@ from edgeweave.memory.certs import make_pki
 REPO = Path(__file__).resolve().parents[3]
 SIZE = 32 << 20
 NPAGES = SIZE // 4096
-PORT = 7470
+PORT = int(os.environ.get("EDGEWEAVE_MEMORY_PAGE_PORT", "7470"))  # inside the test's own netns
 
 
 def _load_topo() -> Any:
@@ -79,6 +80,7 @@ class Stack:
     dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
     dests: list[Path] = field(default_factory=list)
+    cleanup: list[Path] = field(default_factory=list)  # directories (pre-staged copies in /dev/shm)
     ns: str = field(default_factory=lambda: f"t{secrets.token_hex(3)}")
     pod_uid: str = field(default_factory=lambda: secrets.token_hex(8))
 
@@ -148,6 +150,8 @@ def stack(env: Env, tmp_path: Path) -> Iterator[Stack]:
             p.wait(timeout=10)
         for d in s.dests:
             d.unlink(missing_ok=True)
+        for d in s.cleanup:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def kill9(p: subprocess.Popen) -> None:

@@ -203,3 +203,65 @@ def test_lazy_restore_serves_before_the_region_is_resident(stack: Stack) -> None
     assert lz["filled_from_source"] + lz["fault_pages_from_source"] >= rep["dirty_pages"]
     ahead, wrong = check(region_words(dest), read_acks(str(ack), NPAGES))
     assert len(wrong) == 0 and len(ahead) <= 1
+
+
+def _prestage_in_memory(stack: Stack, store_name: str) -> Path:
+    """What the dst agent does after a snapshot: pull the epoch into node memory (tmpfs), checked."""
+    cache = Path("/dev/shm") / f"ewm-test-prestaged-{secrets.token_hex(4)}"
+    stack.cleanup.append(cache)
+    r = stack.popen("dst", "memory", "prestage", "--store", stack.env.store_url, "--cache", str(cache),
+                    "--region", store_name, log="prestage.log")
+    assert r.stdout is not None
+    out = json.loads(r.stdout.read().strip().splitlines()[-1])
+    r.wait(timeout=60)
+    assert out.get("ok") and out["pulled"], out
+    return cache
+
+
+def test_a_prestaged_copy_in_node_memory_is_adopted_not_copied(stack: Stack) -> None:
+    """Pre-staged on the region's filesystem: recovery renames it into place (no copy, no second
+    check of every page) and writes only the dirty pages from the source over it."""
+    stack.start_agent()
+    w, ready = stack.start_writer("adopt", "--dirty-pages", "700", "--rate", "400")
+    ack = stack.dir / "adopt.ack"
+    cache = _prestage_in_memory(stack, ready["store_name"])
+    wait_for(lambda: ack.stat().st_size >= (700 + 300) * 8, 30, "writer acks")
+    kill9(w)
+    rc, rep, dest = stack.recover("adopt", "--local-cache", str(cache))
+    assert rc == 0, rep
+    b = rep["sources"]["baseline"]
+    assert b["from"] == "local" and b["adopted"] is True and b["bytes"] == 0, b
+    assert "adopt_s" in rep["phases"] and "baseline_verify_s" not in rep["phases"]
+    assert rep["mode"] == "baseline+dirty" and rep["pages"] >= 700
+    ahead, wrong = check(region_words(dest), read_acks(str(ack), NPAGES))
+    assert len(wrong) == 0 and len(ahead) <= 1
+    assert not (cache / ready["store_name"] / "CURRENT").exists()  # the pre-staged epoch was consumed
+
+
+def test_lazy_restore_on_an_adopted_copy_faults_only_the_dirty_pages(stack: Stack) -> None:
+    stack.start_agent()
+    w, ready = stack.start_writer("lzad", "--dirty-pages", "600", "--rate", "400")
+    ack = stack.dir / "lzad.ack"
+    cache = _prestage_in_memory(stack, ready["store_name"])
+    wait_for(lambda: ack.stat().st_size >= (600 + 200) * 8, 30, "writer acks")
+    kill9(w)
+    dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-lzad"
+    stack.dests.append(dest)
+    sock = stack.dir / "lzad.sock"
+    app = stack.popen("dst", "memory", "lazy-check", "--dest", str(dest), "--size", str(SIZE), "--helper",
+                      str(sock), "--ack", str(ack), "--requests", "3000", log="lazy-app.log")
+    rc, rep, _ = stack.recover("lzad", "--lazy", str(sock), "--local-cache", str(cache), dest=dest)
+    assert rc == 0, rep["message"]
+    assert app.stdout is not None
+    served = json.loads(app.stdout.readline())
+    app.wait(timeout=30)
+    lz = rep["source_sweep"]["lazy"]
+    assert rep["mode"] == "lazy:baseline+dirty" and rep["sources"]["baseline"]["adopted"] is True
+    assert served["wrong"] == 0 and served["requests"] == 3000
+    # the baseline was in place: nothing was read from it by fault or fill; the dirty pages came from the
+    # source. MINOR mode (this kernel): clean pages fault too, and are mapped without a read.
+    assert lz["filled_from_baseline"] == 0 and lz["faults"] > 0
+    assert lz["minor_mode"] is True and "punch_s" not in rep["phases"]
+    assert lz["filled_from_source"] + lz["fault_pages_from_source"] + lz.get("already_present", 0) >= rep["dirty_pages"]
+    ahead, wrong = check(region_words(dest), read_acks(str(ack), NPAGES))
+    assert len(wrong) == 0 and len(ahead) <= 1

@@ -93,3 +93,100 @@ def test_prestage_refuses_a_corrupt_copy(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="failed their checksum"):
         prestage_once(shared, local, "ns.r", None)
     assert local.current("ns.r") is None  # nothing half-published
+
+
+@pytest.fixture
+def shm_dir():  # type: ignore[no-untyped-def]
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="ewm-unit-", dir="/dev/shm"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_verified_prestaged_copy_is_adopted_by_rename_and_consumed(tmp_path: Path, shm_dir: Path) -> None:
+    shared, local = DirStore(tmp_path / "shared"), DirStore(shm_dir / "prestaged")
+    _publish(shared, "ns.r", 3)
+    prestage_once(shared, local, "ns.r", None)
+    m = local.manifest("ns.r")
+    data = local.epoch_dir("ns.r", m.epoch) / "data"
+    ino = data.stat().st_ino
+    dest = shm_dir / "region"
+    mark = local.adopt(m, str(dest))
+    assert mark is not None and mark["sums_sha256"] == m.sums_sha256
+    assert dest.stat().st_ino == ino and set(dest.read_bytes()) == {3}  # moved, not copied
+    assert (dest.stat().st_mode & 0o777) == 0o600
+    # consumed: no manifest without data is left for a later reader, and the next pull re-fetches
+    assert local.current("ns.r") is None and not local.epoch_dir("ns.r", m.epoch).exists()
+    assert prestage_once(shared, local, "ns.r", None)["pulled"] is True
+
+
+def test_adoption_needs_the_prestage_mark_and_one_filesystem(tmp_path: Path, shm_dir: Path) -> None:
+    shared = DirStore(tmp_path / "shared")
+    _publish(shared, "ns.r", 4)
+    # written by a snapshot, not pulled and checked by pre-staging: no mark, never adopted
+    assert shared.adopt(shared.manifest("ns.r"), str(shm_dir / "a")) is None
+    assert not (shm_dir / "a").exists() and shared.current("ns.r") == 1
+    # pulled onto disk, the region on tmpfs: a rename cannot cross the mount, nothing is consumed
+    disk = DirStore(tmp_path / "disk-cache")
+    prestage_once(shared, disk, "ns.r", None)
+    m = disk.manifest("ns.r")
+    assert disk.adopt(m, str(shm_dir / "b")) is None
+    assert disk.current("ns.r") == m.epoch and (disk.epoch_dir("ns.r", m.epoch) / "data").exists()
+    # a mark for other checksums (the epoch was replaced under the same number) is not trusted
+    other = DirStore(shm_dir / "c")
+    prestage_once(shared, other, "ns.r", None)
+    (other.epoch_dir("ns.r", 1) / "verified.json").write_text('{"sums_sha256": "00"}')
+    assert other.adopt(other.manifest("ns.r"), str(shm_dir / "d")) is None
+
+
+def test_the_source_answers_for_the_prestaged_epoch_so_the_store_is_not_asked(tmp_path: Path) -> None:
+    from edgeweave.memory.protocol import ProtocolError
+    from edgeweave.memory.recovery import choose_baseline
+
+    shared, local = DirStore(tmp_path / "shared"), DirStore(tmp_path / "local")
+    _publish(shared, "ns.r", 1)
+    prestage_once(shared, local, "ns.r", None)
+    _publish(shared, "ns.r", 2)  # the store moved on to epoch 2; the local copy holds 1
+    asked: list[int] = []
+
+    def dirty_of(e: int) -> str:
+        asked.append(e)
+        return f"dirty since {e}"
+
+    gone = DirStore(tmp_path / "gone")  # the store is not even asked: an unreachable one changes nothing
+    for s in (shared, gone):
+        used, label, m, note, early = choose_baseline(s, local, "ns.r", None, dirty_of)
+        assert (label, m.epoch, early) == ("local", 1, "dirty since 1") and used is local
+        assert "store was not asked" in note
+    assert asked == [1, 1]
+
+    def too_old(e: int) -> str:
+        raise ProtocolError(f"dirty list refused: no dirty list reaches back to epoch {e}")
+
+    used, label, m, note, early = choose_baseline(shared, local, "ns.r", None, too_old)
+    assert (label, m.epoch, early) == ("store", 2, None) and "cannot answer for pre-staged epoch 1" in note
+    # no source at all: the store decides (newest published epoch), as before
+    used, label, m, note, early = choose_baseline(shared, local, "ns.r", None, None)
+    assert (label, m.epoch) == ("store", 2) and "not the store's current" in note
+    used, label, m, note, _ = choose_baseline(gone, local, "ns.r", None, too_old)
+    assert (label, m.epoch) == ("local", 1) and "unreachable" in note
+
+
+def test_prestage_checks_pages_as_they_arrive_even_across_pieces(tmp_path: Path) -> None:
+    """2 MiB pages and 1 MiB rate-limited pieces: every page is still checked, a bad one refused."""
+    shared, local = DirStore(tmp_path / "shared"), DirStore(tmp_path / "local")
+    ps = 2 << 20
+    buf = np.arange(4 * ps, dtype=np.uint64).view(np.uint8)[:4 * ps].copy()
+    shared.write("ns.h", 1, memoryview(buf), ps, DEFAULT_ALGO)
+    assert prestage_once(shared, local, "ns.h", 1e12)["pulled"]
+    data = shared.epoch_dir("ns.h", 1) / "data"
+    raw = bytearray(data.read_bytes())
+    raw[3 * ps + 5] ^= 1
+    data.write_bytes(bytes(raw))
+    import shutil
+
+    shutil.rmtree(local.region_dir("ns.h"))
+    with pytest.raises(Exception, match=r"1 page\(s\).*\[3\]"):
+        prestage_once(shared, local, "ns.h", 1e12)

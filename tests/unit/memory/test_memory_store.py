@@ -88,3 +88,36 @@ def test_init_container_command() -> None:
     assert argv[argv.index("--local-cache") + 1] == "/var/lib/edgeweave/prestaged"
     with pytest.raises(ValueError):
         recover_command(MemoryRecovery(enabled=False), "sessions", None)
+
+
+def test_recovery_patch_reads_the_prestaged_copy_and_runs_lazily_when_the_app_says_so() -> None:
+    from edgeweave.api.workloadgroup import MemoryRecovery
+    from edgeweave.memory.initcontainer import PRESTAGE_DIR, source_region
+    from edgeweave.memory.podpatch import INIT_NAME, PRESTAGE_VOLUME, recovery_patch
+
+    settings = MemoryRecovery(enabled=True, store_claim="base", token_secret="tok")
+    region = source_region("shop", "0f1e2d3c-aaaa-bbbb-cccc-000011112222", "sessions")
+    plain = recovery_patch({"containers": [{"name": "app"}]}, settings, region, "10.0.0.7", "img:1",
+                           prestage_host_dir="")
+    init = plain["initContainers"][0]
+    assert "restartPolicy" not in init and "--lazy" not in init["command"][-1]
+    assert "--local-cache" not in init["command"][-1] and PRESTAGE_VOLUME not in {v["name"] for v in plain["volumes"]}
+
+    spec = {"containers": [{"name": "app", "env": [{"name": "EDGEWEAVE_MEMORY_LAZY_SOCKET",
+                                                    "value": "/dev/shm/edgeweave-lazy.sock"}]}]}
+    out = recovery_patch(spec, settings, region, "10.0.0.7", "img:1", prestage_host_dir="/dev/shm/edgeweave/prestaged")
+    init = out["initContainers"][0]
+    assert init["name"] == INIT_NAME and init["restartPolicy"] == "Always"  # a native sidecar: the app starts
+    assert init["startupProbe"]["exec"]["command"] == ["test", "-S", "/dev/shm/edgeweave-lazy.sock"]
+    script = init["command"][-1]
+    assert "--lazy /dev/shm/edgeweave-lazy.sock" in script and script.endswith("exec sleep infinity")
+    assert f"--local-cache {PRESTAGE_DIR}" in script
+    mount = next(m for m in init["volumeMounts"] if m["name"] == PRESTAGE_VOLUME)
+    # only this region's pre-staged directory, read-only
+    assert mount == {"name": PRESTAGE_VOLUME, "mountPath": f"{PRESTAGE_DIR}/shop.sessions", "subPath": "shop.sessions",
+                     "readOnly": True}
+    vol = next(v for v in out["volumes"] if v["name"] == PRESTAGE_VOLUME)
+    assert vol["hostPath"]["path"] == "/dev/shm/edgeweave/prestaged"
+    # a socket outside the shared /dev/shm is not a lazy declaration
+    odd = {"containers": [{"name": "app", "env": [{"name": "EDGEWEAVE_MEMORY_LAZY_SOCKET", "value": "/etc/x"}]}]}
+    assert "restartPolicy" not in recovery_patch(odd, settings, region, None, "img:1", "")["initContainers"][0]
