@@ -10,6 +10,11 @@ anti-affinity places on different devices, and a WorkloadGroup:
 - ``agg-b-*``: mode DryRun — the operator records a plan and changes nothing (the no-action baseline,
   which also shows the operator did see the dependency).
 
+First, the churn-forever case: ``agg-n-*`` pairs in Enforce groups under an operator started without
+its steering webhook, with traffic that says move; the pods evicted or replaced over the window are
+``evictions_without_steering`` (a mover that proves steering first evicts none and raises
+SteeringUnavailable). That operator is stopped and those namespaces removed before the main part.
+
 At t0 traffic api→cache appears in Prometheus for every pair at once; the API is polled every 0.2 s
 until every Enforce pair is together (then held a few seconds to see it stays), or the window ends.
 The Deployments' generation and pod template are compared before and after: any change is GitOps drift.

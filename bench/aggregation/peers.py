@@ -295,21 +295,21 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
                 for src, dst in (("api", "cache"), ("web", "api")):
                     st.prom.series.set_rate("edgeweave_flow_bytes_total", {
                         "namespace": ns, "source_workload": src, "destination_workload": dst}, RATE)
-                custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", {
-                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": ns},
-                    "spec": {"selector": {LABEL: ns}, "mode": "Enforce",
-                             "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
-                             "aggregation": {"cooldownSeconds": 30, **(
-                                 {"spread": {"maxReplicasPerDevice": 0}} if arm == "c0" else {})}}})
-            for svc, replicas, _ in APP:
+            for svc, _n, _ in APP:
                 tmpl = pod_template(svc, ns, arm, partners_of(svc))
                 for r, node in enumerate(by_slot[(i, svc)]):
                     body = {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": f"{svc}-start-{r}", "labels": tmpl["metadata"]["labels"]},
                             "spec": {**tmpl["spec"], "nodeName": pools.map_node(node, "a", arm)}}
                     core.create_namespaced_pod(ns, body)
-                # adopts the pods above (same selector, no controller yet): nothing is re-created
-                apps.create_namespaced_replica_set(ns, replica_set(svc, replicas, ns, arm))
+    # the ReplicaSets come once their pods are seen Running, so they adopt them (same selector, no
+    # controller yet) rather than racing to create their own
+    for arm in arms:
+        if arm != "a":
+            ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], node_names[arm]), 120, f"run {run}: {arm} pods")
+            for ns in ns_of[arm]:
+                for svc, replicas, _ in APP:
+                    apps.create_namespaced_replica_set(ns, replica_set(svc, replicas, ns, arm))
     starts = {arm: ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], node_names[arm]), 120,
                                f"run {run}: {arm} at the start placement") for arm in arms}
     for arm in arms:
@@ -317,7 +317,7 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
             got = sorted(n for n in starts[arm].values())
             want = sorted(pools.map_node(n, "a", arm) for n in start.values())
             if got != want:
-                raise AssertionError(f"run {run}: arm {arm} did not start on the shared placement")
+                raise StartMismatch(f"run {run}: arm {arm} did not start on the shared placement")
     start_score = score(start)
 
     rng = random.Random(args.seed * 1000 + run)
@@ -344,6 +344,16 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
                                            f"--policy-config-file={policy}", "--descheduling-interval=10s",
                                            "--leader-elect=false", "--secure-port=0", "-v=2"],
                                           stdout=dlog, stderr=subprocess.STDOUT, start_new_session=True)
+    # edgeweave starts acting at t0 too: its groups are created now, as the deschedulers start
+    for arm in arms:
+        if arm in OURS:
+            for ns in ns_of[arm]:
+                custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", {
+                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": ns},
+                    "spec": {"selector": {LABEL: ns}, "mode": "Enforce",
+                             "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
+                             "aggregation": {"cooldownSeconds": 30, **(
+                                 {"spread": {"maxReplicasPerDevice": 0}} if arm == "c0" else {})}}})
     t0 = time.monotonic()
     live_nodes = {}
     for arm in arms:
@@ -378,6 +388,14 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
             elif now - since[arm] >= args.steady:
                 steady_at[arm] = since[arm] - t0
         time.sleep(0.5)
+    # the window is over: the deschedulers stop, and an arm without a complete placement since the
+    # churn (a descheduler evicting faster than pods come back) is read once its pods are all back
+    for arm in list(procs):
+        procs[arm].send_signal(signal.SIGTERM)
+    for arm in arms:
+        if last[arm] is None:
+            last[arm] = ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], live_nodes[arm]), 90,
+                                    f"run {run}: {arm} complete after the window")
     rows: dict[str, dict] = {}
     for arm in arms:
         final = last[arm] or {}
@@ -416,6 +434,10 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
     return rows
 
 
+class StartMismatch(AssertionError):
+    """An arm's ReplicaSet replaced a start pod before adopting it: the run is void, not counted."""
+
+
 CHILDREN: dict[str, subprocess.Popen] = {}  # this process's descheduler instances
 
 
@@ -452,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steady", type=float, default=30.0, help="settled: placement unchanged this long")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--first-run", type=int, default=0, help="index of the first run (names and churn draw)")
+    ap.add_argument("--merge", help="a previous --out (or .partial.json) whose runs are counted with these")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (a is always run: it places)")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "aggregation" / "peers.json"))
     args = ap.parse_args(argv)
@@ -466,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     st.devcluster = ck.load_hack("devcluster")
     packer = None
     runs: list[dict[str, dict]] = []
+    void: list[str] = []
     t_start = time.monotonic()
     try:
         st.devcluster.stop()
@@ -489,8 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         st.prom.start()
         if set(OURS) & set(arms):
             ck.start_operator(st, out_dir, namespace="agg-pc*", log_name="operator-peers.log")
-        for run in range(args.runs):
-            runs.append(run_once(st, args, run, pools, out_dir, desched_bin, arms))
+        for run in range(args.first_run, args.first_run + args.runs):
+            try:
+                runs.append(run_once(st, args, run, pools, out_dir, desched_bin, arms))
+            except StartMismatch as e:
+                void.append(str(e))  # its namespaces stay; the next run uses new names
+                log(f"{e}: run not counted")
             Path(args.out).with_suffix(".partial.json").write_text(json.dumps(runs, indent=1))
     finally:
         for child in [*CHILDREN.values(), *([packer] if packer is not None else [])]:
@@ -499,12 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         if st.prom is not None:
             st.prom.close()
         st.devcluster.stop()
+    if args.merge:
+        prev = json.loads(Path(args.merge).read_text())
+        back = {v: k for k, v in ARM_NAMES.items()}
+        earlier = prev if isinstance(prev, list) else [{back[n]: row for n, row in r.items()}
+                                                        for r in prev["real_peers"]["per_run"]]
+        runs = earlier + runs
     summary = summarise(runs)
     headline = ("traffic_ratio_vs_best_real_peer", "traffic_ratio_vs_best_real_peer_ci95",
                 "moves_ratio_vs_best_real_peer", "moves_ratio_vs_best_real_peer_ci95")
     result = {
         **{k: summary.get(k) for k in headline},
-        "real_peers": {**summary, "runs": len(runs), "window_s": args.window, "steady_s": args.steady,
+        "real_peers": {**summary, "runs": len(runs), "void_runs": void, "window_s": args.window, "steady_s": args.steady,
                        "devices_per_arm": args.sites * args.nodes_per_site, "apps_per_arm": args.apps,
                        "settled": f"placement unchanged for {args.steady:.0f} s within {args.window:.0f} s of the churn",
                        "wall_seconds": round(time.monotonic() - t_start, 1),
