@@ -10,6 +10,11 @@ anti-affinity places on different devices, and a WorkloadGroup:
 - ``agg-b-*``: mode DryRun — the operator records a plan and changes nothing (the no-action baseline,
   which also shows the operator did see the dependency).
 
+First, the churn-forever case: ``agg-n-*`` pairs in Enforce groups under an operator started without
+its steering webhook, with traffic that says move; the pods evicted or replaced over the window are
+``evictions_without_steering`` (a mover that proves steering first evicts none and raises
+SteeringUnavailable). That operator is stopped and those namespaces removed before the main part.
+
 At t0 traffic api→cache appears in Prometheus for every pair at once; the API is polled every 0.2 s
 until every Enforce pair is together (then held a few seconds to see it stays), or the window ends.
 The Deployments' generation and pod template are compared before and after: any change is GitOps drift.
@@ -39,17 +44,18 @@ sys.path.insert(0, str(REPO / "hack"))
 from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a script dir
 
 # Ports and state of our own, so a `make run` or an integration test run elsewhere is left alone.
-for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-agg"), "EDGEWEAVE_APISERVER_PORT": "56443",
-               "EDGEWEAVE_ETCD_PORT": "53790", "EDGEWEAVE_ETCD_PEER_PORT": "53800",
-               "EDGEWEAVE_KCM_PORT": "56257", "EDGEWEAVE_SCHED_PORT": "56259",
-               "EDGEWEAVE_KWOK_PORT": "56280"}.items():
+# Below 32768: the kernel hands out ports above that to outgoing connections, which could hold ours.
+for _k, _v in {"EDGEWEAVE_RUN_DIR": str(REPO / ".run" / "bench-agg"), "EDGEWEAVE_APISERVER_PORT": "25543",
+               "EDGEWEAVE_ETCD_PORT": "25890", "EDGEWEAVE_ETCD_PEER_PORT": "25900",
+               "EDGEWEAVE_KCM_PORT": "25357", "EDGEWEAVE_SCHED_PORT": "25359",
+               "EDGEWEAVE_KWOK_PORT": "25380"}.items():
     os.environ.setdefault(_k, _v)
 
 GROUP, VERSION = "edgeweave.io", "v1alpha1"
 LABEL = "edgeweave.io/group"
 BENCH_LABEL = "edgeweave.io/bench"
 POLL_S = 0.2
-ENFORCE_PREFIX, BASELINE_PREFIX = "agg-e-", "agg-b-"
+ENFORCE_PREFIX, BASELINE_PREFIX, NO_STEERING_PREFIX = "agg-e-", "agg-b-", "agg-n-"
 
 
 def log(msg: str) -> None:
@@ -156,13 +162,17 @@ class Stack:
                               check=True, capture_output=True, text=True, timeout=120).stdout
 
 
-def start_operator(st: Stack, out_dir: Path, workers: int = 0) -> None:
+def start_operator(st: Stack, out_dir: Path, workers: int = 0, *, namespace: str = "agg-*",
+                   steering: bool = True, log_name: str = "operator.log") -> None:
+    """The operator as a subprocess; steering=False runs it without its steering webhook (what a
+    `helm install` without the webhook, or a webhook that is down, gives the mover)."""
     probe = free_port()
-    st.operator_log = out_dir / "operator.log"
+    st.operator_log = out_dir / log_name
     logf = open(st.operator_log, "wb")  # noqa: SIM115 - owned by the child
     argv = [sys.executable, "-m", "edgeweave.cli", "operator", "--standalone", "--probe-host", "127.0.0.1",
-            "--probe-port", str(probe), "--prometheus-url", st.prom.url, "--webhook-port", str(free_port()),
-            "--namespace", "agg-*"]
+            "--probe-port", str(probe), "--prometheus-url", st.prom.url, "--namespace", namespace]
+    if steering:
+        argv += ["--webhook-port", str(free_port())]
     env = {**os.environ, "KUBECONFIG": str(st.kubeconfig)}
     if workers:
         env["EDGEWEAVE_WORKERS"] = str(workers)
@@ -234,6 +244,65 @@ def make_split_pairs(st: Stack, namespaces: list[str]) -> dict[str, dict[str, st
     return split
 
 
+def without_steering(st: Stack, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """The churn-forever case: Enforce groups whose pairs are split and whose traffic says move, with the
+    operator running without its steering webhook. Counts the pods evicted (or otherwise replaced) over
+    the window; a mover that proves steering first evicts none and raises SteeringUnavailable instead."""
+    from kubernetes import client
+
+    core, custom = client.CoreV1Api(st.api), client.CustomObjectsApi(st.api)
+    namespaces = [f"{NO_STEERING_PREFIX}{i:02d}" for i in range(args.no_steering_pairs)]
+    split = make_split_pairs(st, namespaces)
+    start_operator(st, out_dir, args.operator_workers, namespace=f"{NO_STEERING_PREFIX}*", steering=False,
+                   log_name="operator-no-steering.log")
+    operator_log = st.operator_log
+    try:
+        for ns in namespaces:
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", workload_group(ns, "Enforce"))
+
+        def pods() -> dict[str, Any]:
+            return {p.metadata.uid: p for p in core.list_pod_for_all_namespaces(label_selector=BENCH_LABEL).items
+                    if p.metadata.namespace in namespaces}
+
+        def wg(ns: str) -> dict:
+            return custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", ns).get("status") or {}
+
+        wait_for(lambda: all(wg(ns).get("members") == 2 for ns in namespaces), 60, "no-steering groups' first round")
+        uids = set(pods())
+        t0 = time.monotonic()
+        for ns in namespaces:
+            st.prom.series.set_rate("edgeweave_flow_bytes_total",
+                                    {"namespace": ns, "source_workload": "api", "destination_workload": "cache"},
+                                    args.rate)
+        replaced: set[str] = set()
+        flagged_at: dict[str, float] = {}
+        while time.monotonic() - t0 < args.no_steering_window:
+            replaced |= uids - set(pods())
+            for ns in namespaces:
+                cond = next((c for c in wg(ns).get("conditions") or [] if c.get("type") == "SteeringUnavailable"), {})
+                if cond.get("status") == "True":
+                    flagged_at.setdefault(ns, round(time.monotonic() - t0, 1))
+            time.sleep(0.5)
+        statuses = {ns: wg(ns) for ns in namespaces}
+        planned = sum(1 for s in statuses.values() if (s.get("plan") or {}).get("moves"))
+        moves_done = sum(s.get("movesTotal", 0) for s in statuses.values())
+    finally:
+        stop_operator(st)
+    (out_dir / "workloadgroups-no-steering.json").write_text(json.dumps(statuses, indent=2, default=str))
+    for ns in namespaces:
+        st.prom.series.set_rate("edgeweave_flow_bytes_total",
+                                {"namespace": ns, "source_workload": "api", "destination_workload": "cache"}, 0.0)
+        core.delete_namespace(ns)
+    wait_for(lambda: not pods(), 120, "no-steering namespaces gone")
+    out = {"groups": len(namespaces), "pairs_split": len(split), "window_s": args.no_steering_window,
+           "pods_replaced": len(replaced), "groups_with_a_plan": planned, "moves_done": moves_done,
+           "groups_steering_unavailable": len(flagged_at),
+           "seconds_to_steering_unavailable_max": max(flagged_at.values()) if flagged_at else None,
+           "operator_log": str(operator_log)}
+    log(f"without steering: {out}")
+    return out
+
+
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     from kubernetes import client, config
 
@@ -262,6 +331,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
         st.prom = prom_cls(prom_port=free_port(), exporter_port=free_port())
         st.prom.start()
+        no_steering = without_steering(st, args, out_dir) if args.no_steering_pairs else None
         start_operator(st, out_dir, args.operator_workers)
         log(f"prometheus {st.prom.url} and operator ready")
 
@@ -352,6 +422,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             return None if x is None else round(x, 2)
 
         result = {
+            **({"evictions_without_steering": no_steering["pods_replaced"], "no_steering": no_steering}
+               if no_steering else {}),
             "dependency_to_colocated_p50_s": r(nearest_rank(times, 0.5)),
             "dependency_to_colocated_p95_s": r(nearest_rank(times, 0.95)),
             "dependency_to_colocated_max_s": r(max(times) if times else None),
@@ -411,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--operator-workers", type=int, default=0,
                     help="EDGEWEAVE_WORKERS for the operator (0 = the operator's own default)")
     ap.add_argument("--hold", type=float, default=8.0, help="after the last pair is together, watch this long")
+    ap.add_argument("--no-steering-pairs", type=int, default=4,
+                    help="pairs run first under an operator without its steering webhook (0: skip)")
+    ap.add_argument("--no-steering-window", type=float, default=45.0,
+                    help="seconds to count evictions without steering after the traffic appears")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,18 +37,27 @@ from .fit import EPS, CapacityLedger
 from .graph import DependencyGraph, WKey, human_rate
 from .model import DeviceState, Edge, Move, Plan, PlanKind, Skipped, WorkloadState
 from .solver import Problem, SolverPod, solve
-from .spread import conflicts
+from .spread import conflicts, node_selector_ok
 
 RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
 
 MAX_PASSES = 20
-# Wall-time the CP-SAT pass may run until, counted from the call: a plan stays under a second even
-# for a thousand devices (the greedy takes the first half of that there, milliseconds on small fleets).
-PLAN_SECONDS = 0.85
-# Work budget of that pass on CP-SAT's deterministic clock (about seconds of one core): the budget
-# that binds on a machine with spare CPU, so the same snapshot gives the same plan.
+# The CP-SAT pass is bounded by work, not by time, so the same snapshot gives the same plan on an
+# idle machine and on one loaded ten times over. Work is counted on CP-SAT's deterministic clock
+# (about seconds of one core) plus a fixed charge per neighbourhood for building its model in Python.
 SOLVER_WORK = 1.0
 SOLVER_WORK_PER_NEIGHBOURHOOD = 0.5
+# On fleets too large for one model, the split groups after the greedy are solved heaviest first, at
+# most this many per plan and with this much work each: their gains are small there (the greedy is
+# within about 1% of what the neighbourhood search finds on the 1,000-device bench fleet) and each
+# model costs tens of milliseconds to build; the next plan continues with the next heaviest.
+MAX_GROUP_NEIGHBOURHOODS = 4
+GROUP_NEIGHBOURHOOD_WORK = 0.05
+NEIGHBOURHOOD_CHARGE = 0.01  # work charged per model built, whatever the solver reports
+# A safety net only: a plan whose solver pass would run past this wall time (a machine so loaded that
+# a second of work takes minutes) keeps the best answer found so far. It does not bind in normal
+# operation; when it does, the plan may differ from the unhurried one (the bench reports it).
+PLAN_WALL_LIMIT_SECONDS = 20.0
 NOGOOD_ROUNDS = 4  # re-solves of one neighbourhood after an answer with no executable order
 SMALL_FLEET_DEVICES = 24  # up to this many devices (and SMALL_FLEET_PODS pods) one model covers the fleet
 SMALL_FLEET_PODS = 240
@@ -66,9 +75,10 @@ def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[Workloa
 
     max_moves caps the plan (ActuationLimits.maxMovesPerInterval); max_moves_per_group caps each
     WorkloadGroup separately when one call plans several groups. Moves are listed in the order the
-    planner applied them: each fits once the ones before it are done. solver_seconds bounds the
-    wall time of the CP-SAT neighbourhood search after the greedy (default: until PLAN_SECONDS after
-    the call; 0: greedy only); solver_work bounds its deterministic work.
+    planner applied them: each fits once the ones before it are done. solver_work bounds the
+    deterministic work of the CP-SAT neighbourhood search after the greedy (0: greedy only);
+    solver_seconds is a wall-time safety net for it (default PLAN_WALL_LIMIT_SECONDS from the call,
+    which does not bind in normal operation; 0: greedy only).
     """
     started = time.perf_counter()
     p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
@@ -80,7 +90,7 @@ def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[Workloa
         changed = p.refine_pass() or changed
         if not changed or p.exhausted():
             break
-    deadline = started + PLAN_SECONDS if solver_seconds is None else time.perf_counter() + solver_seconds
+    deadline = started + (PLAN_WALL_LIMIT_SECONDS if solver_seconds is None else solver_seconds)
     if solver_work > 0 and (solver_seconds is None or solver_seconds > 0):
         p.solve_pass(deadline, solver_work)
     p.drop_tail_moves()
@@ -129,6 +139,10 @@ class _Planner:
         self.origin = g.placement()
         self.node_of = dict(self.origin)
         self.counts = g.counts(self.node_of)
+        # pods that never move in this plan: a pod only ever shifts onto a known device, so one off
+        # every known device (or pinned, or cooling down) stays put throughout
+        self.pinned = frozenset(p for p, w in g.pods.items()
+                                if not w.movable or w.cooling_down or self.node_of[p] not in self.devices)
         self.on_node: dict[str, set[str]] = {}
         for pod, node in self.node_of.items():
             self.on_node.setdefault(node, set()).add(pod)
@@ -150,6 +164,10 @@ class _Planner:
         self.component_pods = [[p for k in c for p in g.members[k]] for c in self.components]
         self.component_pairs = [[(a, b) for a in c for b in g.neighbours(a) if a < b] for c in self.components]
         self._cross: dict[int, float] = {}  # component -> cross-device traffic, dropped when its pods move
+        # moves of each component's pods so far, so choose_target's candidates (which depend only on
+        # where the component's own pods are) are computed once per change, not once per look
+        self.comp_rev: dict[int, int] = {}
+        self._candidates: dict[int, tuple] = {}
         self.as_far_as_spread: set[int] = set()  # components gathered as far as the spread policy lets them
         # components with no multi-replica workload under a replica limit and no pod that may not move
         limited = policy.spread.max_replicas_per_device > 0
@@ -163,12 +181,13 @@ class _Planner:
         self.labelled: dict[str, int] = {}
         for p in self.constrained:
             self.labelled[self.node_of[p]] = self.labelled.get(self.node_of[p], 0) + 1
+        # cross-device traffic at the snapshot, by component (fills the cache every pass starts from)
+        self.traffic_before = sum(self.component_cross(ci) for ci in range(len(self.components)))
 
     # --- bookkeeping ---------------------------------------------------------------------------------
 
     def fixed(self, pod: str) -> bool:
-        w = self.graph.pods[pod]
-        return not w.movable or w.cooling_down or self.node_of[pod] not in self.devices
+        return pod in self.pinned
 
     def why_fixed(self, pod: str) -> str:
         w = self.graph.pods[pod]
@@ -190,16 +209,40 @@ class _Planner:
         return self.budget_left(self.graph.pods[pod].group) >= 1
 
     def req_ok(self, pod: str, node: str) -> bool:
+        """Context requirements and the pod's nodeSelector: a replacement could land on node."""
+        w = self.graph.pods[pod]
+        if w.constraints.node_selector and not node_selector_ok(w.constraints, self.devices[node].labels):
+            return False
         if self.requirements_ok is None:
             return True
         key = (pod, node)
         r = self._req_cache.get(key)
         if r is None:
-            r = self._req_cache[key] = bool(self.requirements_ok(self.graph.pods[pod], self.devices[node]))
+            r = self._req_cache[key] = bool(self.requirements_ok(w, self.devices[node]))
         return r
 
     def fits(self, node: str, pods: Iterable[str]) -> bool:
-        return self.ledger.fits(node, (self.graph.pods[p] for p in pods), where=lambda w: self.node_of[w.key])
+        # CapacityLedger.fits with the tentative placement, unrolled: the planner's hottest check
+        dev = self.devices.get(node)
+        if dev is None or not dev.schedulable:
+            return False
+        cpu = mem = 0.0
+        ext: dict[str, float] | None = None
+        node_of, pods_of = self.node_of, self.graph.pods
+        for p in pods:
+            if node_of[p] == node:
+                continue
+            w = pods_of[p]
+            cpu += w.cpu
+            mem += w.memory
+            if w.extended:
+                ext = ext if ext is not None else {}
+                for k, v in w.extended.items():
+                    ext[k] = ext.get(k, 0.0) + v
+        led = self.ledger
+        if cpu > led.cpu[node] + EPS or mem > led.mem[node] + EPS:
+            return False
+        return ext is None or all(v <= led.ext[node].get(k, 0.0) + EPS for k, v in ext.items())
 
     def placeable(self, node: str, pods: list[str]) -> bool:
         return self.fits(node, pods) and all(self.req_ok(p, node) for p in pods) and self.spread_ok(node, pods)
@@ -256,6 +299,7 @@ class _Planner:
         if ci is not None:
             self._cross.pop(ci, None)
             self.as_far_as_spread.discard(ci)
+            self.comp_rev[ci] = self.comp_rev.get(ci, 0) + 1
         c = self.counts[k]
         c[frm] -= 1
         if not c[frm]:
@@ -329,36 +373,43 @@ class _Planner:
         """Device that can hold the component (as far as its spread allows) with the fewest moves, the
         pods to move, or why not."""
         pods = self.component_pods[ci]
-        label = self.component_label(ci)
         g = self.graph
-        pinned = sorted({self.node_of[p] for p in pods if self.fixed(p)
-                         and (self.replica_limit == 0 or len(g.members[g.wkey_of[p]]) == 1)})
-        if len(pinned) > 1:
-            return None, [], f"{label} cannot share a device: pods that may not move run on {', '.join(pinned[:3])}"
-        hosts: dict[str, int] = {}
-        for p in pods:
-            hosts[self.node_of[p]] = hosts.get(self.node_of[p], 0) + 1
-        options = []
-        if self.simple[ci]:
-            # no replicas to hold back and nothing pinned (most groups): every pod not on n moves there
-            def cost(n: str) -> tuple:
-                return (len(pods) - hosts[n], sum(g.pods[p].cpu for p in pods if self.node_of[p] != n), n)
-            candidates = [(n, None) for n in sorted(pinned or hosts, key=cost)]
+        rev = self.comp_rev.get(ci, 0)
+        cached = self._candidates.get(ci)
+        if cached is not None and cached[0] == rev:
+            # the candidates and their pods to move depend only on where this component's own pods
+            # are: reuse them while none has moved, and re-check only what other moves change (room)
+            _, pinned, hosts, candidates = cached
         else:
-            for n in (pinned or hosts):
-                to_move = self.movers(ci, n)
-                if to_move is not None:
-                    options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
-            options.sort(key=lambda o: o[:3])
-            candidates = [(n, to_move) for _, _, n, to_move in options]
+            pinned = sorted({self.node_of[p] for p in pods if self.fixed(p)
+                             and (self.replica_limit == 0 or len(g.members[g.wkey_of[p]]) == 1)})
+            if len(pinned) > 1:
+                return None, [], (f"{self.component_label(ci)} cannot share a device: pods that may not move run "
+                                  f"on {', '.join(pinned[:3])}")
+            hosts: dict[str, int] = {}
+            for p in pods:
+                hosts[self.node_of[p]] = hosts.get(self.node_of[p], 0) + 1
+            if self.simple[ci]:
+                # no replicas to hold back and nothing pinned (most groups): every pod not on n moves there
+                def cost(n: str) -> tuple:
+                    return (len(pods) - hosts[n], sum(g.pods[p].cpu for p in pods if self.node_of[p] != n), n)
+                candidates = [(n, [p for p in pods if self.node_of[p] != n]) for n in sorted(pinned or hosts, key=cost)]
+            else:
+                options = []
+                for n in (pinned or hosts):
+                    to_move = self.movers(ci, n)
+                    if to_move is not None:
+                        options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
+                options.sort(key=lambda o: o[:3])
+                candidates = [(n, to_move) for _, _, n, to_move in options]
+            self._candidates[ci] = (rev, pinned, hosts, candidates)
+        label = self.component_label(ci)
         spread_why = ""
         for d, to_move in candidates:
-            if to_move is None:
-                to_move = [p for p in pods if self.node_of[p] != d]
             if self.fits(d, to_move) and all(self.req_ok(p, d) for p in to_move):
                 why = self.spread_conflict(d, to_move)
                 if why is None:
-                    return d, to_move, ""
+                    return d, list(to_move), ""
                 spread_why = spread_why or why
         if spread_why:
             # kept apart by anti-affinity or spread: pods pair with partners one by one (refine_pass)
@@ -381,7 +432,7 @@ class _Planner:
             if all(self.req_ok(p, name) for p in fresh) and self.spread_ok(name, fresh):
                 return name, list(fresh), ""
         if room:
-            return None, [], f"no device with room for {label} meets its context requirements"
+            return None, [], f"no device with room for {label} meets its nodeSelector and context requirements"
         return None, [], f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
 
     def component_label(self, ci: int) -> str:
@@ -656,9 +707,10 @@ class _Planner:
             return False
         hoods = self.neighbourhoods()
         whole_fleet = isinstance(hoods, list)
-        for pods, devs in hoods:
+        per_hood = SOLVER_WORK_PER_NEIGHBOURHOOD if whole_fleet else GROUP_NEIGHBOURHOOD_WORK
+        for n_hood, (pods, devs) in enumerate(hoods):
             left = deadline - time.perf_counter()
-            if left <= 0.005 or work <= 0.001:
+            if left <= 0.005 or work <= 0.001 or (not whole_fleet and n_hood >= MAX_GROUP_NEIGHBOURHOODS):
                 break
             # an earlier neighbourhood's answer may have moved some of these pods elsewhere
             devs = sorted(set(devs) | {self.node_of[p] for p in pods})
@@ -672,10 +724,10 @@ class _Planner:
                 left = deadline - time.perf_counter()
                 if left <= 0.005 or work <= 0.001:
                     break
-                sol = solve(pr, deterministic_time=min(work, SOLVER_WORK_PER_NEIGHBOURHOOD), wall_time=left)
+                sol = solve(pr, deterministic_time=min(work, per_hood), wall_time=left)
+                work -= NEIGHBOURHOOD_CHARGE + (sol.work if sol is not None else 0.0)
                 if sol is None:
                     break
-                work -= max(sol.work, 0.001)
                 want = {p: n for p, n in sol.placement.items() if n != self.node_of[p]}
                 undo, stuck = self.replay(want)
                 if undo is not None:
@@ -797,7 +849,7 @@ class _Planner:
             need_mem = sum(g.pods[p].memory for p in pods)
             return f"no device can hold {label} (needs {need_cpu:.1f} CPU, {_gib(need_mem)} memory)"
         if not any(all(self.req_ok(p, n) for p in pods) for n in room):
-            return f"no device with room for {label} meets their context requirements"
+            return f"no device with room for {label} meets their nodeSelector and context requirements"
         spread = [why for n in room if (why := self.spread_conflict(n, [p for p in pods if self.node_of[p] != n]))]
         if spread and len(spread) == len(room):
             return f"{label} stay apart: {spread[0]} ({human_rate(x)} of cross-device traffic left in this group)"
@@ -909,13 +961,15 @@ class _Planner:
 
     def plan(self, kind: PlanKind, skipped: tuple[Skipped, ...], note: str) -> Plan:
         g = self.graph
-        before = g.cross_device_traffic(self.origin)
-        after = g.cross_device_traffic(self.node_of)
+        # every dependency lies inside one component, so the components' sums are the fleet's
+        before = self.traffic_before
+        after = sum(self.component_cross(ci) for ci in range(len(self.components)))
         moves = []
         for pod, (_, reason, gain) in sorted(self.records.items(), key=lambda kv: kv[1][0]):
             w = g.pods[pod]
-            moves.append(Move(workload=w.workload, pod=pod, from_node=self.origin[pod], to_node=self.node_of[pod],
-                              reason=reason, gain=gain))
+            # built from the planner's own checked values: no validation pass per move
+            moves.append(Move.model_construct(workload=w.workload, pod=pod, from_node=self.origin[pod],
+                                              to_node=self.node_of[pod], reason=reason, gain=float(gain)))
         had = {n for n in self.origin.values()}
         freed = tuple(sorted(n for n in had if n in self.devices and not self.on_node.get(n)))
         if kind is not PlanKind.Defragmentation:

@@ -71,6 +71,10 @@ class DependencyGraph:
                 adj.setdefault(a, {})[b] = adj.get(a, {}).get(b, 0.0) + weight
                 adj.setdefault(b, {})[a] = adj.get(b, {}).get(a, 0.0) + weight
         self.adj = {k: dict(sorted(v.items())) for k, v in sorted(adj.items())}
+        # per workload: (partner, traffic per pod pair), what pod_affinity sums on every call
+        self._per_pair: dict[WKey, tuple[tuple[WKey, float], ...]] = {
+            k: tuple((b, w / (len(self.members[k]) * len(self.members[b]))) for b, w in nb.items())
+            for k, nb in self.adj.items()}
 
     # --- structure ---------------------------------------------------------------------------------
 
@@ -146,13 +150,11 @@ class DependencyGraph:
 
     def pod_affinity(self, pod: str, counts: Mapping[WKey, Mapping[str, int]]) -> dict[str, float]:
         """Traffic (bytes/s) this pod exchanges with the pods on each node."""
-        k = self.wkey_of[pod]
-        na = len(self.members[k])
         out: dict[str, float] = {}
-        for b, w in self.adj.get(k, {}).items():
-            u = w / (na * len(self.members[b]))
+        get = out.get
+        for b, u in self._per_pair.get(self.wkey_of[pod], ()):
             for node, n in counts[b].items():
-                out[node] = out.get(node, 0.0) + u * n
+                out[node] = get(node, 0.0) + u * n
         return out
 
     def pod_traffic(self, pod: str) -> float:

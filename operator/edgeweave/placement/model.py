@@ -26,6 +26,7 @@ class DeviceState(Frozen):
     extended_free: dict[str, float] = Field(default_factory=dict)
     schedulable: bool = True  # Ready, not cordoned, not tainted by us
     context: dict[str, str] = Field(default_factory=dict)  # element (or element/uplink) -> value
+    labels: dict[str, str] = Field(default_factory=dict)  # the node's labels (pods' nodeSelectors match these)
 
     @property
     def cpu_used_fraction(self) -> float:

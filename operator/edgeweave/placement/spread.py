@@ -76,9 +76,12 @@ class PodConstraints(BaseModel):
     anti_preferred: tuple[Selector, ...] = ()
     spread_required: tuple[SpreadRule, ...] = ()
     spread_preferred: tuple[SpreadRule, ...] = ()
+    # spec.nodeSelector: the labels a device must carry for the pod (or its replacement) to land there
+    node_selector: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:
+        """No rule about sharing a device with other pods (node_selector is about the device alone)."""
         return not (self.anti_required or self.anti_preferred or self.spread_required or self.spread_preferred)
 
 
@@ -108,8 +111,14 @@ def pod_constraints(pod_spec: Mapping[str, Any] | None) -> PodConstraints:
             continue
         rule = SpreadRule(selector=parse_selector(c.get("labelSelector")), max_per_device=max(1, int(c.get("maxSkew", 1))))
         (hard if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule" else soft).append(rule)
+    selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
     return PodConstraints(anti_required=required, anti_preferred=preferred, spread_required=tuple(hard),
-                          spread_preferred=tuple(soft))
+                          spread_preferred=tuple(soft), node_selector=selector)
+
+
+def node_selector_ok(constraints: PodConstraints, device_labels: Mapping[str, str]) -> bool:
+    """Whether a device carries every label of the pod's nodeSelector (the scheduler's own check)."""
+    return all(device_labels.get(k) == v for k, v in constraints.node_selector)
 
 
 class _Pod(Protocol):

@@ -25,7 +25,7 @@ def device_states(devices: Iterable[Device], pods_by_node: Mapping[str, Iterable
             cpu_free=d.cpu - cpu, memory_free=d.memory - mem,
             extended_free={k: v - ext.get(k, 0.0) for k, v in d.extended.items()},
             schedulable=d.ready and not d.unschedulable and not blocked,
-            context=dict((context or {}).get(d.name, {})),
+            context=dict((context or {}).get(d.name, {})), labels=dict(d.labels),
         ))
     return sorted(out, key=lambda s: s.name)
 

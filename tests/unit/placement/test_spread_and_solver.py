@@ -178,3 +178,26 @@ def test_uncapped_replans_on_a_small_fleet_improve_strictly_and_stop() -> None:
     else:
         pytest.fail("replanning kept finding moves")
     assert all(b < a for a, b in zip(traffic, traffic[1:], strict=False))
+
+
+@pytest.mark.parametrize("solver_work", [0, 1.0])
+def test_a_pods_node_selector_keeps_it_on_devices_that_carry_the_labels(solver_work: float) -> None:
+    """api may only run where pool=a; its partner sits on a pool-b device with room. The plan never
+    sends api there (its replacement would stay Pending): cache comes to api instead."""
+    pool = {"nodeSelector": {"pool": "a"}}
+    devices = [dev("a1").model_copy(update={"labels": {"pool": "a"}}),
+               dev("b1").model_copy(update={"labels": {"pool": "b"}})]
+    ws = [pod("api-0", "api", "a1", spec=pool), pod("cache-0", "cache", "b1")]
+    edges = [Edge(source="api", target="cache", bytes_per_second=5e6, group=G)]
+    plan = plan_aggregation(with_free(devices, ws), ws, edges, POLICY, solver_work=solver_work)
+    assert [(m.pod, m.to_node) for m in plan.moves] == [("ns/cache-0", "a1")]
+    # and when cache is the one that cannot leave, nothing moves: no device suits both
+    pinned = [ws[0], pod("cache-0", "cache", "b1", spec={"nodeSelector": {"pool": "b"}})]
+    plan = plan_aggregation(with_free(devices, pinned), pinned, edges, POLICY, solver_work=solver_work)
+    assert plan.empty
+    assert "nodeSelector" in plan.skipped[0].reason
+
+
+def test_node_selector_is_read_from_the_pod_spec() -> None:
+    c = pod_constraints({"nodeSelector": {"pool": "a", "zone": "z1"}})
+    assert c.node_selector == (("pool", "a"), ("zone", "z1")) and c.empty
