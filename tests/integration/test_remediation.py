@@ -281,3 +281,39 @@ def test_killed_half_way_through_the_grace_offloads_at_the_original_deadline(
         wait_for(lambda: (n := pos_node(cluster, ns)) and n != node, 60, "pos Running on another device")
     finally:
         second.stop()
+
+
+def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, prometheus: PromStack, own_namespace: str,
+                                                 tmp_path: Path, clean_batteries: None) -> None:
+    """Two replicas under kopf peering. The active one sees a breach start; it stops half-way through the
+    grace period; the standby resumes and completes the breach at the original deadline (within one resync)."""
+    from .conftest import free_port
+
+    ns, grace, resync, peering = own_namespace, 20, 5, "ewt-remediation-peering"
+    common = ("--prometheus-url", prometheus.url, "--namespace", ns)
+    active = start_operator(cluster, tmp_path, *common, "--priority", "200", "--webhook-port", str(free_port()),
+                            "--webhook-config", "rem-active.edgeweave.io", peering=peering, name="active")
+    standby = None
+    try:
+        standby = start_operator(cluster, tmp_path, *common, "--priority", "100", "--webhook-port", str(free_port()),
+                                 "--webhook-config", "rem-standby.edgeweave.io", peering=peering, name="standby")
+        wait_for(lambda: len(cluster.custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", peering).get("status") or {}) == 2, 30, "two peers")
+        assert "Resuming operations" not in standby.log()
+        node = start_pos(cluster, ns, prometheus, grace)
+        battery(prometheus, node, 20)
+        rec = wait_for(lambda: (r := breach_record(cluster, ns, node)) and r["phase"] == "Pending" and r, 30,
+                       "the breach to be recorded by the active replica")
+        since = rec["since"]
+        wait_for(lambda: time.time() >= since + grace / 2, grace, "half-way through the grace period",
+                 interval=0.1)
+        active.stop()  # a clean stop (a rolling update): kopf withdraws it from the peering
+        wait_for(lambda: "Resuming operations" in standby.log(), 30, "the standby to take over")
+        done = wait_for(lambda: (r := breach_record(cluster, ns, node)) and r["phase"] == "Breached" and r, 60,
+                        "the standby to complete the breach")
+        error = done["changedAt"] - (since + grace)
+        assert done["since"] == since and -0.5 <= error <= resync, (error, done)
+    finally:
+        if standby:
+            standby.stop()
+        active.stop()
