@@ -223,11 +223,12 @@ class Bench:
         self.kubectl("apply", "-f", str(REPO / "crds"))
         self.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
 
-    def start_fleet(self) -> list[str]:
+    def start_fleet(self, edgesites: bool = True) -> list[str]:
         from edgeweave.sim.fleet import FleetShape, create_fleet
 
         t = time.monotonic()
-        names = create_fleet(self.api, FleetShape(sites=self.args.sites, nodes_per_site=2), workers=16)
+        names = create_fleet(self.api, FleetShape(sites=self.args.sites, nodes_per_site=2), edgesites=edgesites,
+                             workers=16)
 
         def ready_count() -> int:
             items = self.raw(self.core.list_node, label_selector="type=kwok")["items"]
