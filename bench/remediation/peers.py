@@ -244,7 +244,7 @@ class PeersBench(Bench):
             list(pool.map(lambda x: self.apps.create_namespaced_deployment(x[2], x[3]), plan))
         n = len(plan)
         wait_for(lambda: sum(1 for v in live_pods_by_workload(self.bench_pods()).values()
-                             if len(v) == 1 and pod_ready(v[0])) >= n, 180, "requiring workloads Running", interval=1)
+                             if len(v) == 1 and pod_ready(v[0])) >= n, 600, "requiring workloads Running", interval=1)
         # Then the indifferent ones, which the scheduler puts next to them.
         extra = [(p, "indifferent", f"rem-p{p}", peer_deployment(f"i-{i:02d}", p, requires=False))
                  for p in PATHS for i in range(a.indifferent)]
@@ -252,7 +252,7 @@ class PeersBench(Bench):
             list(pool.map(lambda x: self.apps.create_namespaced_deployment(x[2], x[3]), extra))
         plan += extra
         wait_for(lambda: sum(1 for v in live_pods_by_workload(self.bench_pods()).values()
-                             if len(v) == 1 and pod_ready(v[0])) >= len(plan), 180, "all workloads Running", interval=1)
+                             if len(v) == 1 and pod_ready(v[0])) >= len(plan), 600, "all workloads Running", interval=1)
         for p, kind, ns, d in plan:
             sets[p][kind].append(f"{ns}/{d['metadata']['name']}")
         return sets
