@@ -480,13 +480,29 @@ class PeersBench(Bench):
         os.killpg(self.op.pid, signal.SIGKILL)
         self.op.wait(10)
         killed = time.time()
+        before = self.pending_message()
         self.op_log = self.out_dir / "operator-restarted.log"
         self.start_operator()
         up = time.time()
-        done = wait_for(lambda: record("Breached"), 120, "the restarted operator to complete the breach")
+        # The new process's first round rewrites the grace left ("(12s of grace left)") or completes the breach.
+        first_round: float | None = None
+        while (r := record("Breached")) is None and time.time() - up < 120:
+            if first_round is None and self.pending_message() != before:
+                first_round = time.time()
+            time.sleep(0.2)
+        done = r or wait_for(lambda: record("Breached"), 10, "the restarted operator to complete the breach")
+        first_round = first_round or done["changedAt"]
         err = done["changedAt"] - (since + grace)
         return {"restart_grace_error_s": round(err, 2), "grace_s": grace, "killed_after_s": round(killed - since, 2),
-                "new_operator_ready_after_s": round(up - since, 2), "naive_restart_error_s": round(up - since, 2)}
+                "new_operator_ready_after_s": round(up - since, 2),
+                "new_operator_first_round_after_s": round(first_round - since, 2),
+                # A clock restarted by the new process would complete a full grace after its first round.
+                "naive_restart_error_s": round(first_round - since, 2)}
+
+    def pending_message(self) -> str:
+        st = self.custom.get_namespaced_custom_object(GROUP, VERSION, "rem-pd", "workloadgroups", "pay").get(
+            "status") or {}
+        return next((c.get("message", "") for c in st.get("conditions", []) if c["type"] == "ContextSatisfied"), "")
 
     def stop(self) -> None:
         alerting = getattr(self, "alerting", None)
