@@ -226,6 +226,20 @@ def own_namespace(cluster: Cluster) -> Iterator[str]:
     yield from fresh_namespace(cluster, "rb")  # outside the session operator's t-* scope
 
 
+def release_group(cluster: Cluster, ns: str) -> None:
+    """Delete the group while its operator still runs: its finalizer releases the breach taint it claimed, so
+    no later test finds a device tainted by a group whose operator is gone."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", "pay")
+    except ApiException as err:
+        if err.status != 404:
+            raise
+    wait_for(lambda: not cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups")["items"],
+             60, "the group (and its taint claims) gone")
+
+
 def breach_record(cluster: Cluster, ns: str, node: str) -> dict | None:
     return next((r for r in wg_status(cluster, ns, "pay").get("breachState", []) if r["device"] == node), None)
 
@@ -280,7 +294,10 @@ def test_killed_half_way_through_the_grace_offloads_at_the_original_deadline(
         assert plan["moves"][0]["contextChangedAt"] == rfc3339(since)
         wait_for(lambda: (n := pos_node(cluster, ns)) and n != node, 60, "pos Running on another device")
     finally:
-        second.stop()
+        try:
+            release_group(cluster, ns)
+        finally:
+            second.stop()
 
 
 def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, prometheus: PromStack, own_namespace: str,
@@ -314,6 +331,10 @@ def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, prometheus: P
         error = done["changedAt"] - (since + grace)
         assert done["since"] == since and -0.5 <= error <= resync, (error, done)
     finally:
-        if standby:
-            standby.stop()
-        active.stop()
+        try:
+            if standby:
+                release_group(cluster, ns)
+        finally:
+            if standby:
+                standby.stop()
+            active.stop()
