@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(etcd-server prometheus clang llvm libbpf-dev bpftool iproute2 iperf3 openssl ethtool
   containerd runc containernetworking-plugins  # the real nodes (hack/realnodes.py)
-  mmdebstrap gcc libc6-dev)  # images built here (hack/images.py)
+  mmdebstrap gcc libc6-dev  # images built here (hack/images.py)
+  prometheus-alertmanager)  # the stock alerting path in bench-remediation (our own process, loopback)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +25,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   # stop) it. Only for packages this run installed: a service the user already had stays as it was.
   if [[ -d /run/systemd/system ]]; then
     for p in "${missing[@]}"; do
-      case $p in etcd-server) unit=etcd ;; prometheus) unit=prometheus ;; *) continue ;; esac
+      case $p in etcd-server) unit=etcd ;; prometheus) unit=prometheus ;;
+        prometheus-alertmanager) unit=prometheus-alertmanager ;; *) continue ;; esac
       $SUDO systemctl disable "$unit.service" >/dev/null 2>&1 || true
     done
   fi

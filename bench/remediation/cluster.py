@@ -223,11 +223,12 @@ class Bench:
         self.kubectl("apply", "-f", str(REPO / "crds"))
         self.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
 
-    def start_fleet(self) -> list[str]:
+    def start_fleet(self, edgesites: bool = True) -> list[str]:
         from edgeweave.sim.fleet import FleetShape, create_fleet
 
         t = time.monotonic()
-        names = create_fleet(self.api, FleetShape(sites=self.args.sites, nodes_per_site=2), workers=16)
+        names = create_fleet(self.api, FleetShape(sites=self.args.sites, nodes_per_site=2), edgesites=edgesites,
+                             workers=16)
 
         def ready_count() -> int:
             items = self.raw(self.core.list_node, label_selector="type=kwok")["items"]
@@ -244,6 +245,9 @@ class Bench:
         self.battery = dict.fromkeys(nodes, FULL)
         for n in nodes:
             self.prom.series.set_gauge(BATTERY, {"node": n}, FULL)
+        self.wait_series(nodes)
+
+    def wait_series(self, nodes: list[str]) -> None:
         # The operator must read the batteries before any group exists, or it sees MISSING.
         def seen() -> bool:
             url = f"{self.prom.url}/api/v1/query?query=count({BATTERY})"
@@ -266,11 +270,7 @@ class Bench:
             if self.op.poll() is not None:
                 raise RuntimeError(f"operator exited rc={self.op.returncode}:\n"
                                    f"{self.op_log.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=1) as r:  # noqa: S310
-                    return r.status == 200
-            except OSError:
-                return False
+            return http_ok(f"http://127.0.0.1:{probe}/readyz")
 
         t = time.monotonic()
         wait_for(ready, 90, "operator /readyz")
@@ -528,11 +528,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=60.0, help="observation window after t0, seconds")
     p.add_argument("--min-window", type=float, default=45.0,
                    help="observe at least this long even when every edgeweave workload has moved")
-    args = p.parse_args(argv)
+    return run_bench(Bench, p.parse_args(argv))
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def run_bench(cls: type[Bench], args: argparse.Namespace) -> int:
+    """Run one bench: the result is the last line of stdout, and in --out."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args, out.parent)
-    t = time.monotonic()
+    bench = cls(args, out.parent)
+    started = time.monotonic()
     try:
         result = bench.run()
     finally:
@@ -543,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile = operator_log_profile(bench.op_log.read_text(errors="replace"))
                 log(f"operator log ({bench.op_log}): {profile}")
     result["operator_log"] = operator_log_profile(bench.op_log.read_text(errors="replace"))
-    result["total_s"] = round(time.monotonic() - t, 1)
+    result["total_s"] = round(time.monotonic() - started, 1)
     line = json.dumps(result)
     out.write_text(line + "\n")
     print(line)

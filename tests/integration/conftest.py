@@ -6,6 +6,7 @@ Set EDGEWEAVE_TEST_KUBECONFIG to run against a cluster you already have instead.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -111,6 +112,11 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def sigkill(self) -> None:
+        """Die as a crashed or OOM-killed replica does: no handler runs, nothing is released."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

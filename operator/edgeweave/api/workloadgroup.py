@@ -276,6 +276,24 @@ class WorkloadBackoff(StatusModel):
     last_failure: str = Field(default="", description="Why the last move did not complete.")
 
 
+class BreachRecord(StatusModel):
+    """One (device, requirement) breach state this group tracks, kept in status so that a restarted
+    operator, or the replica that takes over, resumes grace clocks and hysteresis where they were."""
+
+    device: str
+    requirement: str = Field(description="The requirement, as named in conditions: 'BatteryPercent Gte 40'.")
+    phase: str = Field(description="Pending, Breached or Recovered (OK is not recorded).")
+    since: float | None = Field(default=None, description="First breached observation of this breach (Unix s).")
+    accrued_seconds: float = Field(default=0, description="Pending with the clock stopped by an Unknown gap: "
+                                                          "breach seen so far.")
+    clock_start: float | None = Field(
+        default=None, description="While Pending on fresh data: the grace clock reads now minus this (Unix s).")
+    grace_seconds: float = 0
+    frozen: bool = Field(default=False, description="The last observation was Unknown: held, not acted on.")
+    changed_at: float | None = Field(default=None, description="When the phase last changed (Unix s).")
+    detail: str = ""
+
+
 class WorkloadGroupStatus(StatusModel):
     observed_generation: int = 0
     conditions: list[Condition] = Field(default_factory=list)
@@ -286,5 +304,7 @@ class WorkloadGroupStatus(StatusModel):
     last_moved: dict[str, str] = Field(default_factory=dict,
                                        description="Workload -> when it last moved (for the cooldown).")
     moves_total: int = 0
+    breach_state: list[BreachRecord] = Field(
+        default_factory=list, description="Breach state machines not at OK, by device and requirement.")
     backoff: dict[str, WorkloadBackoff] = Field(
         default_factory=dict, description="Workloads whose moves rolled back, backing off exponentially.")

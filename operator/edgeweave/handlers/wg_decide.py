@@ -58,8 +58,10 @@ class BreachView:
     frozen: frozenset[str] = frozenset()  # devices whose state is frozen (no verdict either way)
     hosting: frozenset[str] = frozenset()
     requirements_ok: Callable[[WorkloadState, DeviceState], bool] | None = None
+    margin: Callable[[WorkloadState, DeviceState], float] | None = None  # 0..1 over the requirements (targets)
     breached_since: Mapping[str, float] = field(default_factory=dict)  # device -> breach start (Unix time)
     prometheus_error: str | None = None
+    records: Sequence[dict] = ()  # the tracker's states that are not OK, as status keeps them (wire form)
 
 
 @dataclass(frozen=True)
@@ -254,13 +256,17 @@ def _remediation(inp: RoundInput, b: BreachView) -> tuple[Cond, Plan | None, lis
     mine = {d: list(r) for d, r in b.breaches.items() if d in b.hosting}
     if not mine or not spec.remediation.enabled:
         return Cond.of(T.Remediating, False, Reason.NoBreach if not mine else Reason.Disabled, ""), None, []
-    co_dependent = None
-    if inp.edges_seen:
-        graph = DependencyGraph(list(inp.workloads), list(inp.edges_seen),
-                                bytes_per_request=spec.discovery.bytes_per_request)
+    co_dependent, graph = None, None
+    # Observed traffic and declared dependencies, as the aggregation planner sees them: remediation moves
+    # toward partners and keeps co-dependent movers together.
+    edges = edges_with_declared(list(inp.edges_seen), spec.dependencies,
+                                declared_bytes_per_second=DECLARED_BYTES_PER_WEIGHT)
+    if edges:
+        graph = DependencyGraph(list(inp.workloads), edges, bytes_per_request=spec.discovery.bytes_per_request)
         co_dependent = [frozenset(p for wk in comp for p in graph.members.get(wk, ())) for comp in graph.components()]
     plan = plan_remediation(list(inp.devices), list(inp.workloads), mine, b.requirements_ok or _no_breach, co_dependent,
-                            spec.limits, describe=requirements_describer({inp.key: list(spec.requirements)}))
+                            spec.limits, describe=requirements_describer({inp.key: list(spec.requirements)}),
+                            margin=b.margin, graph=graph)
     previous = inp.status.plan
     if (not plan.empty and previous is not None and previous.summary == plan.summary
             and previous.kind == plan.kind.value and previous.mode is mode):
@@ -321,6 +327,10 @@ def _decide(inp: RoundInput) -> RoundStep:
         conds.append(sc)
         events.extend(sevents)
     step = RoundStep(status=base, conditions=conds, events=events, taint=taint_claims(inp))
+    if inp.breach is not None:
+        step.status["breachState"] = list(inp.breach.records)
+    elif inp.status.breach_state and not spec.requirements:
+        step.status["breachState"] = []  # requirements removed: nothing is tracked any more
 
     if spec.requirements and inp.breach is not None:
         b = inp.breach

@@ -25,9 +25,9 @@ from ..api.base import Mode
 from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
 from ..api.workloadgroup import WorkloadGroupSpec, WorkloadGroupStatus
 from ..memory.targets import annotation_changes, annotation_key, prestage_targets
-from ..placement.breach import BreachTracker, Phase
+from ..placement.breach import BreachTracker, Phase, from_records, to_records
 from ..placement.inventory import Device, PodInfo, selector_matches
-from ..placement.remediate import requirements_checker
+from ..placement.remediate import margin_scorer, requirements_checker
 from ..placement.states import workload_states
 from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_dependencies
 from . import kube
@@ -78,6 +78,7 @@ class GroupController:
         self.namespace, self.name, self.rt, self.logger = namespace, name, rt, logger
         self.key = f"{namespace}/{name}"
         self.tracker = BreachTracker()
+        self.tracker_restored = False  # the tracker is read back from status once per daemon
         self.last_edges: list = []
         self.written: dict[str, Any] | None = None  # status as the API server returned it after our write
         self.written_rv: str | None = None  # the resourceVersion of the body when we wrote
@@ -177,6 +178,10 @@ class GroupController:
         if steering is None and (get_condition(raw.get("conditions"), ConditionType.SteeringUnavailable.value)
                                  or {}).get("status") == "True":
             steering = act.steering_live(self.namespace)  # raised before: find out whether it still holds
+        if not self.tracker_restored:
+            # Grace clocks and hysteresis live in status: a restart or a peering hand-over resumes them.
+            self.tracker = BreachTracker(from_records(self.key, status.breach_state))
+            self.tracker_restored = True
         now = time.time()
         workloads = workload_states(members, spec.workload_label, self.key, status.last_moved,
                                     spec.aggregation.cooldown_seconds, now)
@@ -264,7 +269,9 @@ class GroupController:
             requirements_ok=requirements_checker({self.key: reqs}, snap.by_device, now=now,
                                                  max_age=spec.telemetry.max_age_seconds),
             breached_since={k.device: st.since for k, st in items if st.breached and st.since is not None},
-            prometheus_error=snap.prometheus_error)
+            margin=margin_scorer({self.key: reqs}, snap.by_device, now=now, max_age=spec.telemetry.max_age_seconds),
+            prometheus_error=snap.prometheus_error,
+            records=tuple(r.wire() for r in to_records(items)))
 
     # -- acting ----------------------------------------------------------------------------------------
     def _act_taints(self, taint: tuple[frozenset[str], frozenset[str]], breach: BreachView | None) -> None:

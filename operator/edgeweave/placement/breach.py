@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from ..api.context import NUMERIC_ELEMENTS, PER_UPLINK_ELEMENTS, ContextElement, SourceKind
-from ..api.workloadgroup import Requirement, RequirementOperator
+from ..api.workloadgroup import BreachRecord, Requirement, RequirementOperator
 from .context import MISSING, ContextValue, Scalar, context_key, format_value, parse_bool, parse_number
 
 EPS = 1e-9
@@ -296,3 +296,97 @@ class BreachTracker:
     def devices_in(self, *phases: Phase, frozen: bool | None = None) -> set[str]:
         return {k.device for k, s in self._states.items()
                 if isinstance(k, TrackKey) and s.phase in phases and (frozen is None or s.frozen is frozen)}
+
+
+# -- persistence: the states that are not OK, as the group's status keeps them ---------------------
+
+FROZEN_DETAIL = "telemetry unavailable"
+
+
+def to_record(key: TrackKey, s: TrackState) -> BreachRecord | None:
+    """The state as status keeps it; None for OK (the default, not recorded).
+
+    The record changes only when the state machine does, not with every observation: a running grace
+    clock is stored as its start (`clock_start` = last breached observation - accrued), which stays put
+    while the breach lasts. A frozen state's detail ("value is 71s old") changes every round; it is stored
+    as a fixed text.
+    """
+    if s.phase is Phase.OK:
+        return None
+    running = s.phase is Phase.Pending and s.last_breached_at is not None
+    return BreachRecord(
+        device=key.device, requirement=key.requirement, phase=s.phase.value, since=s.since,
+        clock_start=round(s.last_breached_at - s.accrued, 2) if running and s.last_breached_at is not None else None,
+        accrued_seconds=round(s.accrued, 2) if s.phase is Phase.Pending and not running else 0.0,
+        grace_seconds=s.grace, frozen=s.frozen, changed_at=s.changed_at,
+        detail=FROZEN_DETAIL if s.frozen else s.detail)
+
+
+def to_records(items: Iterable[tuple[Hashable, TrackState]]) -> list[BreachRecord]:
+    recs = [r for k, s in items if isinstance(k, TrackKey) and (r := to_record(k, s)) is not None]
+    return sorted(recs, key=lambda r: (r.device, r.requirement))
+
+
+def from_records(group: str, records: Iterable[BreachRecord]) -> dict[Hashable, TrackState]:
+    """The tracker states a group's status recorded, for a restarted (or newly active) replica.
+
+    A running clock resumes from its start: the next breached observation accrues everything since, so the
+    breach completes at the deadline the previous process was counting toward (the time the operator was
+    down counts, as the time between any two breached observations does). A record that cannot be read
+    is dropped (OK): never invent a breach.
+    """
+    out: dict[Hashable, TrackState] = {}
+    for r in records:
+        try:
+            phase = Phase(r.phase)
+        except ValueError:
+            continue
+        if phase is Phase.OK:
+            continue
+        running = phase is Phase.Pending and r.clock_start is not None
+        out[TrackKey(r.device, group, r.requirement)] = TrackState(
+            phase=phase, since=r.since, accrued=0.0 if running else r.accrued_seconds,
+            last_breached_at=r.clock_start if running else None, grace=r.grace_seconds, frozen=r.frozen,
+            detail=r.detail, changed_at=r.changed_at)
+    return out
+
+
+# -- margin: how comfortably a device meets a requirement (for ranking remediation targets) ---------
+
+def margin(req: Requirement, context: Mapping[str, ContextValue], *, now: float | None = None,
+           max_age: float | None = None) -> float:
+    """0..1: how far past its recovery bound (threshold +- hysteresis) a device is, relative to the
+    threshold's size. A device barely past the bound scores near 0 (one small dip breaches it), one far
+    past scores 1. Requirements with no distance (In, Eq, Exists) score 1 when satisfied; anything not
+    satisfied, or unknown, scores 0. For a best-uplink requirement, the best uplink's margin counts."""
+    if not evaluate(req, context, previously_breached=True, now=now, max_age=max_age).satisfied:
+        return 0.0
+    if req.operator not in (Op.Gte, Op.Lte):
+        return 1.0
+    operand, _ = _operand(req)
+    if not isinstance(operand, float):
+        return 0.0
+    bound = operand + req.hysteresis if req.operator is Op.Gte else operand - req.hysteresis
+    scale = max(abs(operand), 1.0)
+    el = req.element
+    if el in PER_UPLINK_ELEMENTS and not req.uplink:
+        prefix = el.value + "/"
+        keys = [k for k in context if k.startswith(prefix) or k == el.value]
+    else:
+        keys = [context_key(el, req.uplink if el in PER_UPLINK_ELEMENTS else None)]
+    best = 0.0
+    for k in keys:
+        cv = context.get(k)
+        if cv is None or not isinstance(cv.value, float) or isinstance(cv.value, bool):
+            continue
+        if max_age is not None and now is not None and now - cv.observed_at > max_age:
+            continue
+        past = cv.value - bound if req.operator is Op.Gte else bound - cv.value
+        best = max(best, min(1.0, max(0.0, past / scale)))
+    return best
+
+
+def min_margin(reqs: Iterable[Requirement], context: Mapping[str, ContextValue], *, now: float | None = None,
+               max_age: float | None = None) -> float:
+    """The weakest requirement decides: a device is as good a target as its worst margin (1 with none)."""
+    return min((margin(r, context, now=now, max_age=max_age) for r in reqs), default=1.0)

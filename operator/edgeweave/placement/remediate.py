@@ -8,17 +8,23 @@ worse than staying on a degraded device.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ..api.workloadgroup import ActuationLimits, Requirement
-from .breach import describe_requirements, evaluate
+from .breach import describe_requirements, evaluate, min_margin
 from .context import ContextValue
 from .fit import CapacityLedger
+from .graph import DependencyGraph
 from .model import DeviceState, Move, Plan, PlanKind, Skipped, WorkloadState
+from .spread import conflicts
 
 RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
+Margin = Callable[[WorkloadState, DeviceState], float]
 CoDependent = Sequence[frozenset[str]] | Callable[[WorkloadState], frozenset[str]]
+MARGIN_WEIGHT = 0.5  # margin and headroom count alike: a device barely past a threshold or nearly full is poor
+SCORE_STEP = 0.05  # targets within one step of each other are equally good: the spread hash decides
 
 
 class _Reason(Protocol):
@@ -45,6 +51,13 @@ def requirements_checker(requirements: Mapping[str, Sequence[Requirement]],
     return ok
 
 
+def margin_scorer(requirements: Mapping[str, Sequence[Requirement]],
+                  contexts: Mapping[str, Mapping[str, ContextValue]], *, now: float | None = None,
+                  max_age: float | None = None) -> Margin:
+    """margin for plan_remediation: 0..1, how comfortably the device meets the group's weakest requirement."""
+    return lambda w, d: min_margin(requirements.get(w.group, ()), contexts.get(d.name, {}), now=now, max_age=max_age)
+
+
 def requirements_describer(requirements: Mapping[str, Sequence[Requirement]]) -> Callable[[WorkloadState], str]:
     return lambda w: describe_requirements(requirements.get(w.group, ()))
 
@@ -57,6 +70,28 @@ def taint_decisions(breached_devices: Iterable[str], currently_tainted: Iterable
     have = set(currently_tainted)
     hold = set(frozen)
     return sorted(want - have), sorted(have - want - hold)
+
+
+# -- target scoring (pure) ---------------------------------------------------------------------------
+
+def target_quality(margin: float, headroom: float) -> int:
+    """Margin over the requirements and headroom after the move, in SCORE_STEP buckets (higher is better)."""
+    return round((MARGIN_WEIGHT * margin + (1.0 - MARGIN_WEIGHT) * headroom) / SCORE_STEP)
+
+
+def spread_hash(workload: str, device: str) -> int:
+    """Rendezvous order: each workload prefers its own order of equally good devices. Groups plan on the
+    same snapshot without talking to each other, and name order would send all of them to the same first
+    devices."""
+    return int.from_bytes(hashlib.blake2b(f"{workload}\0{device}".encode(), digest_size=8).digest(), "big")
+
+
+def target_rank(local_traffic: float, peers_there: int, replicas_there: int, quality: int,
+                tiebreak: int) -> tuple[float, int, int, int, int]:
+    """Sort key of a valid target (lowest first): traffic to the workloads already there (bytes/s, most
+    first; the aggregation planner's pod affinity), then declared co-dependent peers there, then fewer
+    replicas of the same workload (spread), then margin and headroom, then the spread hash."""
+    return (-round(local_traffic, 3), -peers_there, replicas_there, -quality, tiebreak)
 
 
 # -- planning --------------------------------------------------------------------------------------
@@ -133,6 +168,8 @@ def plan_remediation(
     limits: ActuationLimits | int | None = None,
     *,
     describe: Callable[[WorkloadState], str] | None = None,
+    margin: Margin | None = None,
+    graph: DependencyGraph | None = None,
 ) -> Plan:
     """Move each workload off a breached device whose context fails its group's requirements.
 
@@ -145,9 +182,12 @@ def plan_remediation(
     all; otherwise each goes on its own, preferring the device that hosts the most of its peers.
     limits: at most this many moves in the plan (ActuationLimits.max_moves_per_interval, or an int);
     the rest are Skipped and retried next round. A bundle is never split by the limit.
-    Targets: schedulable, not breached, requirements_ok, room by requests (CapacityLedger); ranked by
-    co-dependent peers hosted (most first), then CPU share in use after the plan so far (least first),
-    then name.
+    Targets: schedulable, not breached, requirements_ok, room by requests (CapacityLedger), no required
+    anti-affinity conflict with the group's pods there; ranked by `target_rank`: traffic to the
+    workloads already there (`graph`, the aggregation planner's DependencyGraph, with the moves planned so
+    far), co-dependent peers there, fewer replicas of the same workload, then margin (`margin`, 0..1; 1
+    when not given) and headroom (free CPU and memory share after the moves so far), then a per-workload
+    hash that spreads equally good targets.
     """
     describe = describe or (lambda w: f"the requirements of {w.group}")
     budget = limits.max_moves_per_interval if isinstance(limits, ActuationLimits) else limits
@@ -175,9 +215,11 @@ def plan_remediation(
             continue
         movers_by_device.setdefault(w.node, []).append(w)
 
-    def load(name: str) -> float:
+    def headroom(name: str) -> float:
         d = by_name[name]
-        return 1.0 - ledger.cpu[name] / d.cpu_capacity if d.cpu_capacity else 1.0
+        cpu = ledger.cpu[name] / d.cpu_capacity if d.cpu_capacity else 0.0
+        mem = ledger.mem[name] / d.memory_capacity if d.memory_capacity else 1.0
+        return max(0.0, min(cpu, mem, 1.0))
 
     def peers_on(name: str, ws: Sequence[WorkloadState]) -> int:
         own = {w.key for w in ws}
@@ -186,11 +228,49 @@ def plan_remediation(
             mates |= peers(w)
         return sum(1 for k in mates - own if position.get(k) == name)
 
+    def replicas_on(name: str, ws: Sequence[WorkloadState]) -> int:
+        kinds = {(w.group, w.workload) for w in ws}
+        own = {w.key for w in ws}
+        return sum(1 for w in workloads if w.key not in own and (w.group, w.workload) in kinds
+                   and position.get(w.key) == name)
+
+    def local_traffic(ws: Sequence[WorkloadState]) -> dict[str, float]:
+        """Traffic the bundle exchanges with the pods on each device, where the plan has put them."""
+        if graph is None or not any(graph.neighbours(graph.wkey_of[w.key]) for w in ws if w.key in graph.wkey_of):
+            return {}
+        counts = graph.counts({k: position.get(k, n) for k, n in graph.placement().items()})
+        out: dict[str, float] = {}
+        for w in ws:
+            if w.key in graph.wkey_of:
+                for node, t in graph.pod_affinity(w.key, counts).items():
+                    out[node] = out.get(node, 0.0) + t
+        # The bundle's traffic among itself points at its own device, which is never a target.
+        return {n: t for n, t in out.items() if n not in {w.node for w in ws} and t > 0}
+
+    def anti_affinity_ok(name: str, ws: Sequence[WorkloadState]) -> bool:
+        if not any(w.constraints.anti_required for w in workloads):
+            return True
+        others = [w for w in workloads if position.get(w.key) == name]
+        for w in ws:
+            if conflicts(w, others, respect_preferred=False) is not None:
+                return False
+            others.append(w)
+        return True
+
     def best_target(ws: Sequence[WorkloadState]) -> str | None:
-        ranked = [(-peers_on(d.name, ws), load(d.name), d.name) for d in targets
-                  if d.name not in {w.node for w in ws}
-                  and all(requirements_ok(w, d) for w in ws) and ledger.fits(d.name, ws)]
-        return min(ranked)[2] if ranked else None
+        traffic = local_traffic(ws)
+        froms = {w.node for w in ws}
+        first = ws[0].key
+        ranked = []
+        for d in targets:
+            if d.name in froms or not all(requirements_ok(w, d) for w in ws) or not ledger.fits(d.name, ws):
+                continue
+            if not anti_affinity_ok(d.name, ws):
+                continue
+            m = min((margin(w, d) for w in ws), default=1.0) if margin is not None else 1.0
+            ranked.append((target_rank(traffic.get(d.name, 0.0), peers_on(d.name, ws), replicas_on(d.name, ws),
+                                       target_quality(m, headroom(d.name)), spread_hash(first, d.name)), d.name))
+        return min(ranked)[1] if ranked else None
 
     def place(ws: Sequence[WorkloadState], to: str, together: bool) -> None:
         for w in ws:
