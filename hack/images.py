@@ -228,7 +228,9 @@ def build_edgeweave() -> Image:
         with tempfile.TemporaryDirectory(prefix="edgeweave-img-") as tmp:
             app = _app_layer(Path(tmp))
         write_oci_archive(out, ref, [base.read_bytes(), app], ["edgeweave"],
-                          env=["PATH=/usr/local/bin:/usr/bin:/bin", "EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf"],
+                          # sbin too: the agent runs tc and bpftool (the Dockerfile's base has them on PATH).
+                          env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                               "EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf"],
                           cmd=["operator"], user="65532:65532")
     return Image("edgeweave", ref, out)
 

@@ -13,8 +13,10 @@ Everything this creates is written to `<run dir>/realnodes/state.json` BEFORE it
 (by PID, and the PIDs inside the cgroups it created), mounts under its node dirs, cgroups, namespaces,
 the bridge, host routes, and the host sysctls kubelet rewrites (restored to the saved values).
 
-  realnode.py start [--nodes N]   (control plane from devcluster.py must be up)
-  realnode.py stop
+  realnodes.py start [--nodes N]   (control plane from devcluster.py must be up)
+  realnodes.py import ARCHIVE      (an OCI archive into every node's containerd)
+  realnodes.py forward PORT        (a loopback port reachable from the nodes at the bridge address)
+  realnodes.py stop
 Stdlib only.
 """
 
@@ -165,9 +167,12 @@ def _cgroup_pids(rel: str) -> set[int]:
         base = h / rel.lstrip("/")
         if not base.exists():
             continue
-        for procs in base.rglob("cgroup.procs"):
+        # os.walk, not rglob: cgroups vanish while we walk (kubelet and runc remove them), and walk skips those.
+        for d, _, files in os.walk(base):
+            if "cgroup.procs" not in files:
+                continue
             try:
-                pids |= {int(x) for x in procs.read_text().split()}
+                pids |= {int(x) for x in (Path(d) / "cgroup.procs").read_text().split()}
             except OSError:
                 pass
     return pids
@@ -178,7 +183,8 @@ def _remove_cgroup(rel: str) -> None:
         base = h / rel.lstrip("/")
         if not base.exists():
             continue
-        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        dirs = [Path(d) / sub for d, subs, _ in os.walk(base) for sub in subs]
+        for d in sorted(dirs, key=lambda p: -len(p.parts)):
             try:
                 d.rmdir()
             except OSError:
@@ -663,15 +669,18 @@ def leftovers(rd: Path | None = None, count: int = 3) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="realnode")
-    parser.add_argument("action", choices=["start", "stop", "leftovers", "import"])
+    parser.add_argument("action", choices=["start", "stop", "leftovers", "import", "forward"])
     parser.add_argument("--nodes", type=int, default=int(os.environ.get("REAL_NODES", "2")))
-    parser.add_argument("archive", nargs="?", help="import: an OCI archive to import into every real node")
+    parser.add_argument("archive", nargs="?", help="import: an OCI archive to import into every real node; "
+                        "forward: a loopback port to open on the bridge address (e.g. Prometheus's)")
     args = parser.parse_args(argv)
     if args.action == "start":
         start(args.nodes)
     elif args.action == "import":
         state = json.loads(state_path(devcluster.run_dir()).read_text())
         import_image([Node(**n) for n in state["nodes"]], Path(args.archive))
+    elif args.action == "forward":
+        print(forward(int(args.archive), f"port-{args.archive}"))
     elif args.action == "stop":
         stop()
     else:

@@ -48,6 +48,15 @@ def chart_values(real: RealCluster, prometheus: str) -> list[str]:
     return [a for k, v in sets.items() for a in ("--set-string", f"{k}={v}")] + caps
 
 
+def _last_verdict(log: str) -> str:
+    """What the operator's standby watch said last: "acting" or "standby" ("" before its first read)."""
+    verdict = ""
+    for line in log.splitlines():
+        if "edgeweave.standby: peering" in line:
+            verdict = "standby" if "standby behind" in line else "acting"
+    return verdict
+
+
 def pods(real: RealCluster, ns: str, selector: str) -> list:
     return [p for p in real.cluster.core.list_namespaced_pod(ns, label_selector=selector).items
             if not p.metadata.deletion_timestamp]
@@ -106,7 +115,11 @@ def edgesites(real: RealCluster):
             "spec": {"nodeSelector": {realnode.SITE_LABEL: name}, "uplinks": n.uplinks()}}))
         names.append(name)
     yield names
-    real.cluster.kubectl("delete", "edgesite", "--ignore-not-found", *names)
+    # The chart's operator (uninstalled by now) put kopf's finalizer on them: nothing would remove it.
+    real.cluster.kubectl("delete", "edgesite", "--ignore-not-found", "--wait=false", *names)
+    for name in names:
+        real.cluster.kubectl("patch", "edgesite", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                             check=False)
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +143,30 @@ def test_helm_install_runs_the_operator_and_agents_on_real_nodes(real: RealClust
     res, install_s = chart
     assert res.returncode == 0, res.stdout + res.stderr + real.cluster.kubectl(
         "get", "pods", "-n", RELEASE_NS, "-o", "wide", check=False).stdout
-    ops = pods(real, RELEASE_NS, "app.kubernetes.io/component=operator")
-    assert len(ops) == 2 and all(is_ready(p) for p in ops), [p.status.phase for p in ops]
+    # Two replicas that peer: exactly one acts and is Ready (the webhooks' Service routes to it only), the
+    # other runs as a standby whose /readyz says so.
+    def settled() -> list | None:
+        o = pods(real, RELEASE_NS, "app.kubernetes.io/component=operator")
+        if len(o) != 2 or [is_ready(p) for p in o].count(True) != 1 or any(p.status.phase != "Running" for p in o):
+            return None
+        (standby,) = [p for p in o if not is_ready(p)]
+        log = real.cluster.kubectl("logs", "-n", RELEASE_NS, standby.metadata.name, check=False).stdout
+        return o if _last_verdict(log) == "standby" else None
+
+    ops = wait_for(settled, 120, "one acting (Ready) operator and one standby that says so")
     assert {p.spec.node_name for p in ops} <= set(real.node_names)
+    for p in ops:
+        if p.status.container_statuses[0].restart_count:
+            print(p.metadata.name, "restarted:", real.cluster.kubectl("logs", "-n", RELEASE_NS, p.metadata.name,
+                                                                     "--previous", check=False).stdout[-3000:])
     agents = wait_for(lambda: (a := [p for p in pods(real, RELEASE_NS, "app.kubernetes.io/component=agent")
                                      if is_ready(p)]) and len(a) == len(real.nodes) and a, 90,
                       "an agent Running on every real node")
     assert {p.spec.node_name for p in agents} == set(real.node_names)
     for p in agents:  # the datapath attached to the node's LAN side, inside the node's own namespace
-        log = real.cluster.kubectl("logs", "-n", RELEASE_NS, p.metadata.name, "-c", "agent").stdout
-        assert "agent up: lan=" in log, log
+        wait_for(lambda p=p: "agent up: lan=" in real.cluster.kubectl(
+            "logs", "-n", RELEASE_NS, p.metadata.name, "-c", "agent", check=False).stdout, 90,
+            f"{p.metadata.name} attached its datapath")
         node = next(n for n in real.nodes if n.name == p.spec.node_name)
         tc = subprocess.run(["nsenter", f"--net=/run/netns/{node.netns}", "tc", "-j", "filter", "show", "dev",
                              f"{realnode.PREFIX}br0", "ingress"], capture_output=True, text=True, check=True)
@@ -253,6 +280,10 @@ def test_zz_helm_uninstall_leaves_nothing(real: RealCluster, chart) -> None:
     wait_for(lambda: not any(node_containers(real, RELEASE_NS).values()), 60,
              f"no container of the release on the real nodes: {node_containers(real, RELEASE_NS)}")
     real.cluster.kubectl("delete", "namespace", RELEASE_NS, "--wait=false")
+    # Left for the user on purpose or not (the closing note says which): the objects' finalizers.
+    fin = real.cluster.kubectl("get", "edgesites", "-o", "jsonpath={range .items[*]}{.metadata.name}="
+                               "{.metadata.finalizers}{' '}{end}").stdout
+    print(f"edgesite finalizers after uninstall: {fin[:300]}")
 
 
 def move_through_chart(real: RealCluster, ns: str) -> None:
