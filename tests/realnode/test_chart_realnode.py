@@ -218,7 +218,7 @@ def uplink_down_to_serving(real: RealCluster, ns: str) -> dict:
     before = wait_for(lambda: (p := placement(real, ns)) and p, 90, "client and server Running")
     group = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "pay"},
              "spec": {"selector": {demo.GROUP_LABEL: "pay"}, "aggregation": {"enabled": False},
-                      "telemetry": {"resyncSeconds": 2, "maxAgeSeconds": 30},
+                      "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 30},
                       "requirements": [{"element": "UplinkLossPercent", "uplink": "inet", "operator": "Lte",
                                         "value": "10", "gracePeriodSeconds": 0}]}}
     real.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", group)
@@ -237,8 +237,12 @@ def uplink_down_to_serving(real: RealCluster, ns: str) -> dict:
     t0 = time.monotonic()
     node.set_uplink(1, False)  # inet: the WAN side goes away, the device's up1 loses its carrier
     try:
-        wait_for(lambda: (p := placement(real, ns)) and p["demo-server"] == other.name, 120,
-                 f"the server offloaded to {other.name}: {condition('ContextSatisfied')}")
+        try:
+            wait_for(lambda: (p := placement(real, ns)) and p["demo-server"] == other.name, 120,
+                     f"the server offloaded to {other.name}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {condition('ContextSatisfied')}\n"
+                                 f"prom: {real.prom.query(LOSS_FROM_AGENT)}\n{operator_logs(real)}") from None
         moved_s = time.monotonic() - t0
         n0 = scrape(http_get(url), "demo_requests_total")
         wait_for(lambda: scrape(http_get(url), "demo_requests_total") > n0 + 5, 60, "the client acknowledged again")
@@ -296,8 +300,12 @@ def move_through_chart(real: RealCluster, ns: str) -> None:
     wait_for(lambda: (r := real.prom.query(query)) and float(r[0]["value"][1]) > 1e5, 60, "the traffic in Prometheus")
     real.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups",
                                                         demo.workload_group("demo"))
-    together = wait_for(lambda: (p := placement(real, ns)) and p["demo-server"] == p["demo-client"] and p, 120,
-                        "the pair Running on one real node (the chart's operator moved one)")
+    try:
+        together = wait_for(lambda: (p := placement(real, ns)) and p["demo-server"] == p["demo-client"] and p, 120,
+                            "the pair Running on one real node (the chart's operator moved one)")
+    except AssertionError as e:
+        st = real.cluster.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", "demo").get("status")
+        raise AssertionError(f"{e}\nstatus={json.dumps(st)[:3000]}\noperators:\n{operator_logs(real)}") from None
     st = wait_for(lambda: (s := (real.cluster.custom.get_namespaced_custom_object(
         GROUP, VERSION, ns, "workloadgroups", "demo").get("status") or {})).get("movesTotal") == 1 and s,
         30, "the move recorded in status")
@@ -309,6 +317,15 @@ def move_through_chart(real: RealCluster, ns: str) -> None:
     assert (moved.metadata.annotations or {}).get("edgeweave.io/steered-by-move"), moved.metadata.annotations
     terms = moved.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
     assert terms[0].match_expressions[0].values == [together["demo-server"]]
-    logs = "".join(real.cluster.kubectl("logs", "-n", RELEASE_NS, p.metadata.name, check=False).stdout
-                   for p in pods(real, RELEASE_NS, "app.kubernetes.io/component=operator"))
+    logs = operator_logs(real, tail=0)
     assert f"steering a new pod of {ns}/" in logs, logs[-3000:]
+
+
+def operator_logs(real: RealCluster, tail: int = 40) -> str:
+    """The chart's operators' own log lines (not the webhook access log), for a failure message."""
+    out = []
+    for p in pods(real, RELEASE_NS, "app.kubernetes.io/component=operator"):
+        lines = [ln for ln in real.cluster.kubectl("logs", "-n", RELEASE_NS, p.metadata.name, check=False)
+                 .stdout.splitlines() if "aiohttp.access" not in ln]
+        out.append(f"--- {p.metadata.name}\n" + "\n".join(ln[:300] for ln in lines[-tail:]))
+    return "\n".join(out)
