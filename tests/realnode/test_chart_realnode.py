@@ -246,11 +246,15 @@ def uplink_down_to_serving(real: RealCluster, ns: str) -> dict:
         serving_s = time.monotonic() - t0
         # The server left because it was evicted for the breach: the move is the group's remediation.
         st = real.cluster.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", "pay")["status"]
-        assert condition("ContextSatisfied").get("status") == "False", condition("ContextSatisfied")
+        plan = st.get("plan") or {}
+        assert plan.get("kind") == "Remediation" and any(
+            m["fromNode"] == node.name and m["phase"] == "Done" for m in plan.get("moves", [])), plan
+        # ... and its new device meets the requirement again.
+        wait_for(lambda: condition("ContextSatisfied").get("status") == "True", 30, "ContextSatisfied on the new device")
         tainted = "edgeweave.io/context-breach" in [t.key for t in real.cluster.core.read_node(node.name).spec.taints
                                                     or []]
         return {"uplink_down_to_offloaded_s": round(moved_s, 2), "uplink_down_to_serving_s": round(serving_s, 2),
-                "breached_device_tainted": tainted, "plan": (st.get("plan") or {}).get("kind")}
+                "breached_device_tainted": tainted}
     finally:
         node.set_uplink(1, True)
 
