@@ -26,12 +26,14 @@ RUN pip wheel --no-deps -w /wheels .
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends iproute2 \
+RUN apt-get update && apt-get install -y --no-install-recommends iproute2 bpftool \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=wheel /wheels/ /wheels/
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY --from=bpf /src/bpf/*.bpf.o /usr/local/lib/edgeweave/bpf/
 ENV EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf
+# A name for the uid: kopf's peering identity (getpass.getuser) fails for a uid without a passwd entry.
+RUN groupadd -g 65532 edgeweave && useradd -u 65532 -g 65532 -M -d /nonexistent -s /usr/sbin/nologin edgeweave
 USER 65532:65532
 ENTRYPOINT ["edgeweave"]
 CMD ["operator"]

@@ -49,6 +49,7 @@ def _pod_spec(role: str, avoid: str | None, env: dict[str, str], cpu: str) -> di
 
 def deployment(name: str, role: str, group: str, *, replicas: int = 1, avoid: str | None = None,
                env: dict[str, str] | None = None, cpu: str = "100m") -> dict:
+    """`avoid`: an app this one prefers not to share a node with (soft); several replicas also spread."""
     labels = {"app": name, GROUP_LABEL: group}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
@@ -65,18 +66,32 @@ def service(name: str, app: str) -> dict:
                                                            "targetPort": SERVER_PORT}]}}
 
 
-def workload_group(name: str, *, resync: int = 5, mode: str = "Enforce") -> dict:
+def workload_group(name: str, *, resync: int = 5, mode: str = "Enforce", replicas_per_device: int | None = None) -> dict:
+    """`replicas_per_device`: how many replicas of one workload aggregation may put on one device (the
+    default, 1, keeps two server replicas apart; 2 lets the remote one join the client)."""
+    aggregation: dict = {"gainThreshold": 0.2, "cooldownSeconds": 600}
+    if replicas_per_device is not None:
+        aggregation["spread"] = {"maxReplicasPerDevice": replicas_per_device}
     return {"apiVersion": "edgeweave.io/v1alpha1", "kind": "WorkloadGroup", "metadata": {"name": name},
             "spec": {"selector": {GROUP_LABEL: name}, "mode": mode,
                      "telemetry": {"resyncSeconds": resync, "maxAgeSeconds": 60},
-                     "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 600}}}
+                     "aggregation": aggregation}}
+
+
+def pdb(name: str, app: str, min_available: int = 1) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}}}
 
 
 def pair(group: str = "demo", *, client_replicas: int = 1, server_replicas: int = 1) -> list[dict]:
     """Server first (it is what the client avoids), its Service, then the client. The client reaches the
-    server through the Service (kube-proxy on every real node), so a moved server is found again."""
+    server through the Service (kube-proxy on every real node), so a moved server is found again. With
+    several server replicas they spread over the nodes and a PDB keeps one serving through a move."""
+    server = deployment("demo-server", "server", group, replicas=server_replicas,
+                        avoid="demo-server" if server_replicas > 1 else None)
     return [
-        deployment("demo-server", "server", group, replicas=server_replicas),
+        server,
+        *([pdb("demo-server", "demo-server")] if server_replicas > 1 else []),
         service("demo-server", "demo-server"),
         deployment("demo-client", "client", group, replicas=client_replicas, avoid="demo-server",
                    env={"SOURCE_WORKLOAD": "demo-client", "DESTINATION_WORKLOAD": "demo-server",

@@ -197,6 +197,9 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         "--kubelet-preferred-address-types=InternalIP,Hostname",
         f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
         f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+        # Service-based webhooks (the chart's) are reached at an endpoint's pod IP, not the ClusterIP: the
+        # API server runs on the host, which routes to the real nodes' pod CIDRs but runs no kube-proxy.
+        "--enable-aggregator-routing=true",
         "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
         "--profiling=false", "--event-ttl=2h",
         "--max-requests-inflight=1200", "--max-mutating-requests-inflight=600",

@@ -143,7 +143,8 @@ def build(name: str) -> Image:
 # --- the edgeweave image: the Dockerfile's recipe without a Docker engine ------------------------------
 REPO = HERE.parent
 BASE_SUITE = "bookworm"
-BASE_PACKAGES = ["python3.11", "iproute2", "ca-certificates"]
+# bpftool: the agent creates and pins its maps with it (agent/loader.py); tc comes with iproute2.
+BASE_PACKAGES = ["python3.11", "iproute2", "bpftool", "ca-certificates"]
 
 
 def _apt_sources() -> str:
@@ -203,6 +204,14 @@ def _app_layer(tmp: Path) -> bytes:
     for p in sorted((tmp / "root").rglob("*")):
         if p.is_file() and not p.is_symlink() and "/bin/" not in str(p.relative_to(tmp / "root")):
             files[str(p.relative_to(tmp / "root"))] = (p.read_bytes(), 0o755 if os.access(p, os.X_OK) else 0o644)
+    # A name for uid/gid 65532 (the image's USER): kopf's peering identity calls getpass.getuser(),
+    # which raises for a uid without a passwd entry. Appended to the base's own files (the Dockerfile's
+    # `useradd`).
+    with tarfile.open(base_rootfs()) as base:
+        for name, line in (("etc/passwd", "edgeweave:x:65532:65532::/nonexistent:/usr/sbin/nologin\n"),
+                           ("etc/group", "edgeweave:x:65532:\n")):
+            member = next(m for m in base.getmembers() if m.name.lstrip("./") == name)
+            files[name] = (base.extractfile(member).read() + line.encode(), 0o644)  # type: ignore[union-attr]
     # The Dockerfile's base (python:3.11-slim) has `python`; GpuJob pods run `python -m ...`.
     files["usr/local/bin/python"] = (b'#!/bin/sh\nexec /usr/bin/python3.11 "$@"\n', 0o755)
     files["usr/local/bin/edgeweave"] = (b"#!/usr/bin/python3.11\nimport sys\nfrom edgeweave.cli import main\n"
@@ -219,7 +228,9 @@ def build_edgeweave() -> Image:
         with tempfile.TemporaryDirectory(prefix="edgeweave-img-") as tmp:
             app = _app_layer(Path(tmp))
         write_oci_archive(out, ref, [base.read_bytes(), app], ["edgeweave"],
-                          env=["PATH=/usr/local/bin:/usr/bin:/bin", "EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf"],
+                          # sbin too: the agent runs tc and bpftool (the Dockerfile's base has them on PATH).
+                          env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                               "EDGEWEAVE_BPF_OUT=/usr/local/lib/edgeweave/bpf"],
                           cmd=["operator"], user="65532:65532")
     return Image("edgeweave", ref, out)
 

@@ -13,8 +13,10 @@ Everything this creates is written to `<run dir>/realnodes/state.json` BEFORE it
 (by PID, and the PIDs inside the cgroups it created), mounts under its node dirs, cgroups, namespaces,
 the bridge, host routes, and the host sysctls kubelet rewrites (restored to the saved values).
 
-  realnode.py start [--nodes N]   (control plane from devcluster.py must be up)
-  realnode.py stop
+  realnodes.py start [--nodes N]   (control plane from devcluster.py must be up)
+  realnodes.py import ARCHIVE      (an OCI archive into every node's containerd)
+  realnodes.py forward PORT        (a loopback port reachable from the nodes at the bridge address)
+  realnodes.py stop
 Stdlib only.
 """
 
@@ -25,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +43,7 @@ PREFIX = os.environ.get("EDGEWEAVE_REALNODE_PREFIX", "ewr")
 NET = os.environ.get("EDGEWEAVE_REALNODE_NET", "10.250.0")      # host bridge /24
 POD_NET = os.environ.get("EDGEWEAVE_REALNODE_PODNET", "10.251")  # node N gets POD_NET.N.0/24
 CGROOT = Path("/sys/fs/cgroup")
+SERVICE_CIDR = "10.96.0.0/24"  # devcluster's --service-cluster-ip-range
 CNI_BIN = "/usr/lib/cni"
 # kubelet rewrites these host-wide at start (container_manager_linux setupKernelTunables).
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
@@ -52,12 +56,32 @@ VGPU_PER_NODE = 2
 SITE_LABEL = "edgeweave.io/site"
 
 
+def bpffs_dir(rd: Path) -> Path:
+    """A bpffs of the real nodes' own (kubelet resolves hostPaths in the host's mount namespace, so every
+    node would share the host's /sys/fs/bpf, which is a private mount here: HostToContainer needs a shared
+    one). The agent DaemonSet mounts this (agent.bpffsHostPath) and pins per node below it; `stop` unmounts
+    it, pins and all."""
+    return rd / "realnodes" / "bpffs"
+
+
 def log(msg: str) -> None:
     print(f"[realnode] {msg}", file=sys.stderr, flush=True)
 
 
 def bridge_ip() -> str:
     return f"{NET}.1"
+
+
+# Each real node is an edge device with its own WAN uplinks, as in the flows topology (hack/flows_topo.py):
+# uplink i is a veth `up<i>` in the node's namespace whose peer sits in a WAN namespace of its own
+# (`<node>w<i>`). Taking the WAN side down drops the uplink's carrier inside the device, as a modem or
+# cable failure does; the agent on the node sees it.
+UPLINKS = (("inet", 100.0, 20.0), ("lte", 20.0, 45.0))  # name, Mbit/s, nominal latency (ms)
+
+
+def uplink_ip(node_index: int, i: int, side: int) -> str:
+    """Uplink i (1-based) of node N: POD_NET.(200+10N+i).0/24, the device .1, the WAN side (gateway) .2."""
+    return f"{POD_NET}.{200 + 10 * node_index + i}.{side}"
 
 
 @dataclass
@@ -79,6 +103,18 @@ class Node:
     @property
     def sock(self) -> Path:
         return self.path / "containerd" / "containerd.sock"
+
+    def wan_netns(self, i: int) -> str:
+        return f"{self.netns}w{i}"
+
+    def uplinks(self) -> list[dict]:
+        """The device's uplinks as an EdgeSite lists them."""
+        return [{"name": name, "interface": f"up{i}", "bandwidthMbps": mbit, "latencyMs": lat,
+                 "gateway": uplink_ip(self.index, i, 2)} for i, (name, mbit, lat) in enumerate(UPLINKS, 1)]
+
+    def set_uplink(self, i: int, up: bool) -> None:
+        """Carrier of uplink i as the device sees it: its WAN side goes down (or comes back)."""
+        _sh("ip", "link", "set", "wan", "up" if up else "down", netns=self.wan_netns(i))
 
 
 def node_plan(count: int, rd: Path) -> list[Node]:
@@ -131,9 +167,12 @@ def _cgroup_pids(rel: str) -> set[int]:
         base = h / rel.lstrip("/")
         if not base.exists():
             continue
-        for procs in base.rglob("cgroup.procs"):
+        # os.walk, not rglob: cgroups vanish while we walk (kubelet and runc remove them), and walk skips those.
+        for d, _, files in os.walk(base):
+            if "cgroup.procs" not in files:
+                continue
             try:
-                pids |= {int(x) for x in procs.read_text().split()}
+                pids |= {int(x) for x in (Path(d) / "cgroup.procs").read_text().split()}
             except OSError:
                 pass
     return pids
@@ -144,7 +183,8 @@ def _remove_cgroup(rel: str) -> None:
         base = h / rel.lstrip("/")
         if not base.exists():
             continue
-        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        dirs = [Path(d) / sub for d, subs, _ in os.walk(base) for sub in subs]
+        for d in sorted(dirs, key=lambda p: -len(p.parts)):
             try:
                 d.rmdir()
             except OSError:
@@ -386,6 +426,16 @@ def _host_network(nodes: list[Node]) -> None:
         _sh("ip", "addr", "replace", f"{n.ip}/24", "dev", "eth0", netns=n.netns)
         _sh("ip", "link", "set", "eth0", "up", netns=n.netns)
         _sh("ip", "link", "set", "lo", "up", netns=n.netns)
+        for i in range(1, len(UPLINKS) + 1):
+            wan = n.wan_netns(i)
+            if not Path(f"/run/netns/{wan}").exists():
+                _sh("ip", "netns", "add", wan)
+            if _sh("ip", "link", "show", f"up{i}", check=False, netns=n.netns).returncode != 0:
+                _sh("ip", "link", "add", f"up{i}", "type", "veth", "peer", "name", "wan", "netns", wan, netns=n.netns)
+            _sh("ip", "addr", "replace", f"{uplink_ip(n.index, i, 1)}/24", "dev", f"up{i}", netns=n.netns)
+            _sh("ip", "addr", "replace", f"{uplink_ip(n.index, i, 2)}/24", "dev", "wan", netns=wan)
+            for ns_, dev in ((wan, "lo"), (wan, "wan"), (n.netns, f"up{i}")):
+                _sh("ip", "link", "set", dev, "up", netns=ns_)
         # The node routes for its pods (inside its own namespace only; the host keeps forwarding off).
         _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=n.netns)
         # The host reaches pods directly (Prometheus scrapes them, the API server proxies to them).
@@ -394,6 +444,34 @@ def _host_network(nodes: list[Node]) -> None:
         for m in nodes:
             if m is not n:
                 _sh("ip", "route", "replace", m.pod_cidr, "via", m.ip, "dev", "eth0", netns=n.netns)
+        # hostNetwork pods (the agent) and the node itself reach ClusterIPs: a local packet needs a route
+        # before kube-proxy's OUTPUT DNAT rewrites it to an endpoint.
+        _sh("ip", "route", "replace", SERVICE_CIDR, "via", bridge_ip(), "dev", "eth0", netns=n.netns)
+
+
+def forward(port: int, name: str, *, rd: Path | None = None, target_port: int | None = None) -> str:
+    """Let the nodes' pods reach a host service that binds loopback (Prometheus, the API server): a
+    forwarder on the bridge address only (the host and the node namespaces), ended by `stop`."""
+    rd = rd or devcluster.run_dir()
+    d = rd / "realnodes"
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    pid_file = d / f"fwd-{name}.pid"
+    _stop_pidfile(pid_file, 5.0)
+    proc = subprocess.Popen([sys.executable, str(HERE / "tcpfwd.py"), bridge_ip(), str(port), "127.0.0.1",
+                             str(target_port or port)],
+                            stdout=open(d / "logs" / f"fwd-{name}.log", "ab"),  # noqa: SIM115 - the child owns it
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((bridge_ip(), port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"forwarder {name} on {bridge_ip()}:{port} did not start") from None
+            time.sleep(0.1)
+    return f"{bridge_ip()}:{port}"
 
 
 def import_image(nodes: list[Node], archive: Path) -> None:
@@ -451,6 +529,11 @@ def start(count: int = 2, *, rd: Path | None = None, timeout: float = 120.0) -> 
         _make_cgroup(n.cgroup)
         _make_cgroup(n.sys_cgroup)
     _host_network(nodes)
+    bpffs = bpffs_dir(rd)
+    bpffs.mkdir(parents=True, exist_ok=True)
+    if not _mounts_under(bpffs):
+        _sh("mount", "-t", "bpf", "bpf", str(bpffs))
+        _sh("mount", "--make-shared", str(bpffs))
 
     # The API server binds loopback; the bridge address forwards to it (host + node namespaces only).
     fwd = subprocess.Popen([sys.executable, str(HERE / "tcpfwd.py"), bridge_ip(), str(ports.apiserver),
@@ -534,7 +617,8 @@ def stop(rd: Path | None = None) -> None:
     for n in nodes:
         _stop_pidfile(n.path / "pids" / "containerd.pid", 10.0)
         _kill_cgroup(n.sys_cgroup)    # shims (and anything else started under the node)
-    _stop_pidfile(rd / "realnodes" / "tcpfwd.pid", 5.0)
+    for pid_file in (rd / "realnodes").glob("*.pid"):  # the API server forwarder and any `forward`
+        _stop_pidfile(pid_file, 5.0)
     for n in nodes:
         _unmount_all(n.path)
         _remove_cgroup(n.cgroup)
@@ -542,10 +626,14 @@ def stop(rd: Path | None = None) -> None:
         # The node's pod netns mounts live under its state dir (unmounted above); the node netns last.
         if Path(f"/run/netns/{n.netns}").exists():
             _sh("ip", "netns", "del", n.netns, check=False)
+        for i in range(1, len(UPLINKS) + 1):
+            if Path(f"/run/netns/{n.wan_netns(i)}").exists():
+                _sh("ip", "netns", "del", n.wan_netns(i), check=False)
         _sh("ip", "link", "del", n.veth_host, check=False)
         _sh("ip", "route", "del", n.pod_cidr, check=False)
         shutil.rmtree(n.path, ignore_errors=True)
     _sh("ip", "link", "del", state["bridge"], check=False)
+    _unmount_all(bpffs_dir(rd))  # with the pins the agents left (a pinned map outlives its agent by design)
     for name, value in state.get("sysctls", {}).items():
         try:
             if _sysctl_get(name) != value:
@@ -561,8 +649,9 @@ def leftovers(rd: Path | None = None, count: int = 3) -> list[str]:
     rd = rd or devcluster.run_dir()
     found = []
     for n in node_plan(count, rd):
-        if Path(f"/run/netns/{n.netns}").exists():
-            found.append(f"netns {n.netns}")
+        for netns in (n.netns, *(n.wan_netns(i) for i in range(1, len(UPLINKS) + 1))):
+            if Path(f"/run/netns/{netns}").exists():
+                found.append(f"netns {netns}")
         for h in _hierarchies():
             for rel in (n.cgroup, n.sys_cgroup):
                 if (h / rel.lstrip("/")).exists():
@@ -573,20 +662,25 @@ def leftovers(rd: Path | None = None, count: int = 3) -> list[str]:
             found.append(f"link {n.veth_host}")
     if _sh("ip", "link", "show", f"{PREFIX}0", check=False).returncode == 0:
         found.append(f"bridge {PREFIX}0")
+    if _mounts_under(bpffs_dir(rd)):
+        found.append(f"bpffs {bpffs_dir(rd)}")
     return found
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="realnode")
-    parser.add_argument("action", choices=["start", "stop", "leftovers", "import"])
+    parser.add_argument("action", choices=["start", "stop", "leftovers", "import", "forward"])
     parser.add_argument("--nodes", type=int, default=int(os.environ.get("REAL_NODES", "2")))
-    parser.add_argument("archive", nargs="?", help="import: an OCI archive to import into every real node")
+    parser.add_argument("archive", nargs="?", help="import: an OCI archive to import into every real node; "
+                        "forward: a loopback port to open on the bridge address (e.g. Prometheus's)")
     args = parser.parse_args(argv)
     if args.action == "start":
         start(args.nodes)
     elif args.action == "import":
         state = json.loads(state_path(devcluster.run_dir()).read_text())
         import_image([Node(**n) for n in state["nodes"]], Path(args.archive))
+    elif args.action == "forward":
+        print(forward(int(args.archive), f"port-{args.archive}"))
     elif args.action == "stop":
         stop()
     else:

@@ -10,6 +10,11 @@
  * acknowledged as edgeweave_flow_bytes_total{source_workload=$SOURCE_WORKLOAD,
  * destination_workload=$DESTINATION_WORKLOAD, namespace=$POD_NAMESPACE} (the series the operator's default
  * dependency query reads), plus demo_requests_total and demo_failed_requests_total.
+ *
+ * Graceful stop (what a PDB-protected replica needs for no failed request during a move): on SIGTERM the
+ * server keeps serving for $DRAIN_MS (default 1500, inside the pod's grace period) while kube-proxy drops
+ * it from the Service, and marks each reply "going away" (top bit of the total); the client then closes
+ * that connection after the ack and dials again through the Service, so it lands on a live replica.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +33,8 @@
 #include <unistd.h>
 
 static volatile uint64_t bytes_acked, requests_ok, requests_failed, bytes_received, connections;
+static volatile sig_atomic_t draining;
+#define GOING_AWAY (1ull << 63)
 /* Longest time between two acknowledged requests, in microseconds: the serving gap a move causes. */
 static volatile uint64_t max_gap_us;
 static const char *role;
@@ -107,6 +114,7 @@ static void *serve_conn(void *arg) {
         if (len > sizeof buf) break;
         if (full_io(c, buf, len, 0)) break;
         uint64_t total = __atomic_add_fetch(&bytes_received, len, __ATOMIC_SEQ_CST);
+        if (draining) total |= GOING_AWAY;
         uint64_t be = ((uint64_t)htonl((uint32_t)(total >> 32))) | ((uint64_t)htonl((uint32_t)total) << 32);
         if (full_io(c, &be, 8, 1)) break;
     }
@@ -177,19 +185,35 @@ static int client(void) {
         last_ok = now;
         __atomic_add_fetch(&requests_ok, 1, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&bytes_acked, size, __ATOMIC_SEQ_CST);
+        if (((const unsigned char *)&total)[0] & 0x80u) {  /* on the wire, the top bit is in byte 0 */
+            close(fd);
+            fd = -1;
+        }
         if (interval_ms > 0) usleep((useconds_t)(interval_ms * 1000));
     }
 }
 
 static void quit(int sig) { (void)sig; _exit(0); }
+static void drain(int sig) { (void)sig; draining = 1; }
+
+static void *drainer(void *arg) {
+    (void)arg;
+    while (!draining) usleep(10 * 1000);
+    usleep((useconds_t)atol(env("DRAIN_MS", "1500")) * 1000);
+    _exit(0);
+}
 
 int main(int argc, char **argv) {
     role = argc > 1 ? argv[1] : "server";
-    signal(SIGTERM, quit);
+    signal(SIGTERM, role[0] == 'c' ? quit : drain);
     signal(SIGINT, quit);
     setvbuf(stdout, NULL, _IOLBF, 0);
     pthread_t t;
     pthread_create(&t, NULL, metrics, NULL);
+    if (role[0] != 'c') {
+        pthread_create(&t, NULL, drainer, NULL);
+        pthread_detach(t);
+    }
     printf("demo %s up\n", role);
     return role[0] == 'c' ? client() : server();
 }

@@ -211,3 +211,33 @@ def test_gpujob_slices_run_in_containers_on_real_nodes(real: RealCluster, real_o
 def client_rbac(real: RealCluster):
     from kubernetes import client
     return client.RbacAuthorizationV1Api(real.cluster.api)
+
+
+def test_two_server_replicas_with_a_pdb_serve_through_a_move(real: RealCluster, real_operator,
+                                                             rn_namespace: str) -> None:
+    """Two server replicas (a PDB keeps one) spread over the real nodes; the client's requests go through
+    the Service to both. The operator moves the remote replica next to the client; the client sees no
+    failed request during the move (the evicted replica drains while kube-proxy drops it)."""
+    ns = rn_namespace
+    apply(real, ns, demo.pair("demo", server_replicas=2))
+    wait_for(lambda: len({p.spec.node_name for p in running_pods(real, ns, "demo-server")}) == 2
+             and len(running_pods(real, ns, "demo-client")) == 1, 90, "two server replicas on two nodes, one client")
+    (cl,) = running_pods(real, ns, "demo-client")
+    url = f"http://{cl.status.pod_ip}:{demo.METRICS_PORT}/metrics"
+    query = f'sum(rate(edgeweave_flow_bytes_total{{namespace="{ns}"}}[15s]))'
+    wait_for(lambda: (r := real.prom.query(query)) and float(r[0]["value"][1]) > 1e5, 60, "the traffic in Prometheus")
+    failed0, ok0 = scrape(http_get(url), "demo_failed_requests_total"), scrape(http_get(url), "demo_requests_total")
+    real.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups",
+                                                        demo.workload_group("demo", replicas_per_device=2))
+    wait_for(lambda: {p.spec.node_name for p in running_pods(real, ns, "demo-server")} == {cl.spec.node_name}
+             and len(running_pods(real, ns, "demo-server")) == 2, 90, "both server replicas on the client's node")
+    st = wait_for(lambda: (s := (real.cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, ns, "workloadgroups", "demo").get("status") or {})).get("movesTotal", 0) >= 1
+        and all(m["phase"] == "Done" for m in s["plan"]["moves"]) and s, 30, "the move Done in status")
+    ok1 = scrape(http_get(url), "demo_requests_total")
+    wait_for(lambda: scrape(http_get(url), "demo_requests_total") > ok1 + 20, 30, "requests after the move")
+    (same,) = running_pods(real, ns, "demo-client")
+    assert same.metadata.uid == cl.metadata.uid, "the client moved: this test measures the server's move"
+    failed = scrape(http_get(url), "demo_failed_requests_total") - failed0
+    assert failed == 0, f"{failed} failed requests during the move ({st['plan']['moves']})"
+    assert scrape(http_get(url), "demo_requests_total") > ok0

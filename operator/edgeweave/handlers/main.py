@@ -31,6 +31,9 @@ def _load_handlers(webhook: bool, admission: bool = False) -> None:
         from . import admission as _admission  # noqa: F401
 
 
+_STANDBY: Any = None  # a standby.StandbyWatch with --ready-only-when-acting
+
+
 async def _serve_probes(port: int, host: str) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -38,6 +41,8 @@ async def _serve_probes(port: int, host: str) -> web.AppRunner:
     async def readyz(_: web.Request) -> web.Response:
         if not STATE.ready:
             return web.Response(text="starting", status=503)
+        if _STANDBY is not None and _STANDBY.standby:  # --ready-only-when-acting (handlers/standby.py)
+            return web.Response(text=_STANDBY.reason, status=503)
         from .health import WATCHDOG
 
         if wedged := WATCHDOG.wedged():
@@ -128,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--taint-namespace", action="append", default=None, metavar="GLOB",
                         help="namespaces whose WorkloadGroups may taint shared devices (repeatable; default: all). "
                              "A group elsewhere records its breaches and offloads, but never taints a node")
+    parser.add_argument("--ready-only-when-acting", action="store_true",
+                        help="/readyz fails while peering pauses this replica, so a Service in front of the "
+                        "webhooks routes them to the acting replica only (whose in-process steering table "
+                        "the move executor fills)")
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser
 
@@ -135,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.webhook_port and args.webhook_config.count(".") < 2:
-        # kopf names each webhook <handler-id>.<config>; the API server wants a 3-label domain there.
+    if args.webhook_port and args.webhook_manage and args.webhook_config.count(".") < 2:
+        # kopf names each webhook <handler-id>.<config>; the API server wants a 3-label domain there. Only
+        # when the operator writes the configuration: the chart's own (--no-webhook-manage) has its names.
         parser.error("--webhook-config must be a domain name with at least three labels, e.g. steer.edgeweave.io")
 
     STATE.dry_run = args.dry_run
@@ -177,6 +187,13 @@ def main(argv: list[str]) -> int:
                 from .kube import api_client
 
                 await asyncio.to_thread(apply_webhooks, api_client(), runner_box["webhooks"])
+        if args.ready_only_when_acting and not args.standalone:
+            global _STANDBY
+            from .kube import api_client as _api_client
+            from .standby import StandbyWatch
+
+            _STANDBY = StandbyWatch(args.peering, args.priority)
+            runner_box["standby"] = asyncio.create_task(_STANDBY.run(_api_client()))
         runner_box["probes"] = await _serve_probes(args.probe_port, args.probe_host)
         where = ", ".join(args.namespace) if args.namespace else "all namespaces"
         log.info(
@@ -196,6 +213,8 @@ def main(argv: list[str]) -> int:
             from .webhook import remove as remove_webhooks
 
             await asyncio.to_thread(remove_webhooks, api_client(), runner_box["webhooks"])
+        if "standby" in runner_box:
+            runner_box["standby"].cancel()
         if "probes" in runner_box:
             await runner_box["probes"].cleanup()
 
