@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ from . import state
 from .state import STATE
 
 log = logging.getLogger("edgeweave.operator")
+ROUND_WORKERS = int(os.environ.get("EDGEWEAVE_ROUND_WORKERS", "32"))
 
 
 def _load_handlers(webhook: bool, admission: bool = False) -> None:
@@ -150,8 +152,9 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RoutineSuccessFilter())
-    from . import kube
+    from . import kopf_fixes, kube
 
+    kopf_fixes.install()  # start-up at fleet scale: see the module
     rt = state.make_runtime(STATE, kube.api_client())
     state.install(rt)
     _load_handlers(webhook=bool(args.webhook_port), admission=bool(args.webhook_port and args.admission_config))
@@ -161,6 +164,11 @@ def main(argv: list[str]) -> int:
     @kopf.on.startup()
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure(settings)
+        # Group rounds run in asyncio's default executor (asyncio.to_thread), min(32, cores + 4) threads:
+        # 6 here. A round mostly waits on the API server, so at a few hundred groups six threads left
+        # moves queued for minutes with the operator's core idle (measured: 500 devices, 125 groups).
+        asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            max_workers=ROUND_WORKERS, thread_name_prefix="edgeweave-round"))
         if args.webhook_port:
             from pathlib import Path
 
