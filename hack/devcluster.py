@@ -253,6 +253,8 @@ def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False) -> P
         "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
         f"--node-monitor-grace-period={'150s' if fleet_scale else '40s'}", "--kube-api-qps=200",
         "--kube-api-burst=400",
+        # kwok initialises a thousand new devices in minutes on a busy machine, not in the default 60 s
+        *(["--node-startup-grace-period=600s"] if fleet_scale else []),
     ], rd)
     _spawn("kube-scheduler", [
         str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
@@ -265,7 +267,8 @@ def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False) -> P
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
         "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1",
-        *([f"--config={_write(rd / 'kwok.yaml', KWOK_SCALE_CONFIG)}"] if fleet_scale else
+        # At fleet scale kwok's one INFO line per lease renewal and status patch is ~100 lines a second.
+        *([f"--config={_write(rd / 'kwok.yaml', KWOK_SCALE_CONFIG)}", "--v=WARN"] if fleet_scale else
           ["--node-lease-duration-seconds=40"]),
         f"--server-address=127.0.0.1:{ports.kwok}",
     ], rd)
