@@ -214,6 +214,17 @@ def workload_group(name: str) -> dict:
                      "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 3600}}}
 
 
+def exists_ok(create) -> None:
+    """Create, or leave what a reused cluster already has."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        create()
+    except ApiException as e:
+        if e.status != 409:
+            raise
+
+
 def profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     """py-spy, when installed (`pip install py-spy`), samples the operator for `seconds` (raw stacks:
     `summarise_profile` prints the top frames)."""
@@ -254,6 +265,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--namespaces", type=int, default=50)
     ap.add_argument("--window", type=float, default=60.0, help="seconds of each measurement window")
     ap.add_argument("--burst-timeout", type=float, default=600.0)
+    ap.add_argument("--reuse-cluster", action="store_true",
+                    help="measure on the cluster a kept run left (EDGEWEAVE_KEEP_CLUSTER=1) instead of a fresh one")
     ap.add_argument("--profile", action="store_true", help="sample the operator with py-spy in each window")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scale" / "result.json")
     args = ap.parse_args(argv)
@@ -264,8 +277,12 @@ def main(argv: list[str]) -> int:
 
     devcluster = load_hack("devcluster")
     PromStack = load_hack("promstack").PromStack
-    devcluster.stop()
-    kubeconfig = devcluster.start(fleet_scale=True)
+    if args.reuse_cluster and devcluster.running():
+        kubeconfig = devcluster.kubeconfig_path()  # a fleet kept by EDGEWEAVE_KEEP_CLUSTER=1: what exists stays
+        log(f"reusing the running cluster in {devcluster.run_dir()}")
+    else:
+        devcluster.stop()
+        kubeconfig = devcluster.start(fleet_scale=True)
     kubectl = [str(devcluster.bin_dir() / "kubectl"), f"--kubeconfig={kubeconfig}"]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     api.configuration.connection_pool_maxsize = 32
@@ -288,7 +305,7 @@ def main(argv: list[str]) -> int:
             900, "kwok devices Ready", interval=5)
         namespaces = [f"{NS_PREFIX}{i:03d}" for i in range(args.namespaces)]
         for ns in namespaces:
-            core.create_namespace({"metadata": {"name": ns}})
+            exists_ok(lambda ns=ns: core.create_namespace({"metadata": {"name": ns}}))
         pods: list[tuple[str, dict]] = []
         for g in range(args.groups):
             ns, name = namespaces[g % len(namespaces)], f"g{g:04d}"
@@ -300,14 +317,14 @@ def main(argv: list[str]) -> int:
                                                                    {"app": f"other-{i % 97}"})))
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda p: core.create_namespaced_pod(p[0], p[1]), pods))
+            list(pool.map(lambda p: exists_ok(lambda: core.create_namespaced_pod(p[0], p[1])), pods))
         log(f"{len(pods)} pods created in {time.monotonic() - t0:.0f}s")
         wait_for(lambda: sum(1 for p in core.list_pod_for_all_namespaces(
             field_selector="status.phase=Running", _request_timeout=120).items) >= len(pods),
-            900, "pods Running", interval=5)
+            1800, "pods Running", interval=5)
         for g in range(args.groups):
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespaces[g % len(namespaces)],
-                                                   "workloadgroups", workload_group(f"g{g:04d}"))
+            exists_ok(lambda g=g: custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespaces[g % len(namespaces)], "workloadgroups", workload_group(f"g{g:04d}")))
 
         port = free_port()
         oplog = args.out.parent / "operator.log"
