@@ -94,6 +94,11 @@ def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
     }, indent=2))
 
 
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def _spawn(name: str, argv: list[str], rd: Path) -> None:
     logf = open(rd / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     # A new session per component: stop kills the whole group, so nothing leaks.
@@ -149,7 +154,38 @@ def running() -> bool:
     return (rd / "pids").exists() and any(_alive(int(p.read_text())) for p in (rd / "pids").glob("*.pid"))
 
 
-def start(*, wait_nodes_controller: bool = True) -> Path:
+# kwok's defaults (4 node leases, 4 node and 4 pod stage transitions in flight) cannot keep 1,000+
+# devices' leases renewed on a busy API server: renewals fall behind the node monitor's grace period and
+# nodes flap NotReady, so a big fleet never shows all Ready. Fleet scale (bench-scale) raises the
+# parallelism and renews each lease every 30 s instead of 10 s (lease 120 s; kubelet's own default is
+# 40 s / 10 s), with the controller-manager's grace period to match.
+KWOK_SCALE_CONFIG = """apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  nodeLeaseDurationSeconds: 120
+  nodeLeaseParallelism: 32
+  nodePlayStageParallelism: 16
+  podPlayStageParallelism: 16
+"""
+
+
+# Fleet scale also writes the API server's audit log (metadata only, leases left out): it names each
+# request's client by user agent, so the bench counts the operator's own requests, not a guess by resource.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  resources: [{group: "coordination.k8s.io", resources: ["leases"]}]
+- level: Metadata
+"""
+
+
+def audit_log_path() -> Path:
+    return run_dir() / "logs" / "audit.log"
+
+
+def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False) -> Path:
     rd = run_dir()
     if running():
         log(f"already running (state in {rd}); `stop` first")
@@ -203,6 +239,10 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
         "--profiling=false", "--event-ttl=2h",
         "--max-requests-inflight=1200", "--max-mutating-requests-inflight=600",
+        *([f"--audit-policy-file={_write(rd / 'audit-policy.yaml', AUDIT_POLICY)}",
+           f"--audit-log-path={audit_log_path()}", "--audit-log-format=json", "--audit-log-mode=batch",
+           "--audit-log-batch-max-wait=1s",
+           "--audit-log-maxsize=4096", "--audit-log-maxbackup=1"] if fleet_scale else []),
     ], rd)
     readyz = f"https://127.0.0.1:{ports.apiserver}/readyz"
     _wait("kube-apiserver /readyz", lambda: _get(readyz, pki)[0] == 200, 120, rd, "kube-apiserver")
@@ -214,7 +254,10 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
         "--use-service-account-credentials=false", "--cluster-name=edgeweave-dev",
         "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
-        "--node-monitor-grace-period=40s", "--kube-api-qps=200", "--kube-api-burst=400",
+        f"--node-monitor-grace-period={'150s' if fleet_scale else '40s'}", "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        # kwok initialises a thousand new devices in minutes on a busy machine, not in the default 60 s
+        *(["--node-startup-grace-period=600s"] if fleet_scale else []),
     ], rd)
     _spawn("kube-scheduler", [
         str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
@@ -226,7 +269,10 @@ def start(*, wait_nodes_controller: bool = True) -> Path:
         str(bins / "kwok"), f"--kubeconfig={kubeconfig}", "--manage-all-nodes=false",
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-        "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1", "--node-lease-duration-seconds=40",
+        "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1",
+        # At fleet scale kwok's one INFO line per lease renewal and status patch is ~100 lines a second.
+        *([f"--config={_write(rd / 'kwok.yaml', KWOK_SCALE_CONFIG)}", "--v=WARN"] if fleet_scale else
+          ["--node-lease-duration-seconds=40"]),
         f"--server-address=127.0.0.1:{ports.kwok}",
     ], rd)
     default_sa = f"https://127.0.0.1:{ports.apiserver}/api/v1/namespaces/default/serviceaccounts/default"

@@ -16,12 +16,13 @@ What it does, on ports of its own (so a `make run` or a test cluster elsewhere i
    to each group's plan recorded in status (p50/p95), API requests per second until the moves end;
 6. converged: evictions (and deletes) per minute over another window once every move has ended.
 
-Attribution: the API server does not label requests by client. Requests counted as the operator's are
-those on its own kinds (edgeweave.io, kopf.dev; LIST excluded — this script polls with LIST, the operator
-lists only when a watch starts), Events created, pod creates/deletes/evictions (no controller owns these
-pods, and the scheduler's binding subresource is excluded), and node patches (taints; kwok's heartbeats
-go to the status subresource). kwok, the scheduler and the controller-manager account for the rest,
-reported as `api_requests_per_s_all_clients`.
+Attribution: `apiserver_request_total` has no client label. The API server's audit log (metadata level,
+leases left out; `devcluster.start(fleet_scale=True)`) names each request's user agent: the operator's
+are kopf's (`kopf/...`) and its Kubernetes client's (`edgeweave-operator/...`); this script's client is
+`edgeweave-bench`. `api_requests_per_s_*` are the operator's own requests from that log (a watch counts once,
+when it starts). The older attribution by resource from the metrics (its kinds, Events, pod writes, node
+patches — an upper bound, since the controller-manager's node Events count with ours) is kept beside it as
+`..._by_resource_attribution`; every client's metric total as `api_requests_per_s_all_clients`.
 
 The last line on stdout is one JSON object.
 """
@@ -33,6 +34,8 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +103,73 @@ def by_verb(before: dict, after: dict, seconds: float, pick=operators) -> dict[s
     return {k: round(v, 3) for k, v in sorted(out.items())}
 
 
+def client_of(user_agent: str) -> str:
+    """Who sent a request, from its user agent (the operator's two clients: kopf's and ours)."""
+    ua = user_agent or ""
+    if ua.startswith(("kopf/", "edgeweave-operator/")):
+        return "operator"
+    for name in ("edgeweave-bench", "kubectl", "kwok", "kube-controller-manager", "kube-scheduler"):
+        if ua.startswith(name):
+            return name
+    return "other"
+
+
+class AuditLog:
+    """Requests per client from the API server's audit log (metadata level), between two marks. A watch
+    counts once, when it starts; every other request when it completes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mark(self) -> tuple[int, float]:
+        return (self.path.stat().st_size if self.path.exists() else 0), time.time()
+
+    def count(self, start: tuple[int, float], end: tuple[int, float]) -> dict[tuple[str, str, str, str], int]:
+        """(client, verb, resource[/subresource], apiGroup) -> requests with a stage time in the window."""
+        time.sleep(1.5)  # the log is written in batches of at most a second
+        out: dict[tuple[str, str, str, str], int] = {}
+        if not self.path.exists():
+            return out
+        with self.path.open("rb") as f:
+            f.seek(max(0, start[0] - 65536))  # a request may complete after the mark was taken
+            f.readline()
+            for raw in f:
+                try:
+                    ev = json.loads(raw)
+                except ValueError:
+                    continue
+                verb = ev.get("verb", "")
+                if ev.get("stage") != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+                    continue
+                at = parse_time(ev.get("stageTimestamp", ""))
+                if at is None or not start[1] <= at < end[1]:
+                    continue
+                ref = ev.get("objectRef") or {}
+                res = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+                key = (client_of(ev.get("userAgent", "")), verb, res, ref.get("apiGroup", ""))
+                out[key] = out.get(key, 0) + 1
+        return out
+
+
+def parse_time(value: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def per_second(counts: dict[tuple[str, str, str, str], int], seconds: float, client: str = "operator",
+               by: int = 1) -> dict[str, float]:
+    """A client's requests per second, by verb (by=1) or by resource (by=2)."""
+    out: dict[str, float] = {}
+    for key, n in counts.items():
+        if key[0] == client:
+            out[key[by]] = out.get(key[by], 0.0) + n / seconds
+    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 def evictions(before: dict, after: dict) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items()
                if k[2] == "pods" and (k[3] == "eviction" or (k[0] == "DELETE" and k[3] == "")))
@@ -144,7 +214,49 @@ def workload_group(name: str) -> dict:
                      "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 3600}}}
 
 
+def exists_ok(create) -> None:
+    """Create, or leave what a reused cluster already has."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        create()
+    except ApiException as e:
+        if e.status != 409:
+            raise
+
+
+def profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """py-spy, when installed (`pip install py-spy`), samples the operator for `seconds` (raw stacks:
+    `summarise_profile` prints the top frames)."""
+    exe = shutil.which("py-spy") or (str(Path(sys.executable).parent / "py-spy")
+                                     if (Path(sys.executable).parent / "py-spy").exists() else None)
+    if exe is None:
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "20",
+                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise_profile(path: Path, top: int = 25) -> list[str]:
+    """The frames most often on a busy stack (idle worker threads left out), as 'share frame'."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or frames[-1].startswith(("_worker (concurrent", "select (selectors")):
+            continue
+        samples += int(count)
+        for f in set(frames):
+            if "edgeweave/" in f or "kopf/" in f or "aggregate" in f:
+                totals[f] = totals.get(f, 0) + int(count)
+    return [f"{c / samples:6.1%} {f[:160]}" for f, c in sorted(totals.items(), key=lambda kv: -kv[1])[:top]] \
+        if samples else []
+
+
 def main(argv: list[str]) -> int:
+    # A plain SIGTERM would skip the finally below and leave the operator, Prometheus and the cluster up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", type=int, default=200)
     ap.add_argument("--nodes-per-site", type=int, default=10)
@@ -153,6 +265,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--namespaces", type=int, default=50)
     ap.add_argument("--window", type=float, default=60.0, help="seconds of each measurement window")
     ap.add_argument("--burst-timeout", type=float, default=600.0)
+    ap.add_argument("--reuse-cluster", action="store_true",
+                    help="measure on the cluster a kept run left (EDGEWEAVE_KEEP_CLUSTER=1) instead of a fresh one")
+    ap.add_argument("--profile", action="store_true", help="sample the operator with py-spy in each window")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scale" / "result.json")
     args = ap.parse_args(argv)
 
@@ -162,11 +277,17 @@ def main(argv: list[str]) -> int:
 
     devcluster = load_hack("devcluster")
     PromStack = load_hack("promstack").PromStack
-    devcluster.stop()
-    kubeconfig = devcluster.start()
+    if args.reuse_cluster and devcluster.running():
+        kubeconfig = devcluster.kubeconfig_path()  # a fleet kept by EDGEWEAVE_KEEP_CLUSTER=1: what exists stays
+        log(f"reusing the running cluster in {devcluster.run_dir()}")
+    else:
+        devcluster.stop()
+        kubeconfig = devcluster.start(fleet_scale=True)
     kubectl = [str(devcluster.bin_dir() / "kubectl"), f"--kubeconfig={kubeconfig}"]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     api.configuration.connection_pool_maxsize = 32
+    api.user_agent = "edgeweave-bench"  # told apart from the operator in the audit log
+    audit = AuditLog(devcluster.audit_log_path())
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     prom = PromStack(prom_port=free_port(), exporter_port=free_port())
     op = None
@@ -184,7 +305,7 @@ def main(argv: list[str]) -> int:
             900, "kwok devices Ready", interval=5)
         namespaces = [f"{NS_PREFIX}{i:03d}" for i in range(args.namespaces)]
         for ns in namespaces:
-            core.create_namespace({"metadata": {"name": ns}})
+            exists_ok(lambda ns=ns: core.create_namespace({"metadata": {"name": ns}}))
         pods: list[tuple[str, dict]] = []
         for g in range(args.groups):
             ns, name = namespaces[g % len(namespaces)], f"g{g:04d}"
@@ -196,14 +317,14 @@ def main(argv: list[str]) -> int:
                                                                    {"app": f"other-{i % 97}"})))
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda p: core.create_namespaced_pod(p[0], p[1]), pods))
+            list(pool.map(lambda p: exists_ok(lambda: core.create_namespaced_pod(p[0], p[1])), pods))
         log(f"{len(pods)} pods created in {time.monotonic() - t0:.0f}s")
         wait_for(lambda: sum(1 for p in core.list_pod_for_all_namespaces(
             field_selector="status.phase=Running", _request_timeout=120).items) >= len(pods),
-            900, "pods Running", interval=5)
+            1800, "pods Running", interval=5)
         for g in range(args.groups):
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespaces[g % len(namespaces)],
-                                                   "workloadgroups", workload_group(f"g{g:04d}"))
+            exists_ok(lambda g=g: custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespaces[g % len(namespaces)], "workloadgroups", workload_group(f"g{g:04d}")))
 
         port = free_port()
         oplog = args.out.parent / "operator.log"
@@ -215,13 +336,21 @@ def main(argv: list[str]) -> int:
                               env={**os.environ, "KUBECONFIG": str(kubeconfig)}, cwd=REPO, start_new_session=True)
         proc = Proc(op.pid)
 
+        seen = {"ready": -1}
+
         def all_ready() -> bool:
             items = custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"]
-            return sum(1 for o in items if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                               for c in (o.get("status") or {}).get("conditions", []))) >= args.groups
+            ready = sum(1 for o in items if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                                for c in (o.get("status") or {}).get("conditions", [])))
+            if ready != seen["ready"]:
+                log(f"{ready}/{args.groups} groups Ready after {time.monotonic() - t0:.0f}s "
+                    f"(operator {proc.cpu_seconds():.0f} CPU s, {proc.rss_mib():.0f} MiB)")
+                seen["ready"] = ready
+            return ready >= args.groups
         t0 = time.monotonic()
-        wait_for(all_ready, 900, "every group Ready", interval=3)
-        log(f"operator up, all {args.groups} groups Ready after {time.monotonic() - t0:.0f}s")
+        wait_for(all_ready, 1800, "every group Ready", interval=3)
+        startup_s = time.monotonic() - t0
+        log(f"operator up, all {args.groups} groups Ready after {startup_s:.0f}s")
         time.sleep(RESYNC_S)  # one full resync before measuring: the steady state, not the start-up
 
         def metrics() -> dict:
@@ -229,23 +358,35 @@ def main(argv: list[str]) -> int:
                                                  capture_output=True, text=True).stdout)
 
         # -- steady state --
-        m0, c0, w0 = metrics(), proc.cpu_seconds(), time.monotonic()
+        prof = profiler(op.pid, args.window, args.out.parent / "profile-steady.txt") if args.profile else None
+        m0, c0, w0, a0 = metrics(), proc.cpu_seconds(), time.monotonic(), audit.mark()
         rss = [proc.rss_mib()]
         while time.monotonic() - w0 < args.window:
             time.sleep(5)
             rss.append(proc.rss_mib())
-        m1, c1, w1 = metrics(), proc.cpu_seconds(), time.monotonic()
+        m1, c1, w1, a1 = metrics(), proc.cpu_seconds(), time.monotonic(), audit.mark()
+        steady_audit = audit.count(a0, a1)
+        steady_op = per_second(steady_audit, a1[1] - a0[1])
         steady = by_verb(m0, m1, w1 - w0)
         steady_all = by_verb(m0, m1, w1 - w0, pick=lambda k: k[0] not in ("WATCH", "LIST"))
         cpu_steady = (c1 - c0) / (w1 - w0)
-        log(f"steady: {steady} cpu={cpu_steady:.3f} rss={max(rss):.0f}MiB")
+        log(f"steady: operator (audit) {steady_op} by resource {per_second(steady_audit, a1[1] - a0[1], by=2)}; "
+            f"by resource attribution {steady}; cpu={cpu_steady:.3f} rss={max(rss):.0f}MiB")
+        log("steady, every client (audit, req/s): " + json.dumps(
+            {c: round(sum(per_second(steady_audit, a1[1] - a0[1], client=c).values()), 2)
+             for c in sorted({k[0] for k in steady_audit})}))
+        if prof is not None:
+            prof.wait(60)
+            log("steady profile:\n" + "\n".join(summarise_profile(args.out.parent / "profile-steady.txt")))
 
         # -- burst: every group's dependency appears at once --
         for g in range(args.groups):
             prom.series.set_rate("edgeweave_flow_bytes_total", {
                 "namespace": namespaces[g % len(namespaces)], "source_workload": f"api-{g}",
                 "destination_workload": f"cache-{g}"}, 5e6)
-        tb, cb, mb = time.monotonic(), proc.cpu_seconds(), metrics()
+        prof = profiler(op.pid, min(args.burst_timeout, 120), args.out.parent / "profile-burst.txt") \
+            if args.profile else None
+        tb, cb, mb, ab = time.monotonic(), proc.cpu_seconds(), metrics(), audit.mark()
         recorded: dict[str, float] = {}
         ended: set[str] = set()
         while time.monotonic() - tb < args.burst_timeout and len(ended) < args.groups:
@@ -260,13 +401,19 @@ def main(argv: list[str]) -> int:
                     ended.add(key)
             rss.append(proc.rss_mib())
             time.sleep(0.5)
-        te, ce, me = time.monotonic(), proc.cpu_seconds(), metrics()
+        te, ce, me, ae = time.monotonic(), proc.cpu_seconds(), metrics(), audit.mark()
+        burst_audit = audit.count(ab, ae)
+        burst_op = per_second(burst_audit, ae[1] - ab[1])
         burst = by_verb(mb, me, te - tb)
         if len(recorded) < args.groups:  # say why, from one group that recorded no plan
             sample = next((o for o in items if f"{o['metadata']['namespace']}/{o['metadata']['name']}"
                            not in recorded), None)
             log(f"a group without a plan: {json.dumps((sample or {}).get('status', {}).get('conditions'))[:1500]}")
-        log(f"burst: {len(recorded)} plans recorded, {len(ended)} groups' moves ended in {te - tb:.0f}s: {burst}")
+        log(f"burst: {len(recorded)} plans recorded, {len(ended)} groups' moves ended in {te - tb:.0f}s: operator "
+            f"(audit) {burst_op}; by resource attribution {burst}")
+        if prof is not None:
+            prof.wait(120)
+            log("burst profile:\n" + "\n".join(summarise_profile(args.out.parent / "profile-burst.txt")))
 
         # -- converged --
         time.sleep(5)
@@ -281,15 +428,19 @@ def main(argv: list[str]) -> int:
         result: dict[str, Any] = {
             "evictions_per_min_converged": round(evicted_per_min, 2),
             "operator_rss_mib": round(max(rss), 1),
-            "api_requests_per_s_steady": round(sum(steady.values()), 2),
-            "api_requests_per_s_steady_by_verb": steady,
+            "api_requests_per_s_steady": round(sum(steady_op.values()), 2),
+            "api_requests_per_s_steady_by_verb": steady_op,
+            "api_requests_per_s_steady_by_resource": per_second(steady_audit, a1[1] - a0[1], by=2),
+            "api_requests_per_s_steady_by_resource_attribution": round(sum(steady.values()), 2),
             "api_requests_per_s_all_clients": round(sum(steady_all.values()), 2),
-            "api_requests_per_s_burst": round(sum(burst.values()), 2),
-            "api_requests_per_s_burst_by_verb": burst,
+            "api_requests_per_s_burst": round(sum(burst_op.values()), 2),
+            "api_requests_per_s_burst_by_verb": burst_op,
+            "api_requests_per_s_burst_by_resource": per_second(burst_audit, ae[1] - ab[1], by=2),
             "operator_cpu_cores_steady": round(cpu_steady, 3),
             "operator_cpu_cores_burst": round((ce - cb) / (te - tb), 3),
             "plan_recorded_p50_s": nearest_rank(latencies, 0.5),
             "plan_recorded_p95_s": nearest_rank(latencies, 0.95),
+            "operator_startup_s": round(startup_s, 1),
             "plans_recorded": len(latencies), "moves_done": done, "resync_s": RESYNC_S,
             "devices": len(nodes), "sites": args.sites, "pods": len(pods), "groups": args.groups,
             "namespaces": args.namespaces, "window_s": args.window,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from ..api.edgesite import EdgeSiteSpec
 from ..placement.breach import BreachReason
 from ..placement.context import ContextValue, PromIndex, queries_to_run, resolve_context, sources_for
-from ..placement.inventory import Device, selector_matches
+from ..placement.inventory import Device
+from ..placement.sites import site_members, site_of_devices
 from ..telemetry.prometheus import PrometheusClient, TelemetryError
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,11 @@ class ContextSnapshot:
     prometheus_error: str | None = None  # set when Prometheus-sourced values are missing because of it
 
 
-def site_of(device: Device, sites: Mapping[str, EdgeSiteSpec]) -> str | None:
-    for name in sorted(sites):
-        spec = sites[name]
-        if device.name in spec.node_names or (spec.node_selector and selector_matches(spec.node_selector,
-                                                                                      device.labels)):
-            return name
-    return None
-
-
 def read_context(devices: Iterable[Device], sites: Mapping[str, EdgeSiteSpec],
                  prometheus_url: str | None) -> ContextSnapshot:
     devices = list(devices)
     now = time.time()
-    site_for = {d.name: site_of(d, sites) for d in devices}
+    site_for = site_of_devices(site_members(sites, devices))  # one label index, not a pass per device
     sources_by_site = {name: sources_for(spec) for name, spec in sites.items()}
     default_sources = sources_for(None)
     uplinks_by_site = {name: [u.name for u in spec.uplinks] for name, spec in sites.items()}
@@ -66,7 +58,7 @@ def read_context(devices: Iterable[Device], sites: Mapping[str, EdgeSiteSpec],
     index = PromIndex.build(results)
     by_device = {}
     for d in devices:
-        site = site_for[d.name]
+        site = site_for.get(d.name)
         by_device[d.name] = resolve_context(d, sources_by_site.get(site, default_sources) if site else default_sources,
                                             index, uplinks_by_site.get(site, []) if site else [], observed_at)
     return ContextSnapshot(taken_at=now, by_device=by_device, prometheus_error=error)
@@ -78,9 +70,10 @@ class ContextCache:
         self._snap: ContextSnapshot | None = None
 
     def get(self, devices: Iterable[Device], sites: Mapping[str, EdgeSiteSpec],
-            prometheus_url: str | None) -> ContextSnapshot:
+            prometheus_url: str | None, ttl: float = TTL_SECONDS) -> ContextSnapshot:
+        """A snapshot at most `ttl` old (EdgeSite status accepts an older one than breach detection)."""
         with self._lock:
-            if self._snap is None or time.time() - self._snap.taken_at > TTL_SECONDS:
+            if self._snap is None or time.time() - self._snap.taken_at > ttl:
                 self._snap = read_context(devices, sites, prometheus_url)
             return self._snap
 

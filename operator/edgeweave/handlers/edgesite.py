@@ -16,13 +16,14 @@ from ..api.edgesite import EdgeSiteSpec
 from ..placement.context import observations
 from ..placement.sites import site_devices, site_summary
 from .common import apply_status, parse_spec
-from .indexes import devices_of, pods_on_nodes, sites_of
+from .indexes import devices_of, sites_of
 from .state import Runtime, runtime
 
 RESOURCE = (GROUP, "edgesites")
 # Context values carry the time they were read; a refresh where nothing but those times moved is written
 # at most this often (250 sites would otherwise cost 25 status patches a second for no news).
 OBSERVED_AT_REFRESH_SECONDS = 60.0
+REFRESH_SECONDS = 10.0
 
 
 def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,18 +36,27 @@ def only_times_moved(current: Mapping[str, Any], new: Mapping[str, Any], now: fl
     """True when `new` differs from `current` in observation times only, and those are recent enough."""
     if _without_times({k: current.get(k) for k in new}) != _without_times(new):
         return False
-    times = [parse_rfc3339(c.get("observedAt")) for c in current.get("context") or []]
-    return all(t is not None and now - t < OBSERVED_AT_REFRESH_SECONDS for t in times)
+    stamps = [c.get("observedAt") or "" for c in current.get("context") or []]
+    if not stamps:
+        return True
+    # One format (rfc3339), so the oldest is the smallest string: one parse, not one per device element.
+    oldest = parse_rfc3339(min(stamps)) if all(stamps) else None
+    return oldest is not None and now - oldest < OBSERVED_AT_REFRESH_SECONDS
 
 
 def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any, devices_index: kopf.Index,
-                   pods_by_node: kopf.Index, sites_index: kopf.Index) -> None:
+                   pods_by_node: kopf.Index, sites_index: kopf.Index, *, changed: bool = False) -> None:
+    """`changed`: the site's spec was just created or changed (its membership is computed afresh, not
+    taken from the shared view, which may predate it)."""
     spec = parse_spec(EdgeSiteSpec, "EdgeSite", body, patch, logger)
     if spec is None:
         return
     name = body["metadata"]["name"]
     generation = body["metadata"].get("generation", 0)
-    summary = site_summary(spec, devices_of(devices_index), pods_on_nodes(pods_by_node))
+    view = rt.sites.get(lambda: devices_of(devices_index), lambda: sites_of(sites_index))
+    mine = site_devices(spec, view.devices) if changed or name not in view.members else view.members[name]
+    # The pod index is read in place (a Mapping of node -> pods): no copy of the fleet's pods per site.
+    summary = site_summary(spec, mine, pods_by_node)
     status = body.get("status", {})
     conditions = status.get("conditions")
     if summary["nodeCount"] == 0:
@@ -60,7 +70,9 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
                                    f"{summary['readyNodes']}/{summary['nodeCount']} nodes Ready", generation)
     # Context: what each device reads now, and which groups find which device breached.
     members = {n["name"] for n in summary["nodes"]}
-    snap = rt.context.get(devices_of(devices_index), sites_of(sites_index), rt.settings.prometheus_url)
+    # Status shows context at the refresh cadence: a snapshot up to one refresh old will do (breach
+    # detection, which acts on it, keeps the 1 s one fresh for itself).
+    snap = rt.context.get(view.devices, view.sites, rt.settings.prometheus_url, ttl=REFRESH_SECONDS)
     context = [o.wire() for node in sorted(members) for o in observations(node, snap.by_device.get(node, {}))]
     breached = {d: r for d, r in rt.breaches.breached_devices().items() if d in members}
     if breached:
@@ -71,9 +83,12 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
         conditions = set_condition(conditions, "Breached", False, "NoBreach",
                                    "no WorkloadGroup finds a device of this site breached", generation)
     # A node belongs to at most one site (admission refuses what it can see; labels change later).
-    shared = {other: sorted(members & {d.name for d in site_devices(ospec, devices_of(devices_index))})
-              for other, ospec in sites_of(sites_index).items() if other != name}
-    shared = {k: v for k, v in shared.items() if v}
+    if changed:
+        shared = {other: sorted(members & {d.name for d in view.members.get(other, ())})
+                  for other in view.members if other != name}
+        shared = {k: v for k, v in shared.items() if v}
+    else:
+        shared = view.shared.get(name, {})
     if shared:
         detail = "; ".join(f"{', '.join(v[:5])} also in EdgeSite {k}" for k, v in sorted(shared.items()))
         if (get_condition(conditions, "Conflict") or {}).get("status") != "True":
@@ -99,10 +114,10 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
 @kopf.on.update(*RESOURCE, field="spec")
 def on_site_change(**kwargs: Any) -> None:
     reconcile_site(runtime(kwargs.get("memo")), kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
-                   kwargs["pods_by_node"], kwargs["sites_index"])
+                   kwargs["pods_by_node"], kwargs["sites_index"], changed=True)
 
 
-@kopf.timer(*RESOURCE, interval=10, initial_delay=2)
+@kopf.timer(*RESOURCE, interval=REFRESH_SECONDS, initial_delay=2)
 def site_refresh(**kwargs: Any) -> None:
     reconcile_site(runtime(kwargs.get("memo")), kwargs["body"], kwargs["patch"], kwargs["logger"], kwargs["devices_index"],
                    kwargs["pods_by_node"], kwargs["sites_index"])

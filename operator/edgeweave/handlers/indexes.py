@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import kopf
@@ -16,14 +18,41 @@ def devices_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Device]:
     return {name: device_from_node(body)}
 
 
+class _Recent:
+    """The PodInfo of the last few pod versions seen: kopf calls both pod indexes with the same body, one
+    after the other, and at 20,000 pods one shared value instead of two is 40 MB and half the parsing."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
+        self._size = size
+
+    def info(self, body: kopf.Body) -> PodInfo:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")))
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and key[1]:
+            return hit
+        info = pod_info(body)
+        with self._lock:
+            self._items[key] = info
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return info
+
+
+_PODS = _Recent()
+
+
 @kopf.index("pods")
 def pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str | None, PodInfo]:
-    return {spec.get("nodeName"): pod_info(body)}
+    return {spec.get("nodeName"): _PODS.info(body)}
 
 
 @kopf.index("pods")
 def pods_by_namespace(body: kopf.Body, namespace: str, **_: Any) -> dict[str, PodInfo]:
-    return {namespace: pod_info(body)}
+    return {namespace: _PODS.info(body)}
 
 
 def devices_of(index: kopf.Index) -> list[Device]:

@@ -12,6 +12,7 @@ from ..actuate.actuator import Actuator
 from ..actuate.ratelimit import SlidingWindow
 from ..actuate.steering import STEERING, SteeringTable
 from .context_cache import BreachRegistry, ContextCache, FleetCache
+from .site_view import SiteViewCache
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Runtime:
     breaches: BreachRegistry = field(default_factory=BreachRegistry)
     steering: SteeringTable = field(default_factory=lambda: STEERING)
     fleet: FleetCache = field(default_factory=FleetCache)
+    sites: SiteViewCache = field(default_factory=SiteViewCache)
 
     def may_taint(self, namespace: str) -> bool:
         allowed = self.settings.taint_namespaces

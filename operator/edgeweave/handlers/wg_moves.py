@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,13 +10,32 @@ from typing import Any
 
 from .. import metrics
 from ..actuate.actuator import REFUSAL_MESSAGES, Refusal
-from ..actuate.moves import MoveContext, carry_out, next_move, observe_move, resolve
+from ..actuate.moves import (
+    STEERABLE_OWNERS,
+    MoveContext,
+    MoveObservation,
+    carry_out,
+    next_move,
+    observe_move,
+    resolve,
+)
 from ..api.base import rfc3339
 from ..api.workloadgroup import ActuationLimits, MovePhase, MoveStatus, WorkloadGroupStatus
 from .wg_decide import backoff_after
 
 SWEEPS = 8
-_NEEDS_STEERING = (MovePhase.Planned, MovePhase.Evicting, MovePhase.WaitingReady)
+
+
+def needs_steering(move: MoveStatus, obs: MoveObservation) -> bool:
+    """Whether this step depends on the steering webhook: only evicting a controller-owned pod does (its
+    controller makes the replacement). A bare pod is copied to the target: no probe, no condition."""
+    if move.phase is MovePhase.Evicting:
+        return True
+    if move.phase is MovePhase.WaitingReady:
+        return bool(move.owner)
+    if move.phase is MovePhase.Planned:
+        return obs.pod is not None and obs.pod.owner.split("/")[0] in STEERABLE_OWNERS
+    return False
 
 
 @dataclass(frozen=True)
@@ -57,8 +77,9 @@ def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: Actuation
                 if refusal is not None:
                     changed |= _refused(moves, i, refusal)
                     continue
-            needs = m.phase in _NEEDS_STEERING and (m.phase is not MovePhase.WaitingReady or bool(m.owner))
-            obs = observe_move(m, ctx, steering_live=live() if needs else True, now=now)
+            obs = observe_move(m, ctx, steering_live=True, now=now)
+            if needs_steering(m, obs):
+                obs = dataclasses.replace(obs, steering_live=live())
             decided, action = next_move(m, obs)
             if m.phase is MovePhase.Planned and decided.phase is not MovePhase.Planned and not decided.terminal:
                 refusal = act.may_start_move(key, limits, plan.mode, sum(

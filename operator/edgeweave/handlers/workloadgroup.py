@@ -8,6 +8,8 @@ if it changed, and act (taint claims, Events; in Enforce mode the mover starts t
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 from typing import Any
 
@@ -61,7 +63,10 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
                 continue
             try:
                 with WATCHDOG.round("WorkloadGroup", f"{namespace}/{name}"):
-                    inflight = await asyncio.to_thread(ctl.round, body, indexes, plan_now and not inflight)
+                    # Moves in flight run in their own pool (main): plan rounds never queue behind them.
+                    pool = memo.get("move_executor") if inflight else None
+                    inflight = await asyncio.get_running_loop().run_in_executor(pool, functools.partial(
+                        contextvars.copy_context().run, ctl.round, body, indexes, plan_now and not inflight))
                 if plan_now:
                     last_plan, last_gen = now, gen
                 if backoff.succeeded():

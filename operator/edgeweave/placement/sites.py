@@ -17,6 +17,34 @@ def site_devices(spec: EdgeSiteSpec, devices: Iterable[Device]) -> list[Device]:
     )
 
 
+def site_members(sites: Mapping[str, EdgeSiteSpec], devices: Iterable[Device]) -> dict[str, list[Device]]:
+    """`site_devices` of every site at once, from one label index of the fleet: a pass per site over every
+    device is sites x devices selector checks (400,000 at 200 sites of 10), this is one pass."""
+    devices = list(devices)
+    by_name = {d.name: d for d in devices}
+    by_label: dict[tuple[str, str], set[str]] = {}
+    for d in devices:
+        for kv in d.labels.items():
+            by_label.setdefault(kv, set()).add(d.name)
+    out: dict[str, list[Device]] = {}
+    for name, spec in sites.items():
+        names = {n for n in spec.node_names if n in by_name}
+        if spec.node_selector:
+            sets = sorted((by_label.get((str(k), str(v)), set()) for k, v in spec.node_selector.items()), key=len)
+            names |= set.intersection(*sets) if sets else set()
+        out[name] = sorted((by_name[n] for n in names), key=lambda d: d.name)
+    return out
+
+
+def site_of_devices(members: Mapping[str, Iterable[Device]]) -> dict[str, str]:
+    """Device -> its site, from `site_members`; a device in several sites belongs to the first by name."""
+    out: dict[str, str] = {}
+    for name in sorted(members, reverse=True):
+        for d in members[name]:
+            out[d.name] = name
+    return out
+
+
 def site_summary(spec: EdgeSiteSpec, devices: Iterable[Device],
                  pods_by_node: Mapping[str, Iterable[PodInfo]]) -> dict:
     """The status fields that describe the site's nodes, capacity and utilisation."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 
+from ..api.base import parse_rfc3339
 from .inventory import Device, PodInfo, requested_on
 from .model import DeviceState, WorkloadState
 
@@ -28,13 +28,6 @@ def device_states(devices: Iterable[Device], pods_by_node: Mapping[str, Iterable
             context=dict((context or {}).get(d.name, {})), labels=dict(d.labels),
         ))
     return sorted(out, key=lambda s: s.name)
-
-
-def parse_rfc3339(value: str) -> float | None:
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def workload_states(members: Iterable[PodInfo], workload_label: str, group: str,

@@ -3,10 +3,11 @@ from __future__ import annotations
 from edgeweave.actuate.ratelimit import SlidingWindow
 from edgeweave.actuate.steering import SteeringTable, affinity_patch
 from edgeweave.agent.site import site_for_node
+from edgeweave.api.base import parse_rfc3339
 from edgeweave.api.workloadgroup import MemoryRecovery
 from edgeweave.memory.podpatch import INIT_NAME, recovery_patch, recovery_report
 from edgeweave.placement.inventory import pod_info
-from edgeweave.placement.states import device_states, parse_rfc3339, workload_states
+from edgeweave.placement.states import device_states, workload_states
 from edgeweave.telemetry.prometheus import QueryResult, Sample, edges_from_results
 
 
