@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from edgeweave.actuate.actuator import TAINT_OWNERS_ANNOTATION, parse_owners
 from edgeweave.api.base import rfc3339
 
 from .conftest import (
@@ -238,6 +239,12 @@ def release_group(cluster: Cluster, ns: str) -> None:
             raise
     wait_for(lambda: not cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups")["items"],
              60, "the group (and its taint claims) gone")
+    # The finalizer's release must hold: a round still running when the group was deleted must not claim
+    # again afterwards (a claim whose group is gone is never lifted by anyone).
+    key = f"{ns}/pay"
+    claimed = [n.metadata.name for n in cluster.core.list_node().items
+               if key in parse_owners((n.metadata.annotations or {}).get(TAINT_OWNERS_ANNOTATION))]
+    assert not claimed, f"{key} still claims the breach taint on {claimed} after its deletion"
 
 
 def breach_record(cluster: Cluster, ns: str, node: str) -> dict | None:

@@ -4,6 +4,7 @@ handler shares, kept in kopf's `memo` (main puts one `Runtime` there; handlers t
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,30 @@ class OperatorState:
 STATE = OperatorState()
 
 
+class TaintClaims:
+    """Serialises a group's taint claims with its deletion. A round runs in a worker thread and may still be
+    claiming when kopf calls the delete handler; without this, a claim landing after the release outlives
+    the group (nobody owns it any more, so nobody ever lifts the taint)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._gone: set[str] = set()        # uids of groups whose claims were released for good
+        self._held: dict[str, set[str]] = {}  # group key -> devices claimed by this process
+
+    def closed(self, uid: str) -> bool:
+        return uid in self._gone
+
+    def close(self, uid: str, key: str) -> set[str]:
+        """Under `lock`: no claim for `uid` from now on; returns the devices this process claimed for `key`
+        (the node index may not have seen the latest claim yet)."""
+        if uid:
+            self._gone.add(uid)
+        return self._held.pop(key, set())
+
+    def record(self, key: str, devices: frozenset[str]) -> None:
+        self._held[key] = set(devices)
+
+
 @dataclass
 class Runtime:
     """Everything handlers share across calls. The steering table is the admission webhook's too."""
@@ -40,6 +65,7 @@ class Runtime:
     steering: SteeringTable = field(default_factory=lambda: STEERING)
     fleet: FleetCache = field(default_factory=FleetCache)
     sites: SiteViewCache = field(default_factory=SiteViewCache)
+    taints: TaintClaims = field(default_factory=lambda: TaintClaims())
 
     def may_taint(self, namespace: str) -> bool:
         allowed = self.settings.taint_namespaces

@@ -203,7 +203,7 @@ class GroupController:
         t0 = time.perf_counter()
         step = decide(inp)
         elapsed = time.perf_counter() - t0
-        self._act_taints(step.taint, breach)
+        self._act_taints(step.taint, breach, str(meta.get("uid") or ""), bool(meta.get("deletionTimestamp")))
         if spec.memory_recovery.enabled and mode is Mode.Enforce:
             self._prestage(workloads, all_devices, indexes, breach)
         else:
@@ -274,17 +274,24 @@ class GroupController:
             records=tuple(r.wire() for r in to_records(items)))
 
     # -- acting ----------------------------------------------------------------------------------------
-    def _act_taints(self, taint: tuple[frozenset[str], frozenset[str]], breach: BreachView | None) -> None:
+    def _act_taints(self, taint: tuple[frozenset[str], frozenset[str]], breach: BreachView | None,
+                    uid: str = "", deleting: bool = False) -> None:
         claim, release = taint
-        held = set(self.claimed or ())
-        for dev in sorted(claim):
-            reasons = "; ".join(str(r) for r in (breach.breaches.get(dev, ()) if breach else ()))[:500]
-            if self.rt.actuator.claim_taint(dev, self.key, True, message=f"context breach: {reasons}").ok:
-                held.add(dev)
-        for dev in sorted(release):
-            if self.rt.actuator.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered").ok:
-                held.discard(dev)
-        self.claimed = frozenset(held)
+        guard = self.rt.taints
+        with guard.lock:  # the delete handler releases under the same lock: no claim lands after it
+            if deleting or (uid and guard.closed(uid)):
+                claim = frozenset()
+            held = set(self.claimed or ())
+            for dev in sorted(claim):
+                reasons = "; ".join(str(r) for r in (breach.breaches.get(dev, ()) if breach else ()))[:500]
+                if self.rt.actuator.claim_taint(dev, self.key, True, message=f"context breach: {reasons}").ok:
+                    held.add(dev)
+            for dev in sorted(release):
+                if self.rt.actuator.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered").ok:
+                    held.discard(dev)
+            self.claimed = frozenset(held)
+            if not (uid and guard.closed(uid)):
+                guard.record(self.key, self.claimed)
 
     def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list[PodInfo], devices: list[Device]) -> None:
         """Members on a device that stopped being Ready will be replaced by their controller (taint-based
@@ -319,6 +326,9 @@ class GroupController:
         for node in annotation_changes(self.key, {}, {d.name: d.annotations for d in devices}):
             self.rt.actuator.annotate_node(node, annotation_key(self.key), None)
 
-    def release_all_taints(self, devices: list[Device]) -> int:
-        held = [d.name for d in devices if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION))]
-        return self.rt.actuator.release_taints(self.key, held)
+    def release_all_taints(self, devices: list[Device], uid: str = "") -> int:
+        """The group is gone: drop every claim it holds, and let no round of it claim again."""
+        with self.rt.taints.lock:
+            held = {d.name for d in devices if self.key in parse_owners(d.annotations.get(TAINT_OWNERS_ANNOTATION))}
+            held |= self.rt.taints.close(uid, self.key)
+            return self.rt.actuator.release_taints(self.key, sorted(held))

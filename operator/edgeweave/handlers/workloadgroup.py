@@ -85,12 +85,14 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
 
 
 @kopf.on.delete(*RESOURCE, when=in_scope)
-def group_deleted(name: str, namespace: str, memo: kopf.Memo, logger: Any, devices_index: kopf.Index,
+def group_deleted(name: str, namespace: str, uid: str, memo: kopf.Memo, logger: Any, devices_index: kopf.Index,
                   **_: Any) -> None:
-    """A deleted group's taint claims go with it (kopf's finalizer holds the object until this returns)."""
+    """A deleted group's taint claims go with it (kopf's finalizer holds the object until this returns).
+    The group's daemon may still be in a round: the release closes the group's claims first, so that round
+    cannot re-taint a device after it (tests/unit/handlers/test_taint_claims.py)."""
     rt = runtime(memo)
     ctl = GroupController(namespace, name, rt, logger)
-    failed = ctl.release_all_taints(devices_of(devices_index))
+    failed = ctl.release_all_taints(devices_of(devices_index), uid)
     ctl.release_prestage(devices_of(devices_index))
     rt.breaches.forget(ctl.key)
     if failed:
