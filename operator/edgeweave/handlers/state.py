@@ -35,10 +35,14 @@ class TaintClaims:
     claiming when kopf calls the delete handler; without this, a claim landing after the release outlives
     the group (nobody owns it any more, so nobody ever lifts the taint)."""
 
+    # A round still running for a group deleted this many deletions ago cannot exist; the bound keeps a
+    # long-lived operator's memory flat however many groups come and go.
+    MAX_GONE = 4096
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._gone: set[str] = set()        # uids of groups whose claims were released for good
-        self._held: dict[str, set[str]] = {}  # group key -> devices claimed by this process
+        self._gone: dict[str, None] = {}      # uids of groups whose claims were released for good (ordered)
+        self._held: dict[str, set[str]] = {}  # group key -> devices claimed by this process (non-empty only)
 
     def closed(self, uid: str) -> bool:
         return uid in self._gone
@@ -47,11 +51,16 @@ class TaintClaims:
         """Under `lock`: no claim for `uid` from now on; returns the devices this process claimed for `key`
         (the node index may not have seen the latest claim yet)."""
         if uid:
-            self._gone.add(uid)
+            self._gone[uid] = None
+            while len(self._gone) > self.MAX_GONE:
+                del self._gone[next(iter(self._gone))]
         return self._held.pop(key, set())
 
     def record(self, key: str, devices: frozenset[str]) -> None:
-        self._held[key] = set(devices)
+        if devices:
+            self._held[key] = set(devices)
+        else:
+            self._held.pop(key, None)
 
 
 @dataclass
@@ -65,7 +74,7 @@ class Runtime:
     steering: SteeringTable = field(default_factory=lambda: STEERING)
     fleet: FleetCache = field(default_factory=FleetCache)
     sites: SiteViewCache = field(default_factory=SiteViewCache)
-    taints: TaintClaims = field(default_factory=lambda: TaintClaims())
+    taints: TaintClaims = field(default_factory=TaintClaims)
 
     def may_taint(self, namespace: str) -> bool:
         allowed = self.settings.taint_namespaces

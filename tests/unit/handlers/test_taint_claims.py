@@ -24,3 +24,21 @@ def test_closing_without_a_uid_still_returns_the_claims() -> None:
     with claims.lock:
         assert claims.close("", "ns/a") == {"d"}
     assert not claims.closed("")
+
+
+def test_the_closed_set_is_bounded_and_forgets_the_oldest_first() -> None:
+    claims = TaintClaims()
+    for i in range(TaintClaims.MAX_GONE + 10):
+        with claims.lock:
+            claims.close(f"uid-{i}", f"ns/g{i}")
+    assert not claims.closed("uid-0")
+    assert claims.closed(f"uid-{TaintClaims.MAX_GONE + 9}")
+    assert len(claims._gone) == TaintClaims.MAX_GONE
+
+
+def test_a_group_that_claims_nothing_is_not_kept() -> None:
+    claims = TaintClaims()
+    claims.record("ns/a", frozenset({"d"}))
+    claims.record("ns/a", frozenset())
+    with claims.lock:
+        assert claims.close("u", "ns/a") == set()
