@@ -19,7 +19,8 @@ from .grid import unlinearise
 from .ranges import RangeSet
 
 
-def commits(state_dir: Path, job: str) -> list[dict[str, Any]]:
+def _records(state_dir: Path, kind: str, job: str | None) -> list[dict[str, Any]]:
+    """The journal's records of one kind (for one job, or all); a torn last line is skipped."""
     out = []
     with (state_dir / JOURNAL).open() as f:
         for line in f:
@@ -27,23 +28,18 @@ def commits(state_dir: Path, job: str) -> list[dict[str, Any]]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if r.get("t") == "commit" and r.get("job") == job:
+            if r.get("t") == kind and (job is None or r.get("job") == job):
                 out.append(r)
     return out
+
+
+def commits(state_dir: Path, job: str) -> list[dict[str, Any]]:
+    return _records(state_dir, "commit", job)
 
 
 def grants(state_dir: Path, job: str | None = None) -> list[dict[str, Any]]:
     """Every grant record (kept across compaction only while open; see the decision log for history)."""
-    out = []
-    with (state_dir / JOURNAL).open() as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("t") == "grant" and (job is None or r.get("job") == job):
-                out.append(r)
-    return out
+    return _records(state_dir, "grant", job)
 
 
 def assemble(state_dir: Path, job: str | list[str], frag_dir: Path, twin: CpuKernel) -> np.ndarray:
