@@ -36,19 +36,21 @@ n = size // 4096
 words = np.fromfile("/dev/shm/state", dtype=np.uint64).reshape(n, 512)
 acked = read_acks(sys.argv[2], n)
 ahead, wrong = check(words, acked)
-print(json.dumps({"checked_pages": n, "acked_writes": int(acked.sum()), "lost": int(len(wrong)),
-                  "ahead": int(len(ahead))}), flush=True)
+out = json.dumps({"checked_pages": n, "acked_writes": int(acked.sum()), "lost": int(len(wrong)),
+                  "ahead": int(len(ahead))})
+print(out, flush=True)
+open(sys.argv[3], "w").write(out + "\n")
 """
 
 
-def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+def _wait(cond: Callable[[], Any], timeout: float, what: str, detail: Callable[[], str] = str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
         if v:
             return v
         time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}: {detail()}")
 
 
 def _pod(name: str, node: str, image: str, args: list[str], *, host_network: bool = False,
@@ -73,12 +75,17 @@ def _pod(name: str, node: str, image: str, args: list[str], *, host_network: boo
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}}, "spec": spec}
 
 
-def _log(core, ns: str, pod: str, container: str | None = None) -> str:
+def _out(path: Path) -> str:
+    """A container's stdout, which it also writes into the shared directory (no API/kubelet log path)."""
     try:
-        return core.read_namespaced_pod_log(pod, ns, container=container) if container else \
-            core.read_namespaced_pod_log(pod, ns)
-    except Exception:  # noqa: BLE001 - not started yet: no log
+        return path.read_text()
+    except FileNotFoundError:
         return ""
+
+
+def _tee(out: str, *argv: str) -> list[str]:
+    """args for command `sh`: run the image's `edgeweave` with argv, its stdout also kept in `out`, same exit code."""
+    return ["-c", f'edgeweave "$@" > {out}; rc=$?; cat {out}; exit $rc', "sh", *argv]
 
 
 def restore_after_sigkill(core, nodes: list[Any], ns: str, image: str, base: Path, *,
@@ -104,17 +111,18 @@ def restore_after_sigkill(core, nodes: list[Any], ns: str, image: str, base: Pat
                 v["hostPath"]["path"] = str(base)
         core.create_namespaced_pod(ns, obj)
 
-    create(_pod("agent", src.name, image, ["memory", "serve", "--control", f"{MOUNT}/sock/agent.sock", "--listen",
-                                           f"{src.ip}:{PORT}", "--store", f"{MOUNT}/store", *tls("src"), "-v"],
-                host_network=True))
+    create(_pod("agent", src.name, image, _tee(f"{MOUNT}/agent.out", "memory", "serve", "--control",
+                                                f"{MOUNT}/sock/agent.sock", "--listen", f"{src.ip}:{PORT}", "--store",
+                                                f"{MOUNT}/store", *tls("src"), "-v"), command=["sh"], host_network=True))
     _wait(lambda: (base / "sock" / "agent.sock").exists(), timeout, "the agent's control socket")
-    create(_pod("writer", src.name, image, [
-        "memory", "writer", "--name", "state", "--size", str(size), "--control", f"{MOUNT}/sock/agent.sock",
+    create(_pod("writer", src.name, image, command=["sh"], args=_tee(
+        f"{MOUNT}/writer.out", "memory", "writer", "--name", "state", "--size", str(size), "--control", f"{MOUNT}/sock/agent.sock",
         "--token-file", f"{MOUNT}/token", "--store", f"{MOUNT}/store", "--ack", f"{MOUNT}/state.ack",
-        "--namespace", ns, "--pod-uid", "$(POD_UID)", "--dirty-pages", str(dirty_pages), "--rate", str(rate)],
+        "--namespace", ns, "--pod-uid", "$(POD_UID)", "--dirty-pages", str(dirty_pages), "--rate", str(rate)),
         env=[{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]))
-    line = _wait(lambda: next((ln for ln in _log(core, ns, "writer").splitlines() if ln.startswith("READY ")), None),
-                 timeout, f"the writer's READY line (agent log: {_log(core, ns, 'agent')[-800:]})")
+    line = _wait(lambda: next((ln for ln in _out(base / "writer.out").splitlines() if ln.startswith("READY ")),
+                              None), timeout, "the writer's READY line", lambda: _out(base / "writer.out")[-800:]
+                 + " | agent: " + _out(base / "agent.out")[-800:])
     ready = json.loads(line[6:])
     # keep writing at the steady rate for a while: the kill lands mid-stream, not at quiescence
     n0 = ack.stat().st_size
@@ -124,18 +132,17 @@ def restore_after_sigkill(core, nodes: list[Any], ns: str, image: str, base: Pat
     _wait(lambda: not Path(f"/proc/{pid}").exists(), 30, "the writer to die")
     acked_records = ack.stat().st_size // 8
     t0 = time.monotonic()
-    create(_pod("restored", dst.name, image, ["-c", CHECK, str(size), f"{MOUNT}/state.ack"], command=["python3.11"],
-                shm=True, init=[{"name": "recover", "args": [
-                    "memory-recover", "--store", f"{MOUNT}/store", "--region", ready["region"],
+    create(_pod("restored", dst.name, image, ["-c", CHECK, str(size), f"{MOUNT}/state.ack", f"{MOUNT}/check.out"],
+                command=["python3.11"], shm=True, init=[{"name": "recover", "command": ["sh"], "args": _tee(
+                    f"{MOUNT}/recover.out", "memory-recover", "--store", f"{MOUNT}/store", "--region", ready["region"],
                     "--dest", "/dev/shm/state", "--source", f"{src.ip}:{PORT}", "--token-file", f"{MOUNT}/token",
-                    "--require-source", *tls("dst")]}]))
+                    "--require-source", *tls("dst"))}]))
     phase = _wait(lambda: (p := core.read_namespaced_pod("restored", ns).status.phase) in ("Succeeded", "Failed")
                   and p, timeout, "the restored pod to finish")
     pod_s = time.monotonic() - t0
-    rec_log = _log(core, ns, "restored", "recover")
+    rec_log = _out(base / "recover.out")
     report = next((json.loads(ln) for ln in reversed(rec_log.splitlines()) if ln.startswith("{")), {})
-    check = next((json.loads(ln) for ln in reversed(_log(core, ns, "restored", "restored").splitlines())
-                  if ln.startswith("{")), {})
+    check = next((json.loads(ln) for ln in reversed(_out(base / "check.out").splitlines()) if ln.startswith("{")), {})
     base_src = (report.get("sources") or {}).get("source_agent") or {}
     return {
         "state_restored": bool(phase == "Succeeded" and report.get("ok") and report.get("mode") == "baseline+dirty"
