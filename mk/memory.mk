@@ -1,5 +1,5 @@
 # Dirty-data recovery of remote memory (edgeweave.memory).
-.PHONY: bench-memory test-memory memory-deps
+.PHONY: bench-memory test-memory memory-deps test-realnode-memory
 
 ## memory-deps: rclone (the S3 store of tests and bench) and CRIU 4.1.1 (the bench's peer), cached
 memory-deps:
@@ -14,3 +14,7 @@ bench-memory: memory-deps
 ## test-memory: unit + netns e2e tests of edgeweave.memory (root for e2e)
 test-memory:
 	$(PY) -m pytest -q tests/unit/memory tests/e2e/memory
+
+## test-realnode-memory: a region restored on another real node after a SIGKILL (root; opt-in, not in `make test`)
+test-realnode-memory:
+	EDGEWEAVE_REALNODE_MEMORY=1 $(PY) -m pytest -q -rs tests/realnode/test_memory_realnode.py

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -50,6 +51,7 @@ from edgeweave.memory.prestage import parse_rate
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+EDGEWEAVE = str(Path(PY).parent / "edgeweave")  # the console script pip installs beside the interpreter
 SIZE = int(os.environ.get("EWM_BENCH_SIZE", str(1 << 30)))
 PAGE = 4096
 NPAGES = SIZE // PAGE
@@ -60,7 +62,8 @@ FAULT_REPS = int(os.environ.get("EWM_BENCH_FAULT_REPS", "3"))
 FAULT_SIZE = 64 << 20
 PRESTAGE_RATE = os.environ.get("EWM_BENCH_PRESTAGE_RATE", "800mbit")
 PORT = int(os.environ.get("EDGEWEAVE_MEMORY_PAGE_PORT", "7470"))  # inside the bench's own netns
-CRIU_PORT = os.environ.get("EDGEWEAVE_MEMORY_CRIU_PORT", "7480")
+CRIU_PORT = os.environ.get("EDGEWEAVE_MEMORY_CRIU_PORT", "7480")  # and CRIU_PORT + 1 (image copy)
+CRIU_LAZY_RUNS = int(os.environ.get("EWM_BENCH_CRIU_LAZY_RUNS", "1"))
 
 
 def log(*a: object) -> None:
@@ -151,9 +154,10 @@ class Bench:
 
     def recover(self, key: str, dest: Path, *extra: str) -> dict:
         t = time.monotonic()
-        r = subprocess.run(self.topo.py("dst", "memory-recover", "--store", self.url, "--region", key, "--dest",
-                                        str(dest), "--source", f"{self.topo.src_ip}:{PORT}", "--token-file",
-                                        str(self.work / "token"), *self.tls("dst"), *extra),
+        # the whole command as the init container runs it: the `edgeweave` console script
+        r = subprocess.run([*self.topo.exec("dst"), EDGEWEAVE, "memory-recover", "--store", self.url, "--region", key,
+                            "--dest", str(dest), "--source", f"{self.topo.src_ip}:{PORT}", "--token-file",
+                            str(self.work / "token"), *self.tls("dst"), *extra],
                            capture_output=True, text=True, timeout=600, env=self.env)
         wall = time.monotonic() - t  # the whole command: interpreter start, imports, TLS, exit
         if not r.stdout.strip():
@@ -284,16 +288,22 @@ while True:
 """
 
 
-def criu_run(b: Bench, criu: str, i: int) -> dict:
-    d = b.work / f"criu-{i}"
+def criu_setup(b: Bench, d: Path, *wrap: str) -> tuple[Path, Path, Path, int, subprocess.Popen]:
+    """(src images, dst images, region dump path, dirty pages, holder) for one CRIU run."""
     src_img, dst_img = d / "src", d / "dst"
     src_img.mkdir(parents=True)
     dst_img.mkdir()
     out_bin = Path("/dev/shm") / f"ewm-criu-out-{secrets.token_hex(3)}"
     k = max(1, round(NPAGES * 0.01))
-    holder = subprocess.Popen([*b.topo.exec("src"), PY, "-c", HOLDER, str(SIZE), str(k), str(out_bin)],
+    holder = subprocess.Popen([*b.topo.exec("src"), *wrap, PY, "-c", HOLDER, str(SIZE), str(k), str(out_bin)],
                               stdout=subprocess.PIPE, stderr=open(d / "holder.err", "w"), stdin=subprocess.DEVNULL,
                               start_new_session=True, text=True)
+    return src_img, dst_img, out_bin, k, holder
+
+
+def criu_run(b: Bench, criu: str, i: int) -> dict:
+    d = b.work / f"criu-{i}"
+    src_img, dst_img, out_bin, k, holder = criu_setup(b, d)
     assert holder.stdout is not None
     line = holder.stdout.readline()
     if not line.startswith("READY"):
@@ -346,6 +356,161 @@ def criu_run(b: Bench, criu: str, i: int) -> dict:
         ps.wait()
         out_bin.unlink(missing_ok=True)
         shutil.rmtree(d, ignore_errors=True)
+
+
+LINK_COPY_RX = r"""
+import socket, subprocess, sys
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("READY", flush=True)
+c, _ = srv.accept()
+tar = subprocess.Popen(["tar", "-x", "-C", sys.argv[3]], stdin=subprocess.PIPE)
+while b := c.recv(1 << 20):
+    tar.stdin.write(b)
+tar.stdin.close()
+sys.exit(tar.wait())
+"""
+LINK_COPY_TX = r"""
+import socket, subprocess, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+tar = subprocess.Popen(["tar", "-c", "-C", sys.argv[3], *sys.argv[4:]], stdout=subprocess.PIPE)
+while b := tar.stdout.read(1 << 20):
+    s.sendall(b)
+s.close()
+sys.exit(tar.wait())
+"""
+
+
+def link_copy(b: Bench, files: list[Path], dst_dir: Path) -> None:
+    """Copy files from src to dst over the src-dst link (tar over plain TCP, as scp/rsync would)."""
+    port = str(int(CRIU_PORT) + 1)
+    rx = subprocess.Popen([*b.topo.exec("dst"), PY, "-c", LINK_COPY_RX, b.topo.dst_ip, port, str(dst_dir)],
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        assert rx.stdout is not None
+        if not rx.stdout.readline().startswith("READY"):
+            raise RuntimeError("link copy receiver did not start")
+        tx = subprocess.run([*b.topo.exec("src"), PY, "-c", LINK_COPY_TX, b.topo.dst_ip, port,
+                             str(files[0].parent), *[f.name for f in files]], timeout=600)
+        if tx.returncode or rx.wait(timeout=600):
+            raise RuntimeError(f"link copy failed: sender {tx.returncode}, receiver {rx.returncode}")
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+        rx.wait()
+
+
+def criu_errors(d: Path) -> list[str]:
+    """CRIU's own error lines from every log of a run (RLIMIT_NOFILE's harmless one left out)."""
+    out = []
+    for log_file in sorted(d.rglob("*.log")):
+        for ln in log_file.read_text(errors="replace").splitlines():
+            if "Error (" in ln and "RLIMIT_NOFILE" not in ln:
+                out.append(f"{log_file.parent.name}/{log_file.name}: {ln.strip()}")
+    return out[:12]
+
+
+def criu_lazy_run(b: Bench, criu: str, i: int) -> dict:
+    """CRIU's lazy migration over the same link: `criu dump --lazy-pages` leaves the pages in the
+    source and serves them from its own page server; on dst `criu lazy-pages --page-server` pulls
+    them into the restored process through userfaultfd while `criu restore --lazy-pages` runs it.
+    Timed: dump (everything but the pages), restore (the process runs), fully resident (the
+    lazy-pages daemon has every page and exits)."""
+    d = b.work / f"criu-lazy-{i}"
+    # its own PID namespace (as a container's process is): the lazily dumped task stays frozen on
+    # src until its pages are served, so a restore into the same PID namespace collides with it
+    src_img, dst_img, out_bin, k, holder = criu_setup(b, d, "unshare", "--pid", "--fork", "--kill-child", "setsid")
+    assert holder.stdout is not None
+    line = holder.stdout.readline()
+    if not line.startswith("READY"):
+        raise RuntimeError((d / "holder.err").read_text())
+    holder.stdout.close()
+    pid = int(Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()[0])
+    procs: list[subprocess.Popen] = []
+    try:
+        t = time.monotonic()
+        # the dump writes every image but the pages, then serves the pages until dst has them all
+        dump = subprocess.Popen([*b.topo.exec("src"), criu, "dump", "-t", str(pid), "--images-dir", str(src_img),
+                                 "--lazy-pages", "--address", b.topo.src_ip, "--port", CRIU_PORT, "-v4",
+                                 "--log-file", "dump.log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(dump)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # CRIU's own line once the non-page images are written
+            txt = (src_img / "dump.log").read_text(errors="replace") if (src_img / "dump.log").exists() else ""
+            if "Starting page server" in txt or "page server" in txt.lower() and "Lazy" in txt:
+                break
+            if dump.poll() is not None:
+                raise RuntimeError(f"criu dump --lazy-pages exited {dump.returncode}: {txt[-3000:]}")
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("criu dump --lazy-pages: no page server within 120 s")
+        dump_s = time.monotonic() - t
+        t = time.monotonic()
+        # CRIU dumps shared memory (our memfd region) eagerly even with --lazy-pages: only private
+        # anonymous memory is lazy. So the images hold the whole region and must cross the link.
+        image_bytes = sum(f.stat().st_size for f in src_img.iterdir() if f.suffix == ".img")
+        link_copy(b, [f for f in src_img.iterdir() if f.suffix == ".img"], dst_img)
+        copy_s = time.monotonic() - t
+        t = time.monotonic()
+        lp = subprocess.Popen([*b.topo.exec("dst"), criu, "lazy-pages", "--page-server", "--address", b.topo.src_ip,
+                               "--port", CRIU_PORT, "--images-dir", str(dst_img), "-v4", "--log-file", "lazy.log"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(lp)
+        deadline = time.monotonic() + 60
+        while not (dst_img / "lazy-pages.socket").exists():  # restore connects to the daemon's socket
+            if lp.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"criu lazy-pages did not start: {(dst_img / 'lazy.log').read_text()[-2000:]}")
+            time.sleep(0.01)
+        rp = subprocess.Popen([*b.topo.exec("dst"), criu, "restore", "--images-dir", str(dst_img), "-d", "-v4",
+                               "--lazy-pages", "--pidfile", str(d / "restored.pid"), "--log-file", "restore.log"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        procs.append(rp)
+        deadline = time.monotonic() + 120
+        while rp.poll() is None:  # seen here: a restore whose lazy transfer failed never exits
+            if (dump.poll() not in (None, 0)) or time.monotonic() > deadline:
+                rp.kill()
+                rp.wait()
+                raise RuntimeError(f"criu restore --lazy-pages did not finish (dump exit {dump.poll()}): "
+                                   f"{criu_errors(d)}")
+            time.sleep(0.01)
+        r = rp
+        restore_s = time.monotonic() - t
+        if r.returncode:
+            raise RuntimeError(f"criu restore --lazy-pages failed: {criu_errors(d)}")
+        restored = int((d / "restored.pid").read_text().split()[0])
+        os.kill(restored, signal.SIGUSR1)  # the restored process writes its region out (touches every page)
+        deadline = time.monotonic() + 300
+        while not out_bin.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lp.wait(timeout=300)
+        resident_s = time.monotonic() - t
+        dump.wait(timeout=60)
+        words = np.fromfile(out_bin, dtype=np.uint64).reshape(NPAGES, PAGE // 8)
+        acked = np.zeros(NPAGES, np.int64)
+        acked[np.random.default_rng(1).choice(NPAGES, k, replace=False)] = 1
+        wrong = int(len(check(words, acked)[1]))
+        lazy_pages = sum(int(x) for x in re.findall(r"Pagemap generated: \d+ pages \((\d+) lazy\)",
+                                                   (src_img / "dump.log").read_text(errors="replace")))
+        res = {"dump_s": round(dump_s, 3), "copy_images_s": round(copy_s, 3), "restore_s": round(restore_s, 3),
+               "resident_s": round(resident_s, 3), "image_bytes": image_bytes, "lazy_pages": lazy_pages,
+               "wrong_pages": wrong}
+        log(f"  criu lazy {i}: {json.dumps(res)}")
+        return res
+    finally:
+        for victim in (pid, holder.pid, *([int((d / "restored.pid").read_text().split()[0])]
+                                          if (d / "restored.pid").exists() else [])):
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        out_bin.unlink(missing_ok=True)
+        if os.environ.get("EWM_BENCH_KEEP_CRIU"):
+            log(f"  kept {d}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -449,15 +614,26 @@ def main() -> int:
         log(f"CRIU unavailable: {criu.stderr[-1000:]}")
     work = Path(tempfile.mkdtemp(prefix="ewm-bench-", dir="/var/tmp"))  # local disk, not tmpfs
     b = Bench(work)
-    runs, crius = [], []
-    failed: list[str] = []
+    # EWM_BENCH_STATE: runs accumulate in this file over several invocations (each one short enough
+    # for the shared bench lock); the JSON line is computed over all of them
+    state_path = Path(os.environ["EWM_BENCH_STATE"]) if os.environ.get("EWM_BENCH_STATE") else None
+    state = json.loads(state_path.read_text()) if state_path and state_path.exists() else {}
+    runs, crius, crius_lazy = state.get("runs", []), state.get("crius", []), state.get("crius_lazy", [])
+    failed: list[str] = state.get("failed", [])
+    fault_res: dict = state.get("faults", {})
+    loads: list[list[float]] = [*state.get("loadavg", []), list(os.getloadavg())]
+
+    def save() -> None:
+        if state_path:
+            state_path.write_text(json.dumps({"runs": runs, "crius": crius, "crius_lazy": crius_lazy,
+                                              "failed": failed, "faults": fault_res, "loadavg": loads}))
+
     try:
         b.up()
         agent = b.agent()
         log(f"memory bench: {SIZE >> 20} MiB region, every link {RATE} (tbf), store rclone serve s3 (TLS), "
             f"page server mutual TLS, {RUNS} runs, work {work}")
-        failed: list[str] = []
-        for i in range(RUNS):
+        for i in range(len(runs), len(runs) + RUNS):
             try:
                 runs.append(one_run(b, i, with_lazy=True))
             except (RuntimeError, AssertionError, OSError, KeyError) as exc:
@@ -467,10 +643,21 @@ def main() -> int:
                 log(f"  run {i} FAILED: {failed[-1]}")
                 if agent.poll() is not None:
                     agent = b.agent()
+            save()
         if criu_bin:
-            for i in range(CRIU_RUNS):
+            for i in range(len(crius), len(crius) + CRIU_RUNS):
                 crius.append(criu_run(b, criu_bin, i))
-        fault_res, agent = faults(b, agent, FAULT_REPS)
+                save()
+            for i in range(CRIU_LAZY_RUNS):
+                try:
+                    crius_lazy.append({"ok": True, **criu_lazy_run(b, criu_bin, i)})
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    crius_lazy.append({"ok": False, "error": str(exc)[-1500:]})
+                    log(f"  criu lazy {i} FAILED: {crius_lazy[-1]['error']}")
+        if FAULT_REPS:
+            fault_res, agent = faults(b, agent, FAULT_REPS)
+        loads.append(list(os.getloadavg()))
+        save()
     finally:
         b.down()
         shutil.rmtree(work, ignore_errors=True)
@@ -488,8 +675,8 @@ def main() -> int:
     resident = med_ci([r["lazy"]["fully_resident_s"] for r in runs])
     result: dict = {
         "bench": "memory",
-        "region_bytes": SIZE, "page_bytes": PAGE, "dirty_fraction": 0.01, "runs": RUNS, "criu_runs": len(crius),
-        "fault_reps": FAULT_REPS,
+        "region_bytes": SIZE, "page_bytes": PAGE, "dirty_fraction": 0.01, "runs": len(runs), "criu_runs": len(crius),
+        "fault_reps": len(fault_res.get("under_load", [])),
         "link": f"{RATE} tbf veth, every link (src-dst, dst-store, src-store)",
         "store": "rclone serve s3 (TLS) in its own netns; client boto3",
         "store_link": RATE,
@@ -541,7 +728,21 @@ def main() -> int:
             "speedup_vs_criu_restore_only_1pct": round(restore["median"] / pre_wall["median"], 2),
             "speedup_vs_criu_restore_1pct_in_process": round(total["median"] / pre["median"], 2),
         })
+    if crius_lazy:
+        ok = [c for c in crius_lazy if c["ok"]]
+        result["criu_lazy"] = {
+            "version": "4.1.1", "runs": len(crius_lazy), "ok_runs": len(ok),
+            "mode": "criu dump --lazy-pages (its page server on src) + the images over the src-dst link + "
+                    "criu lazy-pages --page-server and criu restore --lazy-pages on dst; holder in its own pid ns",
+            "note": "CRIU dumps shared memory (the memfd region) eagerly even with --lazy-pages: only private "
+                    "anonymous memory is lazy, so the images hold the whole region",
+            **({"dump_s": med_ci([c["dump_s"] for c in ok]), "copy_images_s": med_ci([c["copy_images_s"] for c in ok]),
+                "restore_s": med_ci([c["restore_s"] for c in ok]), "resident_s": med_ci([c["resident_s"] for c in ok]),
+                "wrong_pages": sum(c["wrong_pages"] for c in ok)} if ok else {}),
+            "errors": [c["error"] for c in crius_lazy if not c["ok"]][:2],
+        }
     result["failed_runs"] = failed
+    result["loadavg_at_invocations"] = [[round(x, 2) for x in la] for la in loads]
     result["bench_seconds"] = round(time.monotonic() - t_all, 1)
     print(json.dumps(result))
     return 0

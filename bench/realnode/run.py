@@ -276,6 +276,47 @@ def gpujob_on_real_nodes(core, custom, kubeconfig: Path, bins: Path, rd: Path, t
         core.delete_namespace(ns)
 
 
+def memory_restore_on_real_nodes(core, rd: Path, runs: int = 1) -> dict:
+    """issue 10's memory part (hack/realmem.py): a writer SIGKILLed on one real node, its region restored
+    by a pod's init container on the other from the baseline + the dirty pages from the source's agent.
+    `state_restored` only if every run restored every acknowledged write."""
+    images, realmem = load_hack("images"), load_hack("realmem")
+    img = images.build_edgeweave()
+    nodes = [realnode.Node(**n) for n in json.loads(realnode.state_path(rd).read_text())["nodes"]][:2]
+    realnode.import_image(nodes, img.archive)
+    out: list[dict] = []
+    for i in range(runs):
+        ns = f"rnb-mem-{os.getpid() % 10000}-{i}"
+        core.create_namespace({"metadata": {"name": ns}})
+        try:
+            wait_for(lambda ns=ns: core.read_namespaced_service_account("default", ns), 30, "default SA")
+            r = realmem.restore_after_sigkill(core, nodes, ns, img.ref, rd / f"realmem-{ns}")
+            log(f"memory restore run {i + 1}/{runs}: restored={r['state_restored']} {r['restore_seconds']}s "
+                f"baseline {r['restore_bytes_from_baseline']} B, source {r['restore_bytes_from_source']} B")
+            out.append(r)
+        except RuntimeError as exc:
+            log(f"memory restore run {i + 1}/{runs} FAILED: {exc}")
+            out.append({"state_restored": False, "error": str(exc)[-800:]})
+        finally:
+            core.delete_namespace(ns)
+            import shutil
+
+            shutil.rmtree(rd / f"realmem-{ns}", ignore_errors=True)
+    ok = [r for r in out if r.get("restore_seconds") is not None]
+    return {"state_restored": bool(out) and all(r["state_restored"] for r in out),
+            "restore_seconds": interval([r["restore_seconds"] for r in ok])["median"] if ok else None,
+            "restore_bytes_from_baseline": interval([r["restore_bytes_from_baseline"] for r in ok])["median"]
+            if ok else None,
+            "restore_bytes_from_source": interval([r["restore_bytes_from_source"] for r in ok])["median"] if ok else None,
+            "memory_restore": {"runs": len(out), "restored": sum(bool(r["state_restored"]) for r in out),
+                               "restore_seconds": interval([r["restore_seconds"] for r in ok]) if ok else None,
+                               "bytes_from_baseline": [r.get("restore_bytes_from_baseline") for r in ok],
+                               "bytes_from_source": [r.get("restore_bytes_from_source") for r in ok],
+                               "lost_acknowledged_writes": [r.get("check", {}).get("lost") for r in ok],
+                               "store": "a directory both nodes mount (hostPath on the one host)",
+                               "errors": [r["error"] for r in out if "error" in r][:2]}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=2)
@@ -285,6 +326,7 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--no-gpujob", dest="gpujob", action="store_false",
                     help="skip the GpuJob part (it builds the edgeweave image the first time: minutes)")
+    ap.add_argument("--memory-runs", type=int, default=3, help="memory-restore runs (0: skip)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "realnode" / "result.json")
     args = ap.parse_args()
     from kubernetes import client, config
@@ -355,6 +397,8 @@ def main() -> int:
                                       "colocated": interval([r["colocated_s"] for r in moved_two])}
         if args.gpujob:
             result.update(gpujob_on_real_nodes(core, custom, kubeconfig, bins, rd))
+        if args.memory_runs:
+            result.update(memory_restore_on_real_nodes(core, rd, args.memory_runs))
         args.out.write_text(json.dumps(result, indent=2))
         print(json.dumps(result))
         return 0 if moves and not missed else 1

@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "slice-run": ("edgeweave.gpu.slice_run", "main", "run a list of kernel slices (what GpuJob pods execute)"),
     "slice-report": ("edgeweave.gpu.slice_report", "main",
                      "run slice-run and report progress on the pod (the GpuJob pods' entry point)"),
-    "memory-recover": ("edgeweave.memory.cli", "recover_main", "recover a memory region: baseline + dirty pages"),
+    "memory-recover": ("edgeweave.memory.recover_cli", "recover_main", "recover a memory region: baseline + dirty pages"),
     "memory": ("edgeweave.memory.cli", "main", "memory-region tools: page server, baseline, inspect"),
     "flows-train": ("edgeweave.flows.train", "main", "train and export the elephant/mouse classifier"),
     "fleet": ("edgeweave.sim.fleet", "main", "create a simulated kwok edge fleet (nodes + EdgeSites)"),

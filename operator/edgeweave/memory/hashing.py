@@ -9,10 +9,15 @@ error, never a silent "everything differs".
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where an array is made, not here: the recovery command's fast path
+# (pre-staged baseline + dirty pages) never needs it, and its import is a third of that
+# command's start-up on a loaded CPU.
 
 DIGEST = 16
 
@@ -42,12 +47,9 @@ def hasher(algo: str) -> Callable[[memoryview], bytes]:
     raise ValueError(f"unknown checksum algorithm {algo!r}")
 
 
-def page_sums(buf: memoryview, page_size: int, pages: Iterable[int] | None = None,
-              algo: str = DEFAULT_ALGO, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
-    """Checksums of the given pages (all pages when None) as an (n, 16) uint8 array.
-
-    With `out` given and `pages` None, writes into it in place (out must be (npages, 16)).
-    """
+def raw_sums(buf: memoryview, page_size: int, pages: Iterable[int] | None = None,
+             algo: str = DEFAULT_ALGO, threads: int = 2) -> bytes:
+    """Checksums of the given pages (all pages when None), DIGEST bytes each, concatenated."""
     h = hasher(algo)
     npages = len(buf) // page_size
     idx = range(npages) if pages is None else list(pages)
@@ -57,12 +59,40 @@ def page_sums(buf: memoryview, page_size: int, pages: Iterable[int] | None = Non
         return b"".join([h(buf[p * page_size:(p + 1) * page_size]) for p in idx[lo:hi]])
 
     if threads <= 1 or n < 4096:
-        raw = work(0, n)
-    else:
-        step = (n + threads - 1) // threads
-        with ThreadPoolExecutor(threads) as ex:
-            raw = b"".join(ex.map(lambda lo: work(lo, min(n, lo + step)), range(0, n, step)))
-    res = np.frombuffer(raw, dtype=np.uint8).reshape(n, DIGEST)
+        return work(0, n)
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = (n + threads - 1) // threads
+    with ThreadPoolExecutor(threads) as ex:
+        return b"".join(ex.map(lambda lo: work(lo, min(n, lo + step)), range(0, n, step)))
+
+
+def as_ints(pages: Sequence[int]) -> list[int]:
+    """A page list (a numpy array or any sequence of ints) as a list of Python ints."""
+    return pages.tolist() if hasattr(pages, "tolist") else [int(p) for p in pages]  # type: ignore[union-attr]
+
+
+def mismatches(got: bytes, want: bytes | memoryview, positions: Sequence[int] | None = None) -> list[int]:
+    """Indices i where got's i-th digest differs from want's (want's positions[i]-th, when given)."""
+    w = memoryview(want)
+    bad = []
+    for i in range(len(got) // DIGEST):
+        j = i if positions is None else positions[i]
+        if got[i * DIGEST:(i + 1) * DIGEST] != w[j * DIGEST:(j + 1) * DIGEST]:
+            bad.append(i)
+    return bad
+
+
+def page_sums(buf: memoryview, page_size: int, pages: Iterable[int] | None = None,
+              algo: str = DEFAULT_ALGO, out: np.ndarray | None = None, threads: int = 2) -> np.ndarray:
+    """Checksums of the given pages (all pages when None) as an (n, 16) uint8 array.
+
+    With `out` given and `pages` None, writes into it in place (out must be (npages, 16)).
+    """
+    import numpy as np
+
+    raw = raw_sums(buf, page_size, pages, algo, threads)
+    res = np.frombuffer(raw, dtype=np.uint8).reshape(len(raw) // DIGEST, DIGEST)
     if out is not None:
         out[:] = res
         return out

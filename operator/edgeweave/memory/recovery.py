@@ -10,45 +10,59 @@ never a silent partial region.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import ssl
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from .hashing import page_sums
+from .hashing import mismatches, raw_sums
 from .naming import RegionId
 from .protocol import AuthError, ProtocolError
 from .store import BaselineStore, DirStore, Manifest, StoreError
 from .transport_tcp import ChecksumMismatch, Endpoint, PageClient, fetch_parallel
 
+# No numpy or pydantic at module level: this is the recovery command's path, and on a loaded
+# CPU those imports took longer than the recovery itself (docs/memory.md, "the whole command").
+# Pages are lists of ints; numpy is imported only on the paths that check a whole region.
 
-class RecoveryReport(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
+@dataclass(frozen=True, kw_only=True)
+class RecoveryReport:
     ok: bool
     region: str
-    mode: str = Field(description="baseline+dirty, baseline-only, full-copy or failed")
-    epoch: int | None = Field(description="the baseline epoch the region was built on")
+    mode: str  # baseline+dirty, baseline-only, full-copy or failed
+    epoch: int | None  # the baseline epoch the region was built on
     source_reachable: bool
-    pages: int = Field(description="pages read from the source")
-    bytes: int = Field(description="bytes received from the source, protocol included")
+    pages: int  # pages read from the source
+    bytes: int  # bytes received from the source, protocol included
     baseline_bytes: int = 0
     dirty_pages: int = 0
-    corrupt_baseline_pages: list[int] = Field(default_factory=list)
+    corrupt_baseline_pages: list[int] = field(default_factory=list)
     size_bytes: int = 0
     page_size_bytes: int = 0
     duration_s: float
-    phases: dict[str, float] = Field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
     dest: str = ""
     transport: str = "tcp"
     source_sweep: dict | None = None
-    sources: dict = Field(default_factory=dict, description="what came from where: baseline (store or the "
-                          "pre-staged local copy), source agent")
+    sources: dict = field(default_factory=dict)  # what came from where: baseline (store / pre-staged), source
     message: str = ""
+
+    def model_dump(self) -> dict:
+        return asdict(self)
+
+    def model_dump_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=_plain)
+
+
+def _plain(o: object) -> object:
+    """numpy scalars and arrays that reach a report become plain JSON values."""
+    if hasattr(o, "tolist"):
+        return o.tolist()  # type: ignore[attr-defined]
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 class RecoveryFailed(Exception):
@@ -175,15 +189,19 @@ def load_baseline(used: BaselineStore, label: str, m: Manifest, dest: str,
             mp = mmap.mmap(fd, m.size_bytes, flags=mmap.MAP_SHARED)
             phases["adopt_s"] = round(time.monotonic() - t, 4)
             return fd, mp, {"adopted": True, "bytes": 0, "verified": f"when pre-staged ({mark.get('verified_at')})",
-                            "corrupt": np.zeros(0, np.int64)}
+                            "corrupt": []}
     fd, mp = _alloc(dest, m.size_bytes)
     buf = memoryview(mp)
     try:
         nbytes = used.read_into(m, buf)
         phases["baseline_load_s"] = round(time.monotonic() - t, 4)
         t = time.monotonic()
+        import numpy as np  # a whole region is checked: an array compare, not a loop
+
+        from .hashing import page_sums
+
         got = page_sums(buf, m.page_size_bytes, algo=m.checksum_algo)
-        corrupt = np.flatnonzero(np.any(got != used.sums(m), axis=1))
+        corrupt = np.flatnonzero(np.any(got != used.sums(m), axis=1)).tolist()
         phases["baseline_verify_s"] = round(time.monotonic() - t, 4)
     finally:
         buf.release()
@@ -196,9 +214,11 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             full_copy: bool = False, transport: str = "auto", local: BaselineStore | None = None) -> RecoveryReport:
     t0 = time.monotonic()
     if transport == "auto":
-        from .transport_rdma import available
+        transport = "tcp"
+        if tls is None and os.path.isdir("/dev/infiniband"):  # checked first: the module imports numpy
+            from .transport_rdma import available
 
-        transport = "rdma" if available() and tls is None else "tcp"
+            transport = "rdma" if available() else "tcp"
     phases: dict[str, float] = {}
     base: dict = dict(region=region, dest=dest)
     sources: dict = {}
@@ -235,17 +255,17 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
     if early_source:
         connect()
 
-    def dirty_of(e: int) -> tuple[np.ndarray, dict]:
+    def dirty_of(e: int) -> tuple[list[int], dict]:
         # over the control connection for both transports: the RDMA reader registers the region
         # buffer, which does not exist until the baseline is chosen
         assert client is not None
-        return client.dirty_since(e)
+        return client.dirty_pages(e)
 
     try:
         t = time.monotonic()
         used, label, m, note, early = choose_baseline(store, local, name, epoch,
                                                              dirty_of if client is not None else None)
-        ref = used.sums(m)
+        ref = used.sums_raw(m)
         phases["manifest_s"] = round(time.monotonic() - t, 4)
     except (StoreError, OSError, ValueError) as exc:
         if client is not None:
@@ -271,7 +291,7 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             connect()
         corrupt = loaded["corrupt"]
         sources["baseline"].update(bytes=loaded["bytes"], adopted=loaded["adopted"], verified=loaded["verified"])
-        base.update(baseline_bytes=loaded["bytes"], corrupt_baseline_pages=corrupt.tolist()[:1000])
+        base.update(baseline_bytes=loaded["bytes"], corrupt_baseline_pages=corrupt[:1000])
 
         if client is None:
             if require_source:
@@ -288,9 +308,9 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                                   f"({sources['baseline']['from']}) only; writes made after epoch {m.epoch} "
                                   f"are lost", **base)  # type: ignore[arg-type]
 
-        saved: np.ndarray | None = None
-        pages = np.zeros(0, np.int64)
-        words = np.frombuffer(mp, dtype=np.uint8).reshape(n, ps)
+        saved: list[bytes] | None = None
+        pages: list[int] = []
+        dirty: list[int] = []
         try:
             if (client.npages, client.page_size, client.algo) != (n, ps, m.checksum_algo):
                 raise ProtocolError(f"source region geometry {client.npages}x{client.page_size} "
@@ -298,17 +318,18 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
             t = time.monotonic()
             dirty, meta = early if early is not None else dirty_of(m.epoch)  # type: ignore[misc]
             phases["dirty_list_s"] = round(time.monotonic() - t, 4)
-            want = dirty.copy()
-            want[corrupt] = True
-            pages = np.flatnonzero(want)
-            saved = words[pages].copy()  # the baseline of what is overwritten: a failed transfer puts it back
+            pages = sorted(set(dirty).union(corrupt)) if corrupt else dirty
+            # the baseline of what is overwritten: a failed transfer puts it back
+            saved = [bytes(buf[p * ps:(p + 1) * ps]) for p in pages]
             t = time.monotonic()
             nbytes = client.rx
             if transport == "rdma":
+                import numpy as np
+
                 from .transport_rdma import RdmaReader
 
                 reader = RdmaReader(client, buf)
-                nbytes += reader.read_pages(pages) + len(reader.state_buf)
+                nbytes += reader.read_pages(np.asarray(pages, np.int64)) + len(reader.state_buf)
             elif len(pages):
                 # a few MB go faster over the one connection already open than over new TLS handshakes
                 conns = max(1, min(connections, -(-len(pages) // 8192)))
@@ -325,9 +346,9 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                 raise fail(f"source failed mid-recovery: {exc}", source_reachable=True, pages=0,
                            bytes=client.rx) from exc
             if saved is not None and len(pages):
-                words[pages] = saved
-                again = page_sums(buf, ps, pages.tolist(), algo=m.checksum_algo)
-                if np.any(again != ref[pages]):
+                for p, old in zip(pages, saved, strict=True):
+                    buf[p * ps:(p + 1) * ps] = old
+                if mismatches(raw_sums(buf, ps, pages, algo=m.checksum_algo), ref, pages):
                     raise fail("baseline changed under us while rolling back", source_reachable=True,
                                pages=0, bytes=client.rx) from exc
             mp.flush()
@@ -338,23 +359,21 @@ def recover(store: BaselineStore, region: str, dest: str, source: Endpoint | Non
                                   sources=sources,
                                   message=f"source failed mid-transfer ({exc}): restored baseline epoch "
                                   f"{m.epoch} only", **base)  # type: ignore[arg-type]
-        finally:
-            del words
         client.close()
         mp.flush()
         if loaded["adopted"]:
             used.forget(m)  # type: ignore[attr-defined]
         sources["source_agent"] = {"addr": f"{source.host}:{source.port}", "reachable": True,
-                                   "pages": int(len(pages)), "bytes": int(nbytes), "dirty_pages": int(dirty.sum()),
+                                   "pages": len(pages), "bytes": int(nbytes), "dirty_pages": len(dirty),
                                    "repaired_baseline_pages": int(len(corrupt)),
                                    "owner_alive": client.info.get("owner_alive")}
         return RecoveryReport(
             ok=True, mode="baseline+dirty", source_reachable=True, pages=int(len(pages)), bytes=int(nbytes),
-            dirty_pages=int(dirty.sum()), duration_s=round(time.monotonic() - t0, 4), phases=phases,
+            dirty_pages=len(dirty), duration_s=round(time.monotonic() - t0, 4), phases=phases,
             sources=sources,
             source_sweep=meta.get("sweep"), transport=transport,
             message=f"baseline epoch {m.epoch} ({label}{', adopted' if loaded['adopted'] else ''}) + "
-            f"{int(dirty.sum())} dirty page(s) from the source"
+            f"{len(dirty)} dirty page(s) from the source"
             + (f"; {len(corrupt)} corrupt baseline page(s) repaired from the source" if len(corrupt) else ""),
             **base)  # type: ignore[arg-type]
     finally:
@@ -370,7 +389,7 @@ def _full_copy(region: str, dest: str, source: Endpoint | None, token: bytes, co
     fd, mp = _alloc(dest, client.npages * client.page_size)
     buf = memoryview(mp)
     try:
-        pages = np.arange(client.npages)
+        pages = range(client.npages)
         nbytes = client.rx + fetch_parallel(source, region, token, pages, buf, connections, batch, depth,
                                             timeout, tls, first=client)
         mp.flush()

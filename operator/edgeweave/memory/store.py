@@ -24,23 +24,29 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from .hashing import DIGEST, as_ints, page_sums
 
-from .hashing import DIGEST, page_sums
+if TYPE_CHECKING:
+    import numpy as np
+
+# Neither numpy nor pydantic is imported at module level: the recovery command's fast path
+# reads a manifest and renames a file, and those imports were most of its start-up (hashing.py).
 
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 CHUNK = 64 << 20
 VERIFIED = "verified.json"  # written by import_epoch once every page of the pull matched
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True)
+class Manifest:
+    """One published epoch (manifest.json). A frozen dataclass checked field by field on load
+    (a pydantic model cost the recovery command its import)."""
 
     region: str
     epoch: int
@@ -52,18 +58,46 @@ class Manifest(BaseModel):
     created_at: str
     source: str = ""
     write_seconds: float = 0.0
-    chunk_bytes: int = Field(0, description="object stores: data is split into objects of this size")
+    chunk_bytes: int = 0  # object stores: data is split into objects of this size
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            want: Any = {"str": str, "int": int, "float": (int, float)}[str(f.type)]
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise ValueError(f"manifest field {f.name}: expected {f.type}, got {type(v).__name__}")
+        if self.epoch < 0 or self.size_bytes < 0 or self.page_size_bytes <= 0 or self.npages < 0:
+            raise ValueError(f"manifest of {self.region}@{self.epoch}: negative size, epoch or page size")
+
+    @classmethod
+    def model_validate_json(cls, raw: str | bytes) -> Manifest:
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("manifest is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as exc:  # a required field missing
+            raise ValueError(f"manifest: {exc}") from exc
+
+    def model_dump(self) -> dict:
+        return asdict(self)
+
+    def model_dump_json(self, indent: int | None = None) -> str:
+        return json.dumps(asdict(self), indent=indent)
 
 
-def runs_of(pages: np.ndarray) -> list[tuple[int, int, int]]:
+def runs_of(pages: Sequence[int]) -> list[tuple[int, int, int]]:
     """(position in the list, first page, count) for each run of consecutive pages."""
-    p = np.asarray(pages, dtype=np.int64)
-    if len(p) == 0:
-        return []
-    brk = np.flatnonzero(np.diff(p) != 1) + 1
-    starts = np.concatenate(([0], brk))
-    ends = np.concatenate((brk, [len(p)]))
-    return [(int(a), int(p[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+    out: list[list[int]] = []
+    prev = None
+    for pos, p in enumerate(as_ints(pages)):
+        if prev is not None and p == prev + 1:
+            out[-1][2] += 1
+        else:
+            out.append([pos, int(p), 1])
+        prev = p
+    return [(a, b, c) for a, b, c in out]
 
 
 class RateLimiter(Protocol):
@@ -136,6 +170,8 @@ class DirStore:
         tmp = rdir / f".tmp-{epoch}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         npages = len(buf) // page_size
+        import numpy as np
+
         sums = sums_out if sums_out is not None else np.empty((npages, DIGEST), np.uint8)
         try:
             with open(tmp / "data", "wb", buffering=0) as f:
@@ -199,6 +235,8 @@ class DirStore:
         final = self.epoch_dir(m.region, m.epoch)
         if final.exists():
             shutil.rmtree(final)
+        import numpy as np
+
         sums = src.sums(m)
         ps = m.page_size_bytes
         tmp = rdir / f".tmp-{m.epoch}-{uuid.uuid4().hex[:8]}"
@@ -309,11 +347,12 @@ class DirStore:
             raise StoreError(f"manifest in {d} names {m.region}@{m.epoch}")
         return m
 
+    def sums_raw(self, m: Manifest) -> bytes:
+        """The epoch's checksum file (DIGEST bytes per page), checked against the manifest."""
+        return checked_sums(m, (self.epoch_dir(m.region, m.epoch) / "sums").read_bytes())
+
     def sums(self, m: Manifest) -> np.ndarray:
-        raw = (self.epoch_dir(m.region, m.epoch) / "sums").read_bytes()
-        if hashlib.sha256(raw).hexdigest() != m.sums_sha256 or len(raw) != m.npages * DIGEST:
-            raise StoreError(f"checksum file of {m.region}@{m.epoch} is corrupt")
-        return np.frombuffer(raw, np.uint8).reshape(m.npages, DIGEST)
+        return sums_array(m, self.sums_raw(m))
 
     def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
                   limit: RateLimiter | None = None, on_piece: Callable[[int, int], None] | None = None) -> int:
@@ -339,6 +378,19 @@ class DirStore:
         return n
 
 
+def checked_sums(m: Manifest, raw: bytes) -> bytes:
+    if hashlib.sha256(raw).hexdigest() != m.sums_sha256 or len(raw) != m.npages * DIGEST:
+        raise StoreError(f"checksum file of {m.region}@{m.epoch} is corrupt")
+    return raw
+
+
+def sums_array(m: Manifest, raw: bytes) -> np.ndarray:
+    """A checked checksum file as an (npages, DIGEST) uint8 array."""
+    import numpy as np
+
+    return np.frombuffer(raw, np.uint8).reshape(m.npages, DIGEST)
+
+
 class BaselineStore(Protocol):
     """What recovery, snapshots and pre-staging need of a store (DirStore, store_s3.S3Store)."""
 
@@ -353,6 +405,7 @@ class BaselineStore(Protocol):
               keep: int = 2) -> Manifest: ...
     def manifest(self, name: str, epoch: int | None = None) -> Manifest: ...
     def sums(self, m: Manifest) -> np.ndarray: ...
+    def sums_raw(self, m: Manifest) -> bytes: ...
     def read_pages(self, m: Manifest, pages: np.ndarray, dest: memoryview) -> int: ...
     def read_into(self, m: Manifest, dest: memoryview, pages: np.ndarray | None = None,
                   limit: RateLimiter | None = None,

@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import numpy as np
+from .hashing import DIGEST, as_ints, page_sums
+from .store import Manifest, StoreError, check_name, checked_sums, runs_of, sums_array
 
-from .hashing import DIGEST, page_sums
-from .store import Manifest, StoreError, check_name, runs_of
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK = 16 << 20
 PIECE = 1 << 20
@@ -166,6 +168,8 @@ class S3Store:
         if self._get(self._key(name, ed, "manifest.json")) is not None:
             raise StoreError(f"{self.url}/{name}/{ed} exists")
         npages = len(buf) // page_size
+        import numpy as np
+
         sums = sums_out if sums_out is not None else np.empty((npages, DIGEST), np.uint8)
         inflight: list[Future] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ewm-s3-put") as ex:
@@ -218,11 +222,11 @@ class S3Store:
             raise StoreError(f"manifest of {name}@{epoch} in {self.url} names {m.region}@{m.epoch}")
         return m
 
+    def sums_raw(self, m: Manifest) -> bytes:
+        return checked_sums(m, self._get(self._key(m.region, self._edir(m.epoch), "sums")) or b"")
+
     def sums(self, m: Manifest) -> np.ndarray:
-        raw = self._get(self._key(m.region, self._edir(m.epoch), "sums")) or b""
-        if hashlib.sha256(raw).hexdigest() != m.sums_sha256 or len(raw) != m.npages * DIGEST:
-            raise StoreError(f"checksum file of {m.region}@{m.epoch} is corrupt")
-        return np.frombuffer(raw, np.uint8).reshape(m.npages, DIGEST)
+        return sums_array(m, self.sums_raw(m))
 
     def _get_into(self, key: str, first: int, dest: memoryview, limit: RateLimit | None = None) -> int:
         rng = f"bytes={first}-{first + len(dest) - 1}"
@@ -254,11 +258,9 @@ class S3Store:
         if pages is None:
             runs = [(0, m.size_bytes)]
         else:
-            p = np.sort(np.asarray(pages, dtype=np.int64))
-            if len(p) == 0:
+            runs = [(first * ps, (first + count) * ps) for _, first, count in runs_of(sorted(as_ints(pages)))]
+            if not runs:
                 return []
-            brk = np.flatnonzero(np.diff(p) != 1) + 1
-            runs = [(int(r[0]) * ps, (int(r[-1]) + 1) * ps) for r in np.split(p, brk)]
         out = []
         ed = self._edir(m.epoch)
         for lo, hi in runs:

@@ -5,14 +5,32 @@ from __future__ import annotations
 import secrets
 import socket
 import ssl
+import sys
 import threading
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .hashing import DIGEST, page_sums
+from .hashing import DIGEST, as_ints, mismatches, raw_sums
 from .protocol import AuthError, Conn, Msg, ProtocolError, client_mac, pack, server_mac
+from .store import runs_of
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Page lists are plain sequences of ints here (numpy arrays work too): the recovery command
+# does not import numpy on its fast path (see hashing.py).
+_BITS = [tuple(j for j in range(8) if byte & (0x80 >> j)) for byte in range(256)]  # np.unpackbits order
+
+
+def _u32le(pages: list[int]) -> bytes:
+    a = array("I", pages)
+    if a.itemsize != 4:  # pragma: no cover - every platform we run has a 4-byte unsigned int
+        raise RuntimeError("array('I') is not 32-bit here")
+    if sys.byteorder != "little":  # pragma: no cover
+        a.byteswap()
+    return a.tobytes()
 
 
 @dataclass(frozen=True)
@@ -66,16 +84,33 @@ class PageClient:
     def rx(self) -> int:
         return self.conn.rx
 
-    def dirty_since(self, epoch: int) -> tuple[np.ndarray, dict]:
+    def _dirty_bits(self, epoch: int) -> tuple[bytes, dict]:
         self.conn.send(pack(Msg.DIRTY, 1, {"since": epoch}))
         kind, _, meta, plen = self.conn.recv_head()
         if kind == Msg.ERR:
             raise ProtocolError(f"dirty list refused: {meta.get('error')}")
-        bits = np.frombuffer(self.conn.recv_exact(plen), np.uint8)
-        return np.unpackbits(bits, count=self.npages).astype(bool), meta
+        return self.conn.recv_exact(plen), meta
 
-    def fetch(self, batches: list[np.ndarray], dest: memoryview, depth: int = 8,
-              on_batch: Callable[[np.ndarray], None] | None = None) -> None:
+    def dirty_since(self, epoch: int) -> tuple[np.ndarray, dict]:
+        """The pages written since `epoch` as a boolean array (one per page)."""
+        import numpy as np
+
+        bits, meta = self._dirty_bits(epoch)
+        return np.unpackbits(np.frombuffer(bits, np.uint8), count=self.npages).astype(bool), meta
+
+    def dirty_pages(self, epoch: int) -> tuple[list[int], dict]:
+        """The pages written since `epoch`, ascending (what `dirty_since` marks, without numpy)."""
+        bits, meta = self._dirty_bits(epoch)
+        pages: list[int] = []
+        for i, byte in enumerate(bits):
+            if byte:
+                pages.extend(8 * i + j for j in _BITS[byte])
+        while pages and pages[-1] >= self.npages:  # the bitmap's padding
+            pages.pop()
+        return pages, meta
+
+    def fetch(self, batches: Sequence[Sequence[int]], dest: memoryview, depth: int = 8,
+              on_batch: Callable[[list[int]], None] | None = None) -> None:
         """Fetch each batch (ascending page indices) into dest, `depth` requests in flight.
 
         One thread sends and receives: an SSL connection must not be read and written from two
@@ -84,10 +119,11 @@ class PageClient:
         """
         ps = self.page_size
         sent = 0
+        batches = [as_ints(b) for b in batches]
 
         def send_next() -> None:
             nonlocal sent
-            body = batches[sent].astype("<u4").tobytes()
+            body = _u32le(batches[sent])
             self.conn.send(pack(Msg.PAGES, sent, {}, len(body)), body)
             sent += 1
 
@@ -102,50 +138,47 @@ class PageClient:
                 raise ProtocolError("page reply does not match the request")
             if sent < len(batches):
                 send_next()
-            sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
-            brk = np.flatnonzero(np.diff(b) != 1) + 1
-            for run in np.split(b, brk):
-                lo, hi = int(run[0]) * ps, (int(run[-1]) + 1) * ps
-                self.conn.recv_into(dest[lo:hi])
-            got = page_sums(dest, ps, b.tolist(), algo=self.algo, threads=1)
-            bad = np.flatnonzero(np.any(got != sums, axis=1))
-            if len(bad):
-                raise ChecksumMismatch(b[bad].tolist())
+            sums = self.conn.recv_exact(n * DIGEST)
+            for _, first, count in runs_of(b):
+                self.conn.recv_into(dest[first * ps:(first + count) * ps])
+            got = raw_sums(dest, ps, b, algo=self.algo, threads=1)
+            if got != sums:
+                raise ChecksumMismatch([b[i] for i in mismatches(got, sums)])
             if on_batch:
                 on_batch(b)
 
-    def fetch_compact(self, pages: np.ndarray, dest: memoryview) -> None:
+    def fetch_compact(self, pages: Sequence[int], dest: memoryview) -> None:
         """One request: `pages` (ascending) into dest one after another, each checked against its sum."""
+        pages = as_ints(pages)
         ps, n = self.page_size, len(pages)
-        body = np.asarray(pages).astype("<u4").tobytes()
+        body = _u32le(pages)
         self.conn.send(pack(Msg.PAGES, 0, {}, len(body)), body)
         kind, _, meta, plen = self.conn.recv_head()
         if kind == Msg.ERR:
             raise ProtocolError(f"pages refused: {meta.get('error')}")
         if meta.get("n") != n or plen != n * (DIGEST + ps):
             raise ProtocolError("page reply does not match the request")
-        sums = np.frombuffer(self.conn.recv_exact(n * DIGEST), np.uint8).reshape(n, DIGEST)
+        sums = self.conn.recv_exact(n * DIGEST)
         self.conn.recv_into(dest[:n * ps])
-        got = page_sums(dest, ps, list(range(n)), algo=self.algo, threads=1)
-        bad = np.flatnonzero(np.any(got != sums, axis=1))
-        if len(bad):
-            raise ChecksumMismatch(np.asarray(pages)[bad].tolist())
+        got = raw_sums(dest, ps, range(n), algo=self.algo, threads=1)
+        if got != sums:
+            raise ChecksumMismatch([pages[i] for i in mismatches(got, sums)])
 
     def close(self) -> None:
         self.conn.close()
 
 
-def batches_of(pages: np.ndarray, batch: int) -> list[np.ndarray]:
+def batches_of(pages: Sequence[int], batch: int) -> list[Sequence[int]]:
     return [pages[i:i + batch] for i in range(0, len(pages), batch)]
 
 
-def fetch_parallel(ep: Endpoint, region: str, token: bytes, pages: np.ndarray, dest: memoryview,
+def fetch_parallel(ep: Endpoint, region: str, token: bytes, pages: Sequence[int], dest: memoryview,
                    connections: int = 4, batch: int = 256, depth: int = 8, timeout: float = 10.0,
                    tls: ssl.SSLContext | None = None, first: PageClient | None = None) -> int:
     """Fetch `pages` over up to `connections` connections; returns bytes received. Raises on any failure."""
     if len(pages) == 0:
         return 0
-    bs = batches_of(np.sort(pages).astype(np.int64), batch)
+    bs = batches_of(sorted(as_ints(pages)), batch)
     nconn = max(1, min(connections, len(bs)))
     # Interleave batches over connections so each connection works across the whole region.
     shares = [bs[i::nconn] for i in range(nconn)]
