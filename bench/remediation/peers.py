@@ -499,9 +499,18 @@ class PeersBench(Bench):
         per_path["c"].update(summarise("notready", [dark_notready[n] for n in dark if n in dark_notready], len(dark)))
         per_path["c"].update(summarise("unreachable_taint", [dark_tainted[n] for n in dark if n in dark_tainted],
                                        len(dark)))
-        return {"paths": per_path, "observation_window_s": round(window_s, 1),
-                "operator_cpu_s_in_window": round(cpu1 - cpu0, 1) if cpu0 is not None and cpu1 is not None else None,
-                "load_average": os.getloadavg()[0]}
+        st = self.custom.get_namespaced_custom_object(GROUP, VERSION, "rem-pd", "workloadgroups", "pay").get(
+            "status") or {}
+        plan = st.get("plan") or {}
+        per_path["d"]["group"] = {
+            "conditions": {c["type"]: f"{c.get('reason')}: {c.get('message', '')[:200]}" for c in st.get("conditions", [])},
+            "plan": plan.get("summary"), "skipped": [x.get("reason", "")[:200] for x in plan.get("skipped", [])[:3]]}
+        result = {"paths": per_path, "observation_window_s": round(window_s, 1),
+                  "operator_cpu_s_in_window": round(cpu1 - cpu0, 1) if cpu0 is not None and cpu1 is not None else None,
+                  "load_average": os.getloadavg()[0]}
+        with open(self.out_dir / "rounds.jsonl", "a") as f:  # each round as it ends: a later failure keeps it
+            f.write(json.dumps(result) + "\n")
+        return result
 
     def measure_restart(self, sets: dict, origin: dict[str, str]) -> dict[str, Any]:
         """SIGKILL the operator half-way through a grace period on one device of pool d; restart it."""
@@ -518,10 +527,11 @@ class PeersBench(Bench):
                 "status") or {}
             return next((r for r in st.get("breachState", []) if r["device"] == node and r["phase"] == phase), None)
 
-        # Wait for the group to have read the new spec (its recovery records gone) before the drop.
-        wait_for(lambda: not any(r["phase"] == "Pending" for r in (self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, "rem-pd", "workloadgroups", "pay").get("status") or {}).get("breachState", [])), 60,
-            "no pending breach")
+        # Wait for the group to have read the new spec and seen the device recover (no record of it left: a
+        # device still Breached from the rounds would never go Pending) before the drop.
+        wait_for(lambda: not any(r["phase"] == "Pending" or r["device"] == node for r in (
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, "rem-pd", "workloadgroups", "pay").get(
+                "status") or {}).get("breachState", [])), 90, "no pending breach, none on the device")
         self.set_battery(node, LOW)
         rec = wait_for(lambda: record("Pending"), 60, "the breach pending", interval=0.2)
         since = rec["since"]
@@ -577,7 +587,7 @@ def headline(paths: dict[str, Any]) -> dict[str, Any]:
         "breach_to_running_p50_s": ours["breach_to_running_p50_s"], "breach_to_running_p95_s": ours_p95,
         "best_peer": best, "best_peer_breach_to_running_p95_s": best_p95,
         "ratio_vs_best_peer": round(ours_p95 / best_p95, 3) if ours_p95 and best_p95 else None,
-        **{f"{k}{'' if p == 'd' else f'_peer_{p}'}": paths[p][k] for p in PATHS
+        **{f"{'' if p == 'd' else f'peer_{p}_'}{k}": paths[p][k] for p in PATHS
            for k in ("unnecessary_evictions", "left_on_breaching_devices", "flap_moves")},
         **{f"peer_{p}_breach_to_running_p95_s": peers[p]["breach_to_running_p95_s"] for p in peers},
     }
