@@ -24,9 +24,15 @@ eviction. At t0 every device hosting a requiring pod breaches at once: most drop
 
 Reported per path: breach -> Running (p50/p95, a requiring workload's pod Running and Ready on a good device
 of its pool), unnecessary evictions, requiring workloads left on breaching devices at the end, and flap
-moves (a workload moved more than once). Then edgeweave alone: the operator is SIGKILLed half-way through a
+moves (a workload moved more than once), and where the seconds go: per requiring workload, t0 until its pod
+is marked for deletion (evicted), until the replacement exists, is bound to a device, is Running and Ready.
+``--rounds N`` repeats the injection on the same cluster (between rounds every battery is full again, dark
+devices heart-beat again, and the bench waits until no breach taint is left and every workload is Ready);
+each round is one run of every path. Then edgeweave alone: the operator is SIGKILLed half-way through a
 grace period and restarted; restart_grace_error_s is how far from the original deadline the new process
-completes the breach. The last line is one JSON object.
+completes the breach. The last line is one JSON object: per path the median and the 95% interval (with
+fewer than 40 rounds: the range) of the per-round p50 and p95, the issue's keys from the medians, and every
+round in full. ``--combine a.json b.json`` merges several runs' lines into one.
 """
 
 from __future__ import annotations

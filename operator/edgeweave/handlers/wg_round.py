@@ -11,7 +11,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,19 @@ def membership(namespace: str, name: str, created: str, selector: Mapping[str, s
             continue
         members.append(p)
     return members, [g.name for g in others if g.name in conflicts], lost
+
+
+CLAIM_PARALLEL = 8  # taint claims of one round at once: a read and a patch per node, each its own node
+
+
+def _parallel(fn: Callable[[str], bool], items: list[str]) -> list[bool]:
+    """fn over items, side by side. Each claim is a read and a compare-and-swap patch of its own node: 20
+    devices breached at once took 15 s one after another on a loaded 2-core machine, all before the plan
+    was written."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(CLAIM_PARALLEL, len(items)), thread_name_prefix="edgeweave-taint") as ex:
+        return list(ex.map(fn, items))
 
 
 class GroupController:
@@ -284,13 +298,17 @@ class GroupController:
                 claim = frozenset()
             held = set(self.claimed or ())
             made = set()
-            for dev in sorted(claim):
+
+            def one(dev: str) -> bool:
                 reasons = "; ".join(str(r) for r in (breach.breaches.get(dev, ()) if breach else ()))[:500]
-                res = act.claim_taint(dev, self.key, True, message=f"context breach: {reasons}")
-                if res.ok:
+                return act.claim_taint(dev, self.key, True, message=f"context breach: {reasons}").ok
+
+            for dev, ok in zip(sorted(claim), _parallel(one, sorted(claim)), strict=True):
+                if ok:
                     held.add(dev)
                     made.add(dev)
-                    self.logger.info("claimed the breach taint on %s", dev)
+            if made:
+                self.logger.info("claimed the breach taint on %s", ", ".join(sorted(made)))
             if made and not self._still_live(uid):
                 # Claim, then look: the deletion was marked before its release read the nodes, or after this
                 # claim. A release reads live nodes, so a claim it could not see was made after the mark,
@@ -300,10 +318,11 @@ class GroupController:
                     if act.claim_taint(dev, self.key, False, message=f"{self.key} is being deleted").ok:
                         held.discard(dev)
                 self.logger.info("group is being deleted: took back the claim on %s", ", ".join(sorted(made)))
-            for dev in sorted(release):
-                if act.claim_taint(dev, self.key, False, message=f"{self.key}: context recovered").ok:
-                    held.discard(dev)
-                    self.logger.info("released the breach taint on %s", dev)
+            gone = [dev for dev, ok in zip(sorted(release), _parallel(lambda dev: act.claim_taint(
+                dev, self.key, False, message=f"{self.key}: context recovered").ok, sorted(release)), strict=True) if ok]
+            held.difference_update(gone)
+            if gone:
+                self.logger.info("released the breach taint on %s", ", ".join(gone))
             self.claimed = frozenset(held)
             if not (uid and guard.closed(uid)):
                 guard.record(self.key, self.claimed)

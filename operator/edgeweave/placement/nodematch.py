@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 Expression = tuple[str, str, tuple[str, ...]]  # (key, operator, values)
 NAME_FIELD = "metadata.name"
+HOSTNAME = "kubernetes.io/hostname"
+# A pod edgeweave placed carries one of these (actuate.steering / actuate.moves write them): its single-device
+# hostname pin is edgeweave's own steer, not the user's rule, and the next move replaces it.
+PLACED_BY_US = ("edgeweave.io/steered-by-move", "edgeweave.io/moved-from")
 
 
 class NodeTerm(BaseModel):
@@ -54,12 +58,30 @@ def _expressions(raw: Sequence[Mapping[str, Any]] | None) -> tuple[Expression, .
                  for e in raw or ())
 
 
-def parse_node_terms(pod_spec: Mapping[str, Any] | None) -> tuple[NodeTerm, ...]:
-    """The required node affinity's terms of a pod spec (as the API server sends it); () when it has none."""
+def _our_pin(e: Expression) -> bool:
+    return e[0] == HOSTNAME and e[1] == "In" and len(e[2]) == 1
+
+
+def parse_node_terms(pod_spec: Mapping[str, Any] | None, *, placed_by_us: bool = False) -> tuple[NodeTerm, ...]:
+    """The required node affinity's terms of a pod spec (as the API server sends it); () when it has none.
+    placed_by_us: the pod is a steered replacement or a copy edgeweave made (`PLACED_BY_US` annotations);
+    the hostname pin the steer ANDed into each term is dropped, and a term that held only that pin with it:
+    the user's own rules are what the next move must keep."""
     node = (((pod_spec or {}).get("affinity") or {}).get("nodeAffinity")) or {}
     required = node.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    return tuple(NodeTerm(expressions=_expressions(t.get("matchExpressions")), fields=_expressions(t.get("matchFields")))
-                 for t in required.get("nodeSelectorTerms") or ())
+    terms = []
+    for t in required.get("nodeSelectorTerms") or ():
+        exprs, fields = _expressions(t.get("matchExpressions")), _expressions(t.get("matchFields"))
+        if placed_by_us and any(_our_pin(e) for e in exprs):
+            exprs = tuple(e for e in exprs if not _our_pin(e))
+            if not exprs and not fields:
+                continue  # the steer's own term (the user had none)
+        terms.append(NodeTerm(expressions=exprs, fields=fields))
+    return tuple(terms)
+
+
+def placed_by_us(annotations: Mapping[str, str] | None) -> bool:
+    return any(k in (annotations or {}) for k in PLACED_BY_US)
 
 
 def _int(value: str | None) -> int | None:

@@ -88,8 +88,9 @@ def parse_selector(sel: Mapping[str, Any] | None, namespaces: Iterable[str] = ()
         namespaces=tuple(sorted(namespaces)))
 
 
-def pod_constraints(pod_spec: Mapping[str, Any] | None) -> PodConstraints:
-    """Read anti-affinity and hostname spread from a pod spec (as the API server sends it)."""
+def pod_constraints(pod_spec: Mapping[str, Any] | None, *, placed_by_us: bool = False) -> PodConstraints:
+    """Read anti-affinity and hostname spread from a pod spec (as the API server sends it). placed_by_us:
+    see nodematch.parse_node_terms."""
     spec = pod_spec or {}
     anti = ((spec.get("affinity") or {}).get("podAntiAffinity")) or {}
     required = tuple(parse_selector(t.get("labelSelector"), t.get("namespaces") or ())
@@ -107,7 +108,7 @@ def pod_constraints(pod_spec: Mapping[str, Any] | None) -> PodConstraints:
         (hard if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule" else soft).append(rule)
     selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
     return PodConstraints(anti_required=required, anti_preferred=preferred, spread_required=tuple(hard),
-                          spread_preferred=tuple(soft), node_selector=selector, node_terms=parse_node_terms(spec))
+                          spread_preferred=tuple(soft), node_selector=selector, node_terms=parse_node_terms(spec, placed_by_us=placed_by_us))
 
 
 class _Pod(Protocol):

@@ -146,3 +146,22 @@ def test_aggregation_honours_required_node_affinity_too() -> None:
         for solver_work in (0, 1.0):
             plan = plan_aggregation(devices, [api, cache], edges, AggregationPolicy(), solver_work=solver_work)
             assert [(m.pod, m.to_node) for m in plan.moves] == expect, plan
+
+
+def test_a_steered_replacements_own_hostname_pin_is_not_the_users_rule() -> None:
+    """The steering webhook ANDs `hostname In [target]` into each of the user's terms (or adds a term of its
+    own). For a pod edgeweave placed, that pin is dropped: else the next breach could never move it."""
+    from edgeweave.actuate.steering import STEERED_ANNOTATION, affinity_patch
+    from edgeweave.placement.inventory import pod_info
+
+    user = affinity([{"key": "pool", "operator": "In", "values": ["a"]}])["affinity"]
+    for given, allowed_elsewhere in ((user, {"pool": "a"}), (None, {"pool": "z"})):
+        spec = {"affinity": affinity_patch(given, "edge-1"), "containers": []}
+        steered = pod_info({"metadata": {"name": "p", "namespace": "ns", "annotations": {STEERED_ANNOTATION: "m1"}},
+                            "spec": spec})
+        assert node_allows(steered.constraints, "edge-2", allowed_elsewhere), steered.constraints
+        assert given is None or not node_allows(steered.constraints, "edge-2", {"pool": "b"})
+        # The same spec written by a user (no annotation of ours): the pin is theirs and holds.
+        pinned = pod_info({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec})
+        assert not node_allows(pinned.constraints, "edge-2", allowed_elsewhere)
+        assert node_allows(pinned.constraints, "edge-1", {"pool": "a", "kubernetes.io/hostname": "edge-1"})
