@@ -1,15 +1,23 @@
 # Context-breach remediation (edgeweave.placement.context / breach / remediate).
-.PHONY: bench-remediation bench-remediation-peers bench-remediation-cluster bench-remediation-sim test-remediation
+.PHONY: bench-remediation bench-remediation-peers bench-remediation-combine bench-remediation-cluster bench-remediation-sim test-remediation
 
 REMEDIATION_OUT ?= bench/out/remediation
 
 ## bench-remediation: edgeweave against the stock paths (alerting rule -> Alertmanager -> NoExecute taint; node
-## label + descheduler; NotReady), one 500-device kwok fleet, one injection, one run; then a SIGKILL half-way
-## through a grace period (restart_grace_error_s). Last line: one JSON object (~10 min on a busy 2-core machine)
+## label + descheduler; NotReady), one 500-device kwok fleet, REMEDIATION_ROUNDS injections on it (reset in
+## between), then a SIGKILL half-way through a grace period (restart_grace_error_s). Last line: one JSON object,
+## median and 95% interval of each path's per-round p50/p95 (~4 min setup + ~4 min per round on 2 busy cores)
+REMEDIATION_ROUNDS ?= 3
 bench-remediation: bench-remediation-peers
 
 bench-remediation-peers:
-	$(PY) bench/remediation/peers.py --out $(REMEDIATION_OUT)/peers.json $(BENCH_REMEDIATION_PEERS_ARGS)
+	$(PY) bench/remediation/peers.py --out $(REMEDIATION_OUT)/peers.json --rounds $(REMEDIATION_ROUNDS) \
+		$(BENCH_REMEDIATION_PEERS_ARGS)
+
+## bench-remediation-combine: one line over several runs' JSON (REMEDIATION_RUNS="a.json b.json"): every round of
+## every run, median and 95% interval per path
+bench-remediation-combine:
+	$(PY) bench/remediation/peers.py --out $(REMEDIATION_OUT)/combined.json --combine $(REMEDIATION_RUNS)
 
 ## bench-remediation-cluster: edgeweave alone against Kubernetes alone (which never reads a battery), 500 kwok
 ## devices; detection and breach-to-Running latency (~4 min)

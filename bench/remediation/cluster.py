@@ -539,8 +539,9 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def run_bench(cls: type[Bench], args: argparse.Namespace) -> int:
-    """Run one bench: the result is the last line of stdout, and in --out."""
+def run_bench(cls: type[Bench], args: argparse.Namespace,
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
+    """Run one bench: the result (through `finish`, if given) is the last line of stdout, and in --out."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bench = cls(args, out.parent)
@@ -556,6 +557,8 @@ def run_bench(cls: type[Bench], args: argparse.Namespace) -> int:
                 log(f"operator log ({bench.op_log}): {profile}")
     result["operator_log"] = operator_log_profile(bench.op_log.read_text(errors="replace"))
     result["total_s"] = round(time.monotonic() - started, 1)
+    if finish is not None:
+        result = finish(result)
     line = json.dumps(result)
     out.write_text(line + "\n")
     print(line)

@@ -4,7 +4,6 @@ shared actuation layer, breach taints, conditions and Events."""
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,6 +227,23 @@ def own_namespace(cluster: Cluster) -> Iterator[str]:
     yield from fresh_namespace(cluster, "rb")  # outside the session operator's t-* scope
 
 
+def claims_of(cluster: Cluster, key: str) -> list[str]:
+    """The devices whose breach-taint owners annotation names `key`, read from the API (not a cache)."""
+    return [n.metadata.name for n in cluster.core.list_node().items
+            if key in parse_owners((n.metadata.annotations or {}).get(TAINT_OWNERS_ANNOTATION))]
+
+
+def assert_no_claim(cluster: Cluster, key: str, timeout: float) -> None:
+    """No claim of the deleted group `key` remains (polled up to `timeout`). On failure the claim is lifted
+    through the same actuator first, so later tests do not inherit a tainted device, and the test fails."""
+    deadline = time.monotonic() + timeout
+    while (claimed := claims_of(cluster, key)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if claimed:
+        Actuator(cluster.api).release_taints(key, claimed)
+        raise AssertionError(f"{key} still claims the breach taint on {claimed} after its deletion")
+
+
 def release_group(cluster: Cluster, ns: str) -> None:
     """Delete the group while its operator still runs: its finalizer releases the breach taint it claimed, so
     no later test finds a device tainted by a group whose operator is gone."""
@@ -240,16 +256,9 @@ def release_group(cluster: Cluster, ns: str) -> None:
             raise
     wait_for(lambda: not cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups")["items"],
              60, "the group (and its taint claims) gone")
-    # KNOWN BUG (open, see the session note): with two operator processes (peering hand-over), a claim of the
-    # deleted group sometimes survives its finalizer's release. Nobody would ever lift it, and later tests
-    # would find the device tainted, so this test lifts it itself (through the same actuator) and says so.
-    key = f"{ns}/pay"
-    claimed = [n.metadata.name for n in cluster.core.list_node().items
-               if key in parse_owners((n.metadata.annotations or {}).get(TAINT_OWNERS_ANNOTATION))]
-    if claimed:
-        warnings.warn(f"{key} still claimed the breach taint on {claimed} after its deletion (known bug); lifted",
-                      stacklevel=2)
-        Actuator(cluster.api).release_taints(key, claimed)
+    # The finalizer released before the group went: nothing may claim for it afterwards, not even a replica
+    # that was still finishing a round (a claim whose group is gone is never lifted by anyone).
+    assert_no_claim(cluster, f"{ns}/pay", 10)
 
 
 def breach_record(cluster: Cluster, ns: str, node: str) -> dict | None:
@@ -257,10 +266,13 @@ def breach_record(cluster: Cluster, ns: str, node: str) -> dict | None:
 
 
 def test_killed_half_way_through_the_grace_offloads_at_the_original_deadline(
-        cluster: Cluster, prometheus: PromStack, own_namespace: str, tmp_path: Path, clean_batteries: None) -> None:
+        cluster: Cluster, operator: OperatorProcess, prometheus: PromStack, own_namespace: str, tmp_path: Path,
+        clean_batteries: None) -> None:
     """Grace 30 s. The first process sees a breach start and end (a recovery), then a second breach; it is
     SIGKILLed 15 s into the second. The new process must complete the second breach at its original deadline
-    (within one resync), not 30 s after it started, and must not resume the first, recovered one."""
+    (within one resync), not 30 s after it started, and must not resume the first, recovered one.
+    The session's operator (scoped to t-*) runs beside it on purpose: it once stripped the group's finalizer,
+    so the group's delete handler never ran and its taint claim outlived it (finalizer_scope)."""
     from .conftest import free_port
 
     ns, grace, resync = own_namespace, 30, 5
@@ -312,10 +324,12 @@ def test_killed_half_way_through_the_grace_offloads_at_the_original_deadline(
             second.stop()
 
 
-def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, prometheus: PromStack, own_namespace: str,
-                                                 tmp_path: Path, clean_batteries: None) -> None:
+def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, operator: OperatorProcess, prometheus: PromStack,
+                                                 own_namespace: str, tmp_path: Path, clean_batteries: None) -> None:
     """Two replicas under kopf peering. The active one sees a breach start; it stops half-way through the
-    grace period; the standby resumes and completes the breach at the original deadline (within one resync)."""
+    grace period; the standby resumes and completes the breach at the original deadline (within one resync).
+    Deleted, the group releases its claim: with the session's operator (scoped elsewhere) running beside the
+    replicas, as when this leaked (finalizer_scope)."""
     from .conftest import free_port
 
     ns, grace, resync, peering = own_namespace, 20, 5, "ewt-remediation-peering"
@@ -350,3 +364,8 @@ def test_peering_hand_over_keeps_the_grace_clock(cluster: Cluster, prometheus: P
             if standby:
                 standby.stop()
             active.stop()
+    # Both processes are gone now: whatever they wrote is final. A stopping replica must not have re-made
+    # the deleted group's claim after the release.
+    assert_no_claim(cluster, f"{ns}/pay", 0)
+    for proc in (active, standby):
+        assert "Traceback" not in proc.log(), proc.log()[-3000:]

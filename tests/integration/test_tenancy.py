@@ -3,7 +3,8 @@
 - Its PromQL runs scoped to its namespace (real Prometheus): asking for the other team's series by
   name, by regex or with no matcher at all returns only its own.
 - The operator's own identity is fenced by the chart: the ValidatingAdmissionPolicy lets its service
-  account touch only edgeweave.io taints on nodes (never labels, annotations, cordons or other taints)
+  account touch only edgeweave.io taints and annotations on nodes (never labels, other annotations,
+  cordons or other taints); the breach-taint claim the operator makes through its actuator passes it
   and create only its own pods; RBAC names the webhook configurations it may read and nothing more.
 - The chart installs with both webhooks on, and its generated certificate is kept across upgrades.
 """
@@ -93,6 +94,27 @@ def test_operator_identity_is_fenced_by_the_chart(cluster: Cluster, fenced) -> N
         assert foreign.returncode != 0 and "only add or remove its own edgeweave.io/ taints" in foreign.stderr
         note = as_operator("annotate", "--overwrite", "node", node, f"ewt-probe={uuid.uuid4().hex[:8]}")
         assert note.returncode != 0 and "annotations" in note.stderr
+        spoof = as_operator("annotate", "--overwrite", "node", node, "notedgeweave.io/ewt-probe=x")
+        assert spoof.returncode != 0 and "annotations" in spoof.stderr
+        # Its own annotations it may write: the breach-taint claim, exactly as the operator's actuator makes
+        # it (taint and owners annotation in one patch), as that identity; and a pre-stage list.
+        from kubernetes import client as kclient
+
+        from edgeweave.actuate.actuator import TAINT_OWNERS_ANNOTATION, Actuator
+
+        impersonated = kclient.ApiClient(cluster.api.configuration)
+        impersonated.set_default_header("Impersonate-User", sa)
+        act = Actuator(impersonated)
+        claim = act.claim_taint(node, f"{ns}/ewt-group", True, message="fence test")
+        assert claim.ok, claim
+        got = cluster.core.read_node(node)
+        assert (got.metadata.annotations or {}).get(TAINT_OWNERS_ANNOTATION) == f"{ns}/ewt-group"
+        assert "edgeweave.io/context-breach" in [t.key for t in got.spec.taints or []]
+        drop = act.claim_taint(node, f"{ns}/ewt-group", False, message="fence test")
+        assert drop.ok, drop
+        assert TAINT_OWNERS_ANNOTATION not in (cluster.core.read_node(node).metadata.annotations or {})
+        pre = as_operator("annotate", "--overwrite", "node", node, "prestage.memory.edgeweave.io/ewt=a")
+        assert pre.returncode == 0, pre.stderr
         cordon = as_operator("cordon", node)
         # kubectl cordon reports the refusal on stderr but exits 0; the node must stay schedulable.
         assert "may not cordon" in cordon.stderr
@@ -115,6 +137,8 @@ def test_operator_identity_is_fenced_by_the_chart(cluster: Cluster, fenced) -> N
         assert admin.returncode == 0, admin.stderr
     finally:
         cluster.kubectl("label", "node", node, "ewt-probe-", check=False)
+        cluster.kubectl("annotate", "node", node, "prestage.memory.edgeweave.io/ewt-",
+                        "edgeweave.io/context-breach-owners-", check=False)
         cluster.kubectl("taint", "node", node, "edgeweave.io/context-breach-", check=False)
 
 

@@ -260,6 +260,12 @@ class Actuator:
             return Result(Outcome.NotFound if e.status == 404 else Outcome.Failed, str(e.reason))
         return Result(Outcome.Done)
 
+    def nodes_claimed_by(self, owner: str) -> set[str]:
+        """The nodes whose breach-taint owners name `owner`, read from the API server (not a cache: a claim
+        another replica made a moment ago is there). Raises on an API failure."""
+        return {n.metadata.name for n in self._core().list_node().items
+                if owner in parse_owners((n.metadata.annotations or {}).get(TAINT_OWNERS_ANNOTATION))}
+
     def release_taints(self, owner: str, nodes: Iterable[str]) -> int:
         """Drop every claim of `owner` (a deleted group); returns how many nodes still failed to update."""
         failed = 0

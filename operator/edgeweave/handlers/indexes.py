@@ -55,12 +55,23 @@ def pods_by_namespace(body: kopf.Body, namespace: str, **_: Any) -> dict[str, Po
     return {namespace: _PODS.info(body)}
 
 
+def _snapshot(read: Any) -> Any:
+    """Rounds read kopf's indexes from worker threads while the event loop updates them: a read that met a
+    change ("dictionary changed size during iteration") is simply read again."""
+    for _ in range(8):
+        try:
+            return read()
+        except RuntimeError:
+            continue
+    return read()
+
+
 def devices_of(index: kopf.Index) -> list[Device]:
-    return [next(iter(store)) for store in index.values() if len(store)]
+    return _snapshot(lambda: [next(iter(store)) for store in index.values() if len(store)])
 
 
 def pods_on_nodes(index: kopf.Index) -> dict[str, list[PodInfo]]:
-    return {node: list(store) for node, store in index.items() if node}
+    return _snapshot(lambda: {node: list(store) for node, store in index.items() if node})
 
 
 @kopf.index("edgesites")

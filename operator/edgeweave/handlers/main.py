@@ -191,6 +191,9 @@ def main(argv: list[str]) -> int:
     from . import kopf_fixes, kube
 
     kopf_fixes.install()  # start-up at fleet scale: see the module
+    from . import finalizer_scope
+
+    finalizer_scope.install()  # operators scoped elsewhere leave our finalizer alone: see the module
     rt = state.make_runtime(STATE, kube.api_client())
     state.install(rt)
     _load_handlers(webhook=bool(args.webhook_port), admission=bool(args.webhook_port and args.admission_config))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from ..api.workloadgroup import ActuationLimits, MovePhase, MoveStatus, Workload
 from .wg_decide import backoff_after
 
 SWEEPS = 8
+PARALLEL = 8  # a group's moves' API calls at once (the group's maxInFlight bounds how many are under way)
 
 
 def needs_steering(move: MoveStatus, obs: MoveObservation) -> bool:
@@ -59,54 +62,74 @@ def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: Actuation
     namespace = key.split("/", 1)[0]
     steering: tuple[bool, str] | None = None
 
+    probe = threading.Lock()
+
     def live() -> bool:
         nonlocal steering
-        if steering is None:
-            steering = act.steering_live(namespace)
-        return steering[0]
+        with probe:  # one probe per round, whichever move asks first
+            if steering is None:
+                steering = act.steering_live(namespace)
+            return steering[0]
 
-    for _ in range(SWEEPS):
-        changed = False
-        for i, m in enumerate(moves):
-            if m.terminal:
-                continue
+    def observe(m: MoveStatus, now: float) -> MoveObservation:
+        obs = observe_move(m, ctx, steering_live=True, now=now)
+        return dataclasses.replace(obs, steering_live=live()) if needs_steering(m, obs) else obs
+
+    pool = ThreadPoolExecutor(max_workers=min(PARALLEL, max(1, len(moves))), thread_name_prefix="edgeweave-move")
+    try:
+        for _ in range(SWEEPS):
+            changed = False
             now = time.time()
-            if m.phase is MovePhase.Planned:
-                in_flight = sum(1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned)
-                refusal = act.would_refuse(key, limits, plan.mode, in_flight)
-                if refusal is not None:
-                    changed |= _refused(moves, i, refusal)
+            # Each move's reads and its API action are its own (another pod, another node): they run side by
+            # side. What depends on order (in-flight count, rate limit) is decided in plan order in between.
+            # Measured: 20 moves one after another took 27 s to start on a loaded 2-core machine.
+            active, in_flight = [], sum(1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned)
+            for i, m in enumerate(moves):
+                if m.terminal:
                     continue
-            obs = observe_move(m, ctx, steering_live=True, now=now)
-            if needs_steering(m, obs):
-                obs = dataclasses.replace(obs, steering_live=live())
-            decided, action = next_move(m, obs)
-            if m.phase is MovePhase.Planned and decided.phase is not MovePhase.Planned and not decided.terminal:
-                refusal = act.may_start_move(key, limits, plan.mode, sum(
-                    1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned))
-                if refusal is not None:
-                    changed |= _refused(moves, i, refusal)
+                if m.phase is MovePhase.Planned:
+                    refusal = act.would_refuse(key, limits, plan.mode, in_flight)
+                    if refusal is not None:
+                        changed |= _refused(moves, i, refusal)
+                        continue
+                active.append(i)
+            observed = dict(zip(active, pool.map(lambda i, at=now: observe(moves[i], at), active), strict=True))
+            todo = []
+            starting = sum(1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned)
+            for i in active:
+                m = moves[i]
+                decided, action = next_move(m, observed[i])
+                if m.phase is MovePhase.Planned and decided.phase is not MovePhase.Planned and not decided.terminal:
+                    refusal = act.may_start_move(key, limits, plan.mode, starting)
+                    if refusal is not None:
+                        changed |= _refused(moves, i, refusal)
+                        continue
+                    starting += 1
+                todo.append((i, decided, action))
+            results = list(pool.map(lambda t: carry_out(t[1], t[2], ctx), todo))
+            for (i, decided, action), result in zip(todo, results, strict=True):
+                m = moves[i]
+                nxt = resolve(decided, action, result, now)
+                if nxt == m:
                     continue
-            result = carry_out(decided, action, ctx)
-            nxt = resolve(decided, action, result, now)
-            if nxt == m:
-                continue
-            moves[i] = nxt
-            changed = True
-            if nxt.terminal:
-                act.move_finished(involved, plan.kind, nxt, now)
-                if nxt.phase is MovePhase.Done:
-                    last_moved[nxt.workload] = rfc3339(now)
-                    total += 1
-                b = backoff_after(backoff.get(nxt.workload), nxt, now)
-                if b is None:
-                    backoff.pop(nxt.workload, None)
-                else:
-                    backoff[nxt.workload] = b
-        if not changed:
-            break
-        write({"plan": plan.model_copy(update={"moves": moves}).wire(), "lastMoved": last_moved,
-               "movesTotal": total, "backoff": {w: b.wire() for w, b in backoff.items()}})
+                moves[i] = nxt
+                changed = True
+                if nxt.terminal:
+                    act.move_finished(involved, plan.kind, nxt, now)
+                    if nxt.phase is MovePhase.Done:
+                        last_moved[nxt.workload] = rfc3339(now)
+                        total += 1
+                    b = backoff_after(backoff.get(nxt.workload), nxt, now)
+                    if b is None:
+                        backoff.pop(nxt.workload, None)
+                    else:
+                        backoff[nxt.workload] = b
+            if not changed:
+                break
+            write({"plan": plan.model_copy(update={"moves": moves}).wire(), "lastMoved": last_moved,
+                   "movesTotal": total, "backoff": {w: b.wire() for w, b in backoff.items()}})
+    finally:
+        pool.shutdown(wait=True)
     in_flight = sum(1 for m in moves if not m.terminal)
     metrics.MOVES_IN_FLIGHT.labels(*key.split("/", 1)).set(in_flight)
     return DriveResult(in_flight, steering)

@@ -16,6 +16,8 @@ from typing import Any
 import kopf
 
 from .. import GROUP
+from ..actuate.kubeapi import ApiError, api_error
+from . import kube
 from .health import WATCHDOG, Backoff, describe_error, record_failure
 from .indexes import devices_of
 from .state import in_scope, runtime
@@ -72,6 +74,10 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
                 if backoff.succeeded():
                     logger.info("WorkloadGroup round succeeds again")
             except Exception as err:  # noqa: BLE001 - a failed round backs off with a condition, never a crash loop
+                if await asyncio.to_thread(group_gone, err, namespace, name):
+                    # Deleted under a running round (kopf stops the daemon soon): nothing left to reconcile.
+                    logger.info("WorkloadGroup is gone; its daemon ends")
+                    return
                 delay, new_error = backoff.failed(describe_error(err))
                 record_failure(logger, "WorkloadGroup round", backoff, delay, new_error)
                 ctl.written, ctl.claimed = None, None  # re-read: our copies may be what failed
@@ -82,6 +88,17 @@ async def group_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, b
             await stopped.wait(INFLIGHT_TICK if inflight else TICK)
     finally:
         rt.breaches.forget(f"{namespace}/{name}")
+
+
+def group_gone(err: BaseException, namespace: str, name: str) -> bool:
+    """Whether a round failed because its own group no longer exists (a 404, and a GET agrees)."""
+    typed = err if isinstance(err, ApiError) else api_error(err)
+    if typed is None or not typed.not_found:
+        return False
+    try:
+        return kube.read_custom("workloadgroups", namespace, name) is None
+    except Exception:  # noqa: BLE001 - cannot tell: the normal backoff path reports it
+        return False
 
 
 @kopf.on.delete(*RESOURCE, when=in_scope)

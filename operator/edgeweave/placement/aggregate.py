@@ -36,8 +36,9 @@ from ..api.workloadgroup import AggregationPolicy
 from .fit import EPS, CapacityLedger
 from .graph import DependencyGraph, WKey, human_rate
 from .model import DeviceState, Edge, Move, Plan, PlanKind, Skipped, WorkloadState
+from .nodematch import node_allows
 from .solver import Problem, SolverPod, solve
-from .spread import conflicts, node_selector_ok
+from .spread import conflicts
 
 RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
 
@@ -209,9 +210,10 @@ class _Planner:
         return self.budget_left(self.graph.pods[pod].group) >= 1
 
     def req_ok(self, pod: str, node: str) -> bool:
-        """Context requirements and the pod's nodeSelector: a replacement could land on node."""
+        """Context requirements, the pod's nodeSelector and required node affinity: a replacement could land
+        on node."""
         w = self.graph.pods[pod]
-        if w.constraints.node_selector and not node_selector_ok(w.constraints, self.devices[node].labels):
+        if not node_allows(w.constraints, node, self.devices[node].labels):
             return False
         if self.requirements_ok is None:
             return True

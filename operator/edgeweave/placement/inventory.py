@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.base import parse_quantity
+from .nodematch import placed_by_us
 from .spread import PodConstraints, pod_constraints
 
 SITE_LABEL = "edgeweave.io/site"
@@ -129,7 +130,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         owner_kind=owner.get("kind") if owner else None,
         owner_name=owner.get("name") if owner else None,
         deleting=bool(meta.get("deletionTimestamp")),
-        constraints=pod_constraints(spec),
+        constraints=pod_constraints(spec, placed_by_us=placed_by_us(meta.get("annotations"))),
     )
 
 

@@ -18,6 +18,7 @@ from .context import ContextValue
 from .fit import CapacityLedger
 from .graph import DependencyGraph
 from .model import DeviceState, Move, Plan, PlanKind, Skipped, WorkloadState
+from .nodematch import node_allows, node_refusal
 from .spread import conflicts
 
 RequirementsOk = Callable[[WorkloadState, DeviceState], bool]
@@ -182,7 +183,8 @@ def plan_remediation(
     all; otherwise each goes on its own, preferring the device that hosts the most of its peers.
     limits: at most this many moves in the plan (ActuationLimits.max_moves_per_interval, or an int);
     the rest are Skipped and retried next round. A bundle is never split by the limit.
-    Targets: schedulable, not breached, requirements_ok, room by requests (CapacityLedger), no required
+    Targets: schedulable, not breached, allowed by the pod's nodeSelector and required node affinity
+    (nodematch, the scheduler's own rule), requirements_ok, room by requests (CapacityLedger), no required
     anti-affinity conflict with the group's pods there; ranked by `target_rank`: traffic to the
     workloads already there (`graph`, the aggregation planner's DependencyGraph, with the moves planned so
     far), co-dependent peers there, fewer replicas of the same workload, then margin (`margin`, 0..1; 1
@@ -263,7 +265,9 @@ def plan_remediation(
         first = ws[0].key
         ranked = []
         for d in targets:
-            if d.name in froms or not all(requirements_ok(w, d) for w in ws) or not ledger.fits(d.name, ws):
+            if d.name in froms or not all(node_allows(w.constraints, d.name, d.labels) for w in ws):
+                continue
+            if not all(requirements_ok(w, d) for w in ws) or not ledger.fits(d.name, ws):
                 continue
             if not anti_affinity_ok(d.name, ws):
                 continue
@@ -284,8 +288,15 @@ def plan_remediation(
         satisfying = [d for d in targets if d.name != w.node and requirements_ok(w, d)]
         if not satisfying:
             return f"no device satisfies {describe(w)}; stays on {w.node}"
+        allowed = [d for d in satisfying if node_allows(w.constraints, d.name, d.labels)]
+        if not allowed:
+            # The scheduler would refuse every one of them: evicting would only leave the pod Pending.
+            why = node_refusal(w.constraints, satisfying[0].name, satisfying[0].labels)
+            return (f"none of the {len(satisfying)} device(s) that satisfy {describe(w)} is allowed by the pod: "
+                    f"{why}; stays on {w.node}")
         return (f"no device satisfies {describe(w)} with {_resources([w])} free "
-                f"({len(satisfying)} satisfy the requirements, none has room); stays on {w.node}")
+                f"({len(allowed)} satisfy the requirements and the pod's node constraints, none has room); "
+                f"stays on {w.node}")
 
     for device in sorted(movers_by_device):
         for bundle in _bundles(movers_by_device[device], peers):

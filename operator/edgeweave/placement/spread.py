@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from .nodematch import NodeTerm, expression_holds, parse_node_terms
+
 HOSTNAME = "kubernetes.io/hostname"
 
 
@@ -44,17 +46,7 @@ class Selector(BaseModel):
             return False  # an empty selector in an anti-affinity term selects nothing we can act on
         if any(labels.get(k) != v for k, v in self.match_labels):
             return False
-        for key, op, values in self.expressions:
-            has = key in labels
-            if op == "In" and (not has or labels[key] not in values):
-                return False
-            if op == "NotIn" and has and labels[key] in values:
-                return False
-            if op == "Exists" and not has:
-                return False
-            if op == "DoesNotExist" and has:
-                return False
-        return True
+        return all(expression_holds(labels, key, op, values) for key, op, values in self.expressions)
 
     def applies_to(self, own_namespace: str, other_namespace: str) -> bool:
         return other_namespace in self.namespaces if self.namespaces else other_namespace == own_namespace
@@ -78,6 +70,8 @@ class PodConstraints(BaseModel):
     spread_preferred: tuple[SpreadRule, ...] = ()
     # spec.nodeSelector: the labels a device must carry for the pod (or its replacement) to land there
     node_selector: tuple[tuple[str, str], ...] = ()
+    # spec.affinity.nodeAffinity's required terms (ORed): module nodematch judges both against a device
+    node_terms: tuple[NodeTerm, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -94,8 +88,9 @@ def parse_selector(sel: Mapping[str, Any] | None, namespaces: Iterable[str] = ()
         namespaces=tuple(sorted(namespaces)))
 
 
-def pod_constraints(pod_spec: Mapping[str, Any] | None) -> PodConstraints:
-    """Read anti-affinity and hostname spread from a pod spec (as the API server sends it)."""
+def pod_constraints(pod_spec: Mapping[str, Any] | None, *, placed_by_us: bool = False) -> PodConstraints:
+    """Read anti-affinity and hostname spread from a pod spec (as the API server sends it). placed_by_us:
+    see nodematch.parse_node_terms."""
     spec = pod_spec or {}
     anti = ((spec.get("affinity") or {}).get("podAntiAffinity")) or {}
     required = tuple(parse_selector(t.get("labelSelector"), t.get("namespaces") or ())
@@ -113,12 +108,7 @@ def pod_constraints(pod_spec: Mapping[str, Any] | None) -> PodConstraints:
         (hard if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule" else soft).append(rule)
     selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
     return PodConstraints(anti_required=required, anti_preferred=preferred, spread_required=tuple(hard),
-                          spread_preferred=tuple(soft), node_selector=selector)
-
-
-def node_selector_ok(constraints: PodConstraints, device_labels: Mapping[str, str]) -> bool:
-    """Whether a device carries every label of the pod's nodeSelector (the scheduler's own check)."""
-    return all(device_labels.get(k) == v for k, v in constraints.node_selector)
+                          spread_preferred=tuple(soft), node_selector=selector, node_terms=parse_node_terms(spec, placed_by_us=placed_by_us))
 
 
 class _Pod(Protocol):
