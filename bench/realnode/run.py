@@ -18,6 +18,14 @@
   counter from the WorkloadGroup's creation to 3 s after both replicas run on its node, summed over
   ``--two-replica-runs`` runs (target 0); runs where the client moved instead are left out.
 
+- ``uplink_down_to_serving_s``: the node agent runs on every real node (a host process in the node's
+  network namespace, datapath on the node's LAN bridge, its exporter behind a bearer token that
+  Prometheus sends); each node's EdgeSite takes UplinkLossPercent from the agents' uplink state. A
+  server whose group needs `inet` (loss <= 10 %, grace 0) and a client on the other node; `inet` loses
+  its carrier inside the server's device (its WAN side goes down). From then to the client acknowledged
+  again by the server offloaded to the other node; ``uplink_down_to_offloaded`` to the server Running
+  there. ``--uplink-runs`` drills, median and 95 % interval; the breach taint is lifted between runs.
+
 Keys of the issue that this does not measure are left out (see the closing note), never estimated.
 Progress goes to stderr; the result goes to ``--out`` and is printed as one JSON line.
 """
@@ -32,6 +40,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -293,6 +302,10 @@ def start_host_agents(kubeconfig: Path, rd: Path, prom) -> list[subprocess.Popen
     prom.set_bearer_token(token.read_text())
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     procs = []
+    for n in nodes:  # the LAN bridge is the CNI plugin's: it exists once a pod has run on the node
+        wait_for(lambda n=n: subprocess.run(["ip", "-n", n.netns, "link", "show", f"{realnode.PREFIX}br0"],
+                                            capture_output=True).returncode == 0, 60, f"{n.name}'s CNI bridge",
+                 exc=RuntimeError)
     for n in nodes:
         site = f"{realnode.PREFIX}-site-{n.index}"
         kubectl(kubeconfig, devcluster.bin_dir(), "apply", "-f", "-", input=json.dumps({
@@ -313,7 +326,13 @@ def start_host_agents(kubeconfig: Path, rd: Path, prom) -> list[subprocess.Popen
         procs.append(proc)
     prom.set_bearer_targets({f"{n.ip}:9477": {"node": n.name} for n in nodes})
     want = len(nodes) * len(realnode.UPLINKS)
-    wait_for(lambda: len(prom.query("edgeweave_agent_uplink_up == 1")) == want, 120,
+
+    def all_up() -> bool:
+        if dead := [n.name for n, a in zip(nodes, procs, strict=True) if a.poll() is not None]:
+            raise RuntimeError(f"host agent(s) exited: {dead}; see {out}/<node>.log")
+        return len(prom.query("edgeweave_agent_uplink_up == 1")) == want
+
+    wait_for(all_up, 120,
              "every real node's uplinks up in Prometheus (from the host agents)", exc=RuntimeError)
     return procs
 
@@ -323,7 +342,8 @@ def breach_tainted(core) -> list[str]:
             if any(t.key == "edgeweave.io/context-breach" for t in n.spec.taints or [])]
 
 
-def uplink_drill(core, custom, kubeconfig: Path, bins: Path, rd: Path, run: int) -> dict | None:
+def uplink_drill(core, custom, kubeconfig: Path, bins: Path, rd: Path, run: int,
+                 agents_up: Callable[[], None]) -> dict | None:
     """The group's server needs `inet` (loss <= 10 %, grace 0); the client talks to it from the other node.
     inet loses its carrier inside the server's device; from then to the server Running on the other node
     (offloaded) and to the client acknowledged again (serving). None when the pair started together."""
@@ -338,6 +358,7 @@ def uplink_drill(core, custom, kubeconfig: Path, bins: Path, rd: Path, run: int)
         before = wait_for(lambda: (p := placement(core, ns)) and p, 120, f"{ns} pair Running", exc=RuntimeError)
         if before["demo-server"] == before["demo-client"]:
             return None
+        agents_up()  # pods have run on both nodes: their LAN bridges exist
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", demo.uplink_group("pay"))
 
         def satisfied() -> bool:
@@ -371,11 +392,16 @@ def uplink_drills(core, custom, kubeconfig: Path, bins: Path, rd: Path, prom, ru
     """`uplink_down_to_serving_s` over `runs` drills (median, 95 % interval); agents started here."""
     if runs <= 0:
         return {}
-    agents = start_host_agents(kubeconfig, rd, prom)
+    agents: list[subprocess.Popen] = []
+
+    def agents_up() -> None:
+        if not agents:
+            agents.extend(start_host_agents(kubeconfig, rd, prom))
+
     try:
         drills = []
         for i in range(runs):
-            r = uplink_drill(core, custom, kubeconfig, bins, rd, i)
+            r = uplink_drill(core, custom, kubeconfig, bins, rd, i, agents_up)
             log(f"uplink run {i + 1}/{runs}: {r}")
             if r is not None:
                 drills.append(r)
