@@ -118,6 +118,27 @@ def gpujob(name: str = "demo-slices") -> list[dict]:
     ]
 
 
+LOSS_FROM_AGENT = "100 * (1 - edgeweave_agent_uplink_up)"  # an uplink without carrier loses everything
+
+
+def uplink_drill(group: str = "pay") -> list[dict]:
+    """The server of `group` and a client in no group that talks to it through the Service from another
+    node (it avoids the server), for the uplink-loss drill."""
+    return [deployment("demo-server", "server", group), service("demo-server", "demo-server"),
+            deployment("demo-client", "client", "none", avoid="demo-server",
+                       env={"SOURCE_WORKLOAD": "demo-client", "DESTINATION_WORKLOAD": "demo-server",
+                            "INTERVAL_MS": "20", "REQUEST_BYTES": "4096"})]
+
+
+def uplink_group(group: str = "pay", uplink: str = "inet") -> dict:
+    """A WorkloadGroup whose pods need `uplink` to lose at most 10 % (grace 0: remediate at once)."""
+    return {"apiVersion": "edgeweave.io/v1alpha1", "kind": "WorkloadGroup", "metadata": {"name": group},
+            "spec": {"selector": {GROUP_LABEL: group}, "aggregation": {"enabled": False},
+                     "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 30},
+                     "requirements": [{"element": "UplinkLossPercent", "uplink": uplink, "operator": "Lte",
+                                       "value": "10", "gracePeriodSeconds": 0}]}}
+
+
 def manifests(namespace: str = "edgeweave-demo", *, with_gpujob: bool = False) -> dict:
     items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
     for obj in [*pair(), workload_group("demo"), *(gpujob() if with_gpujob else [])]:

@@ -7,6 +7,10 @@ Debian's Prometheus is built without Kubernetes service discovery, so a small di
 node's pod CIDR). `honor_labels` keeps the labels a workload exports (`namespace` in
 edgeweave_flow_bytes_total is the exporter's, not the target's). Its PID goes to <run dir>/pids/, so
 `devcluster.py stop` (and the next start after a SIGKILL) ends it with the rest. Stdlib only.
+
+Pods annotated `edgeweave.io/scrape-auth: bearer` (the chart's agents, whose exporters require a token)
+are scraped by a second job that sends `Authorization: Bearer <token>` from <dir>/bearer-token
+(`set_bearer_token`; Prometheus reads the file at each scrape), as a user's scrape config would.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class RealProm:
             "scrape_configs": [{
                 "job_name": "pods", "honor_labels": True, "scrape_timeout": "1s",
                 "file_sd_configs": [{"files": [str(self.dir / "pods.json")], "refresh_interval": "1s"}],
+            }, {
+                "job_name": "pods-bearer", "honor_labels": True, "scrape_timeout": "1s",
+                "authorization": {"type": "Bearer", "credentials_file": str(self.dir / "bearer-token")},
+                "file_sd_configs": [{"files": [str(self.dir / "pods-bearer.json"), str(self.dir / "static-bearer.json")],
+                                     "refresh_interval": "1s"}],
             }],
         }, indent=2)
 
@@ -50,6 +59,9 @@ class RealProm:
         (self.dir / "prometheus.yml").write_text(self.config())  # JSON is YAML
         shutil.rmtree(self.dir / "data", ignore_errors=True)
         (self.dir / "pods.json").write_text("[]")
+        (self.dir / "pods-bearer.json").write_text("[]")
+        (self.dir / "static-bearer.json").write_text("[]")
+        self.set_bearer_token("")
         sd_log = open(self.dir / "sd.log", "ab")  # noqa: SIM115 - owned by the child
         self.sd = subprocess.Popen([sys.executable, __file__, "sd", str(self.kubeconfig), str(self.dir / "pods.json")],
                                    stdout=sd_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -75,6 +87,22 @@ class RealProm:
                 time.sleep(0.3)
         raise RuntimeError(f"prometheus did not become ready: {(self.dir / 'prometheus.log').read_text()[-2000:]}")
 
+    def set_bearer_token(self, token: str) -> None:
+        """The token the pods-bearer job sends (e.g. the chart's agent-metrics Secret)."""
+        path = self.dir / "bearer-token"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(token)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    def set_bearer_targets(self, targets: dict[str, dict[str, str]]) -> None:
+        """Fixed targets (address -> labels) of the pods-bearer job: processes that are not pods, such as
+        agents run on the host inside a node's network namespace."""
+        path = self.dir / "static-bearer.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": [a], "labels": labels} for a, labels in sorted(targets.items())]))
+        tmp.replace(path)
+
     def query(self, promql: str) -> list[dict]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
@@ -97,13 +125,18 @@ class RealProm:
         self.proc = None
 
 
-def pod_targets(pods: list[dict]) -> list[dict]:
-    """file_sd entries for running pods that ask to be scraped."""
+AUTH_ANNOTATION = "edgeweave.io/scrape-auth"
+
+
+def pod_targets(pods: list[dict], auth: str = "") -> list[dict]:
+    """file_sd entries for running pods that ask to be scraped with this auth ("" or "bearer")."""
     out = []
     for p in pods:
         meta, status = p.get("metadata", {}), p.get("status", {})
         ann = meta.get("annotations") or {}
         if ann.get("prometheus.io/scrape") != "true" or not status.get("podIP") or status.get("phase") != "Running":
+            continue
+        if ann.get(AUTH_ANNOTATION, "") != auth:
             continue
         out.append({"targets": [f"{status['podIP']}:{ann.get('prometheus.io/port', '9100')}"],
                     "labels": {"pod": meta.get("name", ""), "kubernetes_namespace": meta.get("namespace", ""),
@@ -112,7 +145,8 @@ def pod_targets(pods: list[dict]) -> list[dict]:
 
 
 def discover(kubeconfig: Path, out: Path) -> None:
-    """List pods every second with the kubeconfig's client cert; rewrite `out` when the targets change."""
+    """List pods every second with the kubeconfig's client cert; rewrite `out` (and its -bearer twin)
+    when the targets change."""
     cfg = json.loads(kubeconfig.read_text())
     cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
     ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
@@ -121,11 +155,14 @@ def discover(kubeconfig: Path, out: Path) -> None:
     while True:
         try:
             with urllib.request.urlopen(f"{cluster['server']}/api/v1/pods", context=ctx, timeout=5) as r:  # noqa: S310
-                targets = json.dumps(pod_targets(json.loads(r.read())["items"]))
+                items = json.loads(r.read())["items"]
+            targets = {out: json.dumps(pod_targets(items)),
+                       out.with_name(out.stem + "-bearer.json"): json.dumps(pod_targets(items, "bearer"))}
             if targets != last:
-                tmp = out.with_suffix(".tmp")
-                tmp.write_text(targets)
-                tmp.replace(out)
+                for path, text in targets.items():
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(text)
+                    tmp.replace(path)
                 last = targets
         except (OSError, ValueError) as e:
             print(f"discover: {e}", file=sys.stderr, flush=True)

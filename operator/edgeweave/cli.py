@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "memory-recover": ("edgeweave.memory.recover_cli", "recover_main", "recover a memory region: baseline + dirty pages"),
     "memory": ("edgeweave.memory.cli", "main", "memory-region tools: page server, baseline, inspect"),
     "flows-train": ("edgeweave.flows.train", "main", "train and export the elephant/mouse classifier"),
+    "uninstall-cleanup": ("edgeweave.uninstall", "main",
+                          "before helm uninstall: stop the operator, remove its finalizers (or delete its CRs)"),
     "fleet": ("edgeweave.sim.fleet", "main", "create a simulated kwok edge fleet (nodes + EdgeSites)"),
 }
 

@@ -7,3 +7,4 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
+{{- define "edgeweave.agentMetricsSecret" -}}{{ .Values.agent.metricsAuth.existingSecret | default (printf "%s-agent-metrics" (include "edgeweave.fullname" .)) }}{{- end -}}

@@ -100,12 +100,14 @@ class DispatcherWiring:
 
 
 def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignment: PodAssignment,
-            image: str | None = None, dispatcher: DispatcherWiring | None = None) -> dict[str, Any]:
+            image: str | None = None, dispatcher: DispatcherWiring | None = None,
+            extra_env: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
     """The manifest of the pod that runs `assignment`'s slices.
 
     `job` is the GpuJob's metadata (name, namespace, uid). restartPolicy Never: a kubelet restart
     would run the pod's finished slices again; a failed pod is replaced by the operator instead,
-    with only its unfinished slices.
+    with only its unfinished slices. `extra_env` (the operator's EDGEWEAVE_GPU_JOB_POD_ENV) goes to
+    every job pod, with or without a dispatcher.
     """
     name, namespace, uid = job["name"], job["namespace"], job["uid"]
     resource = spec.vgpu.resource
@@ -121,7 +123,9 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
         {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    if dispatcher is not None:
+    if dispatcher is None:
+        env += [{"name": k, "value": v} for k, v in extra_env]
+    else:
         # Grants come from the node's dispatcher (sizes from the live load, order across jobs);
         # each committed grant's output goes to the job's directory on the node.
         out = f"{dispatcher.host_output_dir.rstrip('/')}/{output_subdir(namespace, name, uid)}"
@@ -131,7 +135,7 @@ def job_pod(job: Mapping[str, Any], spec: GpuJobSpec, plan: SlicePlan, assignmen
         env += [{"name": "EDGEWEAVE_DISPATCHER_SOCKET", "value": f"{SOCKET_DIR}/dispatch.sock"},
                 {"name": "EDGEWEAVE_JOB_TOKEN", "value": dispatcher.token},
                 {"name": "EDGEWEAVE_JOB_NAME", "value": name}, {"name": "EDGEWEAVE_JOB_UID", "value": uid},
-                *({"name": k, "value": v} for k, v in dispatcher.env)]
+                *({"name": k, "value": v} for k, v in (*dispatcher.env, *extra_env))]
         volumes = [{"name": "dispatcher", "hostPath": {"path": dispatcher.host_socket_dir, "type": "Directory"}},
                    {"name": "output", "hostPath": {"path": out, "type": "DirectoryOrCreate"}}]
         mounts = [{"name": "dispatcher", "mountPath": SOCKET_DIR}, {"name": "output", "mountPath": OUTPUT_DIR}]

@@ -72,8 +72,19 @@ def actuator() -> Actuator:
 ENV_DISPATCHER_KEY = "EDGEWEAVE_GPU_DISPATCHER_KEY_FILE"
 ENV_DISPATCHER_SOCKET_DIR = "EDGEWEAVE_GPU_DISPATCHER_SOCKET_DIR"
 ENV_DISPATCHER_OUTPUT_DIR = "EDGEWEAVE_GPU_OUTPUT_DIR"
-# A JSON object of env for dispatcher-mode job pods (node-wide settings such as MPS's pipe directory).
+# A JSON object of env for every job pod (node-wide settings such as MPS's pipe directory; in tests the
+# CPU runtime's pace), with or without the dispatcher.
 ENV_DISPATCHER_POD_ENV = "EDGEWEAVE_GPU_JOB_POD_ENV"
+
+
+def job_pod_env() -> tuple[tuple[str, str], ...]:
+    import json
+    import os
+
+    extra = json.loads(os.environ.get(ENV_DISPATCHER_POD_ENV) or "{}")
+    if not isinstance(extra, dict):
+        raise ValueError(f"{ENV_DISPATCHER_POD_ENV} must be a JSON object of names to values")
+    return tuple((str(k), str(v)) for k, v in sorted(extra.items()))
 
 
 def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring | None:
@@ -82,15 +93,9 @@ def dispatcher_wiring(namespace: str, name: str, uid: str) -> DispatcherWiring |
     key_file = os.environ.get(ENV_DISPATCHER_KEY)
     if not key_file:
         return None
-    import json
-
-    extra = json.loads(os.environ.get(ENV_DISPATCHER_POD_ENV) or "{}")
-    if not isinstance(extra, dict):
-        raise ValueError(f"{ENV_DISPATCHER_POD_ENV} must be a JSON object of names to values")
     return DispatcherWiring(host_socket_dir=os.environ.get(ENV_DISPATCHER_SOCKET_DIR, "/var/run/edgeweave/gpu"),
                             host_output_dir=os.environ.get(ENV_DISPATCHER_OUTPUT_DIR, "/var/lib/edgeweave/gpu/out"),
-                            token=job_token(load_key(key_file), namespace, name, uid),
-                            env=tuple((str(k), str(v)) for k, v in sorted(extra.items())))
+                            token=job_token(load_key(key_file), namespace, name, uid))
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -246,8 +251,9 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
     act = actuator()
     job_meta = {"name": name, "namespace": namespace, "uid": uid}
     wiring = dispatcher_wiring(namespace, name, uid)
+    pod_env = job_pod_env()
     for assignment in step.create:
-        manifest = job_pod(job_meta, spec, plan, assignment, dispatcher=wiring)
+        manifest = job_pod(job_meta, spec, plan, assignment, dispatcher=wiring, extra_env=pod_env)
         pod_name = manifest["metadata"]["name"]
         result = act.create_pod(namespace, manifest, reason="GpuJobSlicePod",
                                 message=f"runs {assignment.count} slice(s) of GpuJob {name}",

@@ -129,3 +129,16 @@ def test_with_the_dispatcher_pods_run_the_worker_with_socket_token_and_output_di
     plain = job_pod(JOB, spec, plan, plan.pods[1])
     assert "volumes" not in plain["spec"] and "EDGEWEAVE_JOB_TOKEN" not in _env(plain)
     assert "securityContext" not in plain["spec"]["containers"][0]
+
+
+def test_the_operators_job_pod_env_reaches_pods_with_and_without_the_dispatcher() -> None:
+    from edgeweave.gpu.podspec import DispatcherWiring
+
+    spec = _spec()
+    plan = plan_job(spec, None)
+    extra = (("EDGEWEAVE_CPU_PACE_US_PER_BLOCK", "3000"),)
+    plain = _env(job_pod(JOB, spec, plan, plan.pods[0], extra_env=extra))
+    assert plain["EDGEWEAVE_CPU_PACE_US_PER_BLOCK"] == "3000" and "EDGEWEAVE_SLICES" in plain
+    wired = _env(job_pod(JOB, spec, plan, plan.pods[0], extra_env=extra,
+                         dispatcher=DispatcherWiring("/var/run/ew", "/var/lib/ew/out", "t")))
+    assert wired["EDGEWEAVE_CPU_PACE_US_PER_BLOCK"] == "3000" and wired["EDGEWEAVE_JOB_TOKEN"] == "t"
