@@ -1,5 +1,5 @@
 # aggregation / defragmentation planner: tests and the benchmark (real cluster, real peers, then simulation)
-.PHONY: bench-aggregation bench-aggregation-cluster bench-aggregation-peers test-aggregation
+.PHONY: bench-aggregation bench-aggregation-cluster bench-aggregation-peers bench-aggregation-plan test-aggregation
 
 test-aggregation:
 	$(PY) -m pytest -q tests/unit/placement/test_graph_aggregation.py tests/unit/placement/test_aggregate_planner.py tests/unit/placement/test_aggregate_sim.py tests/unit/placement/test_spread_and_solver.py
@@ -16,3 +16,7 @@ bench-aggregation-peers:
 ## bench-aggregation: real-cluster part, real peers, then planner vs optimum / baselines on generated fleets; last line is JSON
 bench-aggregation: bench-aggregation-cluster bench-aggregation-peers
 	$(PY) bench/aggregation/run.py --cluster-result bench/out/aggregation/cluster.json --peers-result bench/out/aggregation/peers.json $(BENCH_AGGREGATION_ARGS)
+
+## bench-aggregation-plan: plan time only, 1,000 devices / 10,000 pods, 12 plans each way (first interval, uncapped), wall and CPU medians with 95% intervals; about a minute
+bench-aggregation-plan:
+	$(PY) bench/aggregation/plan.py --out bench/out/aggregation/plan.json $(BENCH_AGGREGATION_PLAN_ARGS)
