@@ -418,7 +418,9 @@ class _Planner:
             away = [p for p in members if self.node_of[p] != d]
             if self.replica_limit > 0 and len(members) > 1:
                 room = max(0, self.replica_limit - self.counts[k].get(d, 0))
-                away = sorted(away, key=lambda p: (self.fixed(p), p))[:room]  # pinned replicas stay behind
+                # pinned replicas stay behind: members are sorted, so this is sorted by (fixed, name)
+                pinned = self.pinned
+                away = ([p for p in away if p not in pinned] + [p for p in away if p in pinned])[:room]
             for p in away:
                 if self.fixed(p):
                     return None
@@ -435,8 +437,9 @@ class _Planner:
         if cached is not None and cached[0] == rev:
             # the candidates and their pods to move depend only on where this component's own pods
             # are: reuse them while none has moved, and re-check only what other moves change (room)
-            _, pinned, hosts, candidates = cached
+            _, pinned, hosts, candidates, fresh_need = cached
         else:
+            fresh_need = None
             pinned = sorted({self.node_of[p] for p in pods if self.fixed(p)
                              and (self.replica_limit == 0 or len(g.members[g.wkey_of[p]]) == 1)})
             if len(pinned) > 1:
@@ -458,7 +461,7 @@ class _Planner:
                         options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
                 options.sort(key=lambda o: o[:3])
                 candidates = [(n, to_move) for _, _, n, to_move in options]
-            self._candidates[ci] = (rev, pinned, hosts, candidates)
+            self._candidates[ci] = (rev, pinned, hosts, candidates, None)
         label = self.component_label(ci)
         spread_why = ""
         for d, to_move in candidates:
@@ -473,15 +476,21 @@ class _Planner:
         if pinned:
             return None, [], (f"{label} cannot share a device: {pinned[0]}, where part of it must stay, "
                               f"has no room for the rest or does not meet its requirements")
-        # a device it does not use yet: the same pods a fresh device would take
-        fresh = self.movers(ci, "")
+        # a device it does not use yet: the same pods a fresh device would take (like the candidates,
+        # they depend only on where the component's own pods are: kept with them)
+        if fresh_need is None:
+            fresh = self.movers(ci, "")
+            fresh_need = (fresh, sum(g.pods[p].cpu for p in fresh) if fresh is not None else 0.0,
+                          sum(g.pods[p].memory for p in fresh) if fresh is not None else 0.0)
+            self._candidates[ci] = (*self._candidates[ci][:4], fresh_need)
+        fresh, need_cpu, need_mem = fresh_need
         if fresh is None:
             return None, [], f"{label} cannot share a device: pods that may not move would have to"
-        need_cpu = sum(g.pods[p].cpu for p in fresh)
-        need_mem = sum(g.pods[p].memory for p in fresh)
-        start = bisect.bisect_left(self.free_sorted, (need_cpu - EPS, ""))
+        fs = self.free_sorted
+        start = bisect.bisect_left(fs, (need_cpu - EPS, ""))
         room = False
-        for _, name in self.free_sorted[start:]:
+        for i in range(start, len(fs)):  # by index: a slice would copy the fleet's list on every look
+            name = fs[i][1]
             if name in hosts or not self.fits(name, fresh):
                 continue
             room = True
@@ -607,12 +616,13 @@ class _Planner:
         # cost itself, and the band between keeps noise from re-proposing what it dropped
         threshold = max(pol.min_gain_bytes_per_second, pol.move_cost * (1 + pol.gain_threshold),
                         share * self.graph.pod_traffic(pod), EPS)
-        for t, v in sorted(aff.items(), key=lambda kv: (-kv[1], kv[0])):
-            g = v - base
-            if g < threshold:
-                break
+        # only devices over the threshold can be chosen: sort those alone (most gain first, as before)
+        over = [(t, v) for t, v in aff.items() if v - base >= threshold]
+        if not over:
+            return None
+        for t, v in sorted(over, key=lambda kv: (-kv[1], kv[0])):
             if t != cur and self.placeable(t, [pod]):
-                return g, t
+                return v - base, t
         return None
 
     def refine_pass(self) -> bool:
