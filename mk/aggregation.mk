@@ -8,7 +8,7 @@ test-aggregation:
 bench-aggregation-cluster:
 	$(PY) bench/aggregation/cluster.py --out bench/out/aggregation/cluster.json $(BENCH_AGGREGATION_CLUSTER_ARGS)
 
-## bench-aggregation-peers: 10 runs, one shared start placement each: stock kube-scheduler (podAffinity), + descheduler v0.36.0 (two configs), edgeweave (two spread settings), same churn, at once
+## bench-aggregation-peers: 10 runs x 2 scenarios (drift: calls that begin after placement, the headline; static: all declared as podAffinity), one shared start placement each: stock kube-scheduler (podAffinity), + descheduler v0.36.0 (two configs), edgeweave (two spread settings), same churn, at once (~70 min)
 bench-aggregation-peers:
 	bash hack/build-descheduler.sh >/dev/null
 	$(PY) bench/aggregation/peers.py --out bench/out/aggregation/peers.json $(BENCH_AGGREGATION_PEERS_ARGS)

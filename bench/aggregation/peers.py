@@ -14,6 +14,15 @@ control plane, at the same time, each arm on its own identical pool of kwok devi
 (c0) edgeweave with `aggregation.spread.maxReplicasPerDevice: 0`: replicas may share a device, the
      trade (b2) makes (an extra row: what a user who prefers traffic over availability gets).
 
+Two scenarios (--scenarios), each run once per run index:
+
+- drift (the headline): web -> api x2 -> cache x2 as before, plus search and auth, two more services of
+  the namespace that nothing calls yet. At the churn a new release of web starts calling both (a
+  search box, a login check). The manifests' podAffinity names only the calls known when they were
+  written, as a user's would: nobody writes affinity for a dependency that does not exist yet.
+- static: web -> api x2 -> cache x2, every call declared as podAffinity up front (the case podAffinity
+  handles best; the previous headline, kept as a row).
+
 One run: arm (a)'s ReplicaSets are created and the real kube-scheduler places them; that placement is the
 run's start placement, copied onto the other pools (each pod created on its start device, then adopted
 by its ReplicaSet, so the start is exactly the same and the owner is what a Deployment would have made).
@@ -23,12 +32,14 @@ changed for --steady seconds ("settled"), or until --window seconds after the ch
 figures are then those at the deadline). Each pod's nodeSelector keeps it in its arm's pool, the
 descheduler instances only process their pool's nodes, and edgeweave only acts on its arm's namespaces.
 
-Cross-device traffic is computed from where the pods run and the rates each app is given (the same rates
-edgeweave reads from Prometheus), with traffic spread evenly over pod pairs as a Service spreads it.
+Cross-device traffic is computed from where the pods run and the rates each app has after the churn
+(the same rates edgeweave reads from Prometheus; drift's new calls appear there at the churn), with
+traffic spread evenly over pod pairs as a Service spreads it.
 
 Repeated --runs times (each run its own scheduler draw for the start placement); the result holds each
-run's rows and, per arm, the median and a distribution-free 95% interval of the median, and the headline:
-ours / the best real peer of the same run.
+run's rows and, per scenario and arm, the median and a distribution-free 95% interval of the median, and
+the headline: ours / the best real peer of the same run that piled no more replicas than ours (drift),
+with the any-availability and static figures beside it under their own keys.
 
 Progress goes to stderr; the result is written to --out and printed as one JSON line.
 """
