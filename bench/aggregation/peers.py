@@ -14,6 +14,15 @@ control plane, at the same time, each arm on its own identical pool of kwok devi
 (c0) edgeweave with `aggregation.spread.maxReplicasPerDevice: 0`: replicas may share a device, the
      trade (b2) makes (an extra row: what a user who prefers traffic over availability gets).
 
+Two scenarios (--scenarios), each run once per run index:
+
+- drift (the headline): web -> api x2 -> cache x2 as before, plus search and auth, two more services of
+  the namespace that nothing calls yet. At the churn a new release of web starts calling both (a
+  search box, a login check). The manifests' podAffinity names only the calls known when they were
+  written, as a user's would: nobody writes affinity for a dependency that does not exist yet.
+- static: web -> api x2 -> cache x2, every call declared as podAffinity up front (the case podAffinity
+  handles best; the previous headline, kept as a row).
+
 One run: arm (a)'s ReplicaSets are created and the real kube-scheduler places them; that placement is the
 run's start placement, copied onto the other pools (each pod created on its start device, then adopted
 by its ReplicaSet, so the start is exactly the same and the owner is what a Deployment would have made).
@@ -23,12 +32,14 @@ changed for --steady seconds ("settled"), or until --window seconds after the ch
 figures are then those at the deadline). Each pod's nodeSelector keeps it in its arm's pool, the
 descheduler instances only process their pool's nodes, and edgeweave only acts on its arm's namespaces.
 
-Cross-device traffic is computed from where the pods run and the rates each app is given (the same rates
-edgeweave reads from Prometheus), with traffic spread evenly over pod pairs as a Service spreads it.
+Cross-device traffic is computed from where the pods run and the rates each app has after the churn
+(the same rates edgeweave reads from Prometheus; drift's new calls appear there at the churn), with
+traffic spread evenly over pod pairs as a Service spreads it.
 
 Repeated --runs times (each run its own scheduler draw for the start placement); the result holds each
-run's rows and, per arm, the median and a distribution-free 95% interval of the median, and the headline:
-ours / the best real peer of the same run.
+run's rows and, per scenario and arm, the median and a distribution-free 95% interval of the median, and
+the headline: ours / the best real peer of the same run that piled no more replicas than ours (drift),
+with the any-availability and static figures beside it under their own keys.
 
 Progress goes to stderr; the result is written to --out and printed as one JSON line.
 """
@@ -42,15 +53,16 @@ import os
 import random
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cluster as ck  # noqa: E402 - bench/ is a script dir; sets our ports (setdefault) first
+from stats import median_interval  # noqa: E402 - bench/ is a script dir
 
 from edgeweave.placement.graph import DependencyGraph  # noqa: E402
 from edgeweave.placement.model import Edge, WorkloadState  # noqa: E402
@@ -61,9 +73,45 @@ HOST = "kubernetes.io/hostname"
 PEER_LABEL = "edgeweave.io/peers"
 POOL_LABEL = "edgeweave.io/bench-pool"
 PACKING_SCHEDULER = "edgeweave-bench-mostallocated"
-# app shape: (service, replicas, calls); rates in bytes/s per call edge
-APP = (("api", 2, ("cache",)), ("cache", 2, ()), ("web", 1, ("api",)))
-RATE = 2e6
+RATE = 2e6  # bytes/s per call edge
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An app shape: (service, replicas, calls known when the manifests were written), and the calls
+    that begin only at the churn (t0). The user's podAffinity names the first kind only: nobody can
+    write affinity for a dependency that does not exist yet."""
+
+    name: str
+    app: tuple[tuple[str, int, tuple[str, ...]], ...]
+    later_calls: tuple[tuple[str, str], ...] = ()
+
+    def calls(self, *, later: bool = True) -> list[tuple[str, str]]:
+        out = [(s, c) for s, _, calls in self.app for c in calls]
+        return out + list(self.later_calls) if later else out
+
+    def partners_of(self, svc: str) -> tuple[str, ...]:
+        """Services the manifest of svc names in its podAffinity: the calls known at deploy time."""
+        known = self.calls(later=False)
+        return tuple([c for s, c in known if s == svc] + [s for s, c in known if c == svc])
+
+    def edges(self) -> list[Edge]:
+        """The traffic after the churn, which every arm is scored on."""
+        return [Edge(source=s, target=c, bytes_per_second=RATE) for s, c in self.calls()]
+
+    def pods(self) -> int:
+        return sum(r for _, r, _ in self.app)
+
+
+SCENARIOS = {
+    # every dependency declared up front as podAffinity: the case podAffinity handles best
+    "static": Scenario("static", (("api", 2, ("cache",)), ("cache", 2, ()), ("web", 1, ("api",)))),
+    # the same app with two more services of the namespace; at the churn a new release of web starts
+    # calling them (a search box, a login check): traffic the manifests' podAffinity never named
+    "drift": Scenario("drift", (("api", 2, ("cache",)), ("cache", 2, ()), ("web", 1, ("api",)),
+                                ("search", 1, ()), ("auth", 1, ())),
+                      later_calls=(("web", "search"), ("web", "auth"))),
+}
 ARMS = ("a", "b1", "b2", "c", "c0")
 ARM_NAMES = {"a": "stock_kube_scheduler_podaffinity", "b1": "descheduler_v0_36_0_spread_strategies",
              "b2": "descheduler_v0_36_0_highnodeutilization_mostallocated", "c": "edgeweave",
@@ -92,53 +140,26 @@ def pod_template(svc: str, app: str, arm: str, partners: tuple[str, ...]) -> dic
     return {"metadata": {"labels": labels}, "spec": spec}
 
 
-def replica_set(svc: str, replicas: int, app: str, arm: str) -> dict:
+def replica_set(sc: Scenario, svc: str, replicas: int, app: str, arm: str) -> dict:
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": svc, "labels": {"app": svc, LABEL: app, PEER_LABEL: arm}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": svc, LABEL: app}},
-                     "template": pod_template(svc, app, arm, partners_of(svc))}}
-
-
-def partners_of(svc: str) -> tuple[str, ...]:
-    out = [c for s, _, calls in APP if s == svc for c in calls]
-    out += [s for s, _, calls in APP if svc in calls]
-    return tuple(out)
-
-
-def edges() -> list[Edge]:
-    return [Edge(source=s, target=c, bytes_per_second=RATE) for s, _, calls in APP for c in calls]
+                     "template": pod_template(svc, app, arm, sc.partners_of(svc))}}
 
 
 # -- pure measurement helpers -----------------------------------------------------------------------
-def score(placement: dict[str, str]) -> dict[str, float]:
-    """Cross-device traffic and replicas sharing a device, for {'ns/pod|app': node}."""
+def score(sc: Scenario, placement: dict[str, str]) -> dict[str, float]:
+    """Cross-device traffic (after the churn's new calls) and replicas sharing a device, for
+    {'ns/pod|app': node}."""
     ws = [WorkloadState(key=k.split("|")[0], workload=k.split("|")[1], group=k.split("/")[0], node=n)
           for k, n in placement.items()]
-    g = DependencyGraph(ws, [e.model_copy(update={"group": ns}) for ns in {w.group for w in ws} for e in edges()])
+    g = DependencyGraph(ws, [e.model_copy(update={"group": ns}) for ns in {w.group for w in ws} for e in sc.edges()])
     node_of = {k.split("|")[0]: n for k, n in placement.items()}
     colocated = 0
     for _, members in g.members.items():
         nodes = [node_of[m] for m in members]
         colocated += len(members) > 1 and len(set(nodes)) < len(nodes)
     return {"cross_device_traffic": g.cross_device_traffic(), "replicas_colocated": colocated}
-
-
-def median_interval(xs: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """Median and a distribution-free interval for it: order statistics (k, n+1-k) with the largest k
-    whose binomial coverage is still >= level (n=10: the 2nd and 9th values, 97.9%)."""
-    v = sorted(x for x in xs if x is not None and math.isfinite(x))
-    n = len(v)
-    if not n:
-        return None, None, None
-    med = statistics.median(v)
-    best = None
-    for k in range(1, n // 2 + 1):
-        cover = sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2**n
-        if cover >= level:
-            best = k
-    if best is None:
-        return med, None, None  # too few runs for an interval at this level
-    return med, v[best - 1], v[n - best]
 
 
 def summarise(runs: list[dict[str, dict]]) -> dict[str, Any]:
@@ -252,7 +273,7 @@ class Pools:
         raise KeyError(name)
 
 
-def snapshot(core: Any, namespaces: list[str], nodes: set[str]) -> dict[str, str] | None:
+def snapshot(sc: Scenario, core: Any, namespaces: list[str], nodes: set[str]) -> dict[str, str] | None:
     """pod key -> node for every live pod of the arm; None while any is Pending or terminating."""
     out = {}
     for p in core.list_pod_for_all_namespaces(label_selector=PEER_LABEL).items:
@@ -261,16 +282,17 @@ def snapshot(core: Any, namespaces: list[str], nodes: set[str]) -> dict[str, str
         if p.metadata.deletion_timestamp or p.status.phase != "Running" or p.spec.node_name not in nodes:
             return None  # in flight, or stranded on a device that left (until pod GC removes it)
         out[f"{p.metadata.namespace}/{p.metadata.name}|{p.metadata.labels['app']}"] = p.spec.node_name
-    want = sum(r for _, r, _ in APP) * len(namespaces)
+    want = sc.pods() * len(namespaces)
     return out if len(out) == want else None
 
 
-def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir: Path, desched_bin: str,
-             arms: tuple[str, ...]) -> dict[str, dict]:
+def run_once(st: Any, args: argparse.Namespace, sc: Scenario, run: int, pools: Pools, out_dir: Path,
+             desched_bin: str, arms: tuple[str, ...]) -> dict[str, dict]:
     from kubernetes import client
 
     core, apps, custom = client.CoreV1Api(st.api), client.AppsV1Api(st.api), client.CustomObjectsApi(st.api)
-    ns_of = {arm: [f"agg-p{arm}-r{run:02d}-{i:02d}" for i in range(args.apps)] for arm in arms}
+    ns_of = {arm: [f"agg-p{arm}-{sc.name[0]}{run:02d}-{i:02d}" for i in range(args.apps)] for arm in arms}
+    tag = f"run {run} ({sc.name})"
     for arm in arms:
         for ns in ns_of[arm]:
             core.create_namespace({"metadata": {"name": ns, "labels": {PEER_LABEL: arm}}})
@@ -280,9 +302,9 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
 
     # (a) is placed by the real kube-scheduler: that placement is this run's start, for every arm
     for ns in ns_of["a"]:
-        for svc, replicas, _ in APP:
-            apps.create_namespaced_replica_set(ns, replica_set(svc, replicas, ns, "a"))
-    start = ck.wait_for(lambda: snapshot(core, ns_of["a"], node_names["a"]), 120, f"run {run}: (a) placed")
+        for svc, replicas, _ in sc.app:
+            apps.create_namespaced_replica_set(ns, replica_set(sc, svc, replicas, ns, "a"))
+    start = ck.wait_for(lambda: snapshot(sc, core, ns_of["a"], node_names["a"]), 120, f"{tag}: (a) placed")
     by_slot: dict[tuple[int, str], list[str]] = {}  # (app index, service) -> start devices (pool a)
     for key, node in sorted(start.items()):
         ns, app = key.split("/")[0], key.split("|")[1]
@@ -292,11 +314,9 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
             continue
         for i, ns in enumerate(ns_of[arm]):
             if arm in OURS:
-                for src, dst in (("api", "cache"), ("web", "api")):
-                    st.prom.series.set_rate("edgeweave_flow_bytes_total", {
-                        "namespace": ns, "source_workload": src, "destination_workload": dst}, RATE)
-            for svc, _n, _ in APP:
-                tmpl = pod_template(svc, ns, arm, partners_of(svc))
+                set_rates(st, ns, sc.calls(later=False), RATE)
+            for svc, _n, _ in sc.app:
+                tmpl = pod_template(svc, ns, arm, sc.partners_of(svc))
                 for r, node in enumerate(by_slot[(i, svc)]):
                     body = {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": f"{svc}-start-{r}", "labels": tmpl["metadata"]["labels"]},
@@ -306,19 +326,19 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
     # controller yet) rather than racing to create their own
     for arm in arms:
         if arm != "a":
-            ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], node_names[arm]), 120, f"run {run}: {arm} pods")
+            ck.wait_for(lambda arm=arm: snapshot(sc, core, ns_of[arm], node_names[arm]), 120, f"{tag}: {arm} pods")
             for ns in ns_of[arm]:
-                for svc, replicas, _ in APP:
-                    apps.create_namespaced_replica_set(ns, replica_set(svc, replicas, ns, arm))
-    starts = {arm: ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], node_names[arm]), 120,
-                               f"run {run}: {arm} at the start placement") for arm in arms}
+                for svc, replicas, _ in sc.app:
+                    apps.create_namespaced_replica_set(ns, replica_set(sc, svc, replicas, ns, arm))
+    starts = {arm: ck.wait_for(lambda arm=arm: snapshot(sc, core, ns_of[arm], node_names[arm]), 120,
+                               f"{tag}: {arm} at the start placement") for arm in arms}
     for arm in arms:
         if arm != "a":
             got = sorted(n for n in starts[arm].values())
             want = sorted(pools.map_node(n, "a", arm) for n in start.values())
             if got != want:
-                raise StartMismatch(f"run {run}: arm {arm} did not start on the shared placement")
-    start_score = score(start)
+                raise StartMismatch(f"{tag}: arm {arm} did not start on the shared placement")
+    start_score = score(sc, start)
 
     rng = random.Random(args.seed * 1000 + run)
     slots = sorted(by_slot)
@@ -354,6 +374,11 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
                              "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
                              "aggregation": {"cooldownSeconds": 30, **(
                                  {"spread": {"maxReplicasPerDevice": 0}} if arm == "c0" else {})}}})
+    # the calls that begin now (drift): the operator reads them in Prometheus as it would in production
+    for arm in arms:
+        if arm in OURS:
+            for ns in ns_of[arm]:
+                set_rates(st, ns, sc.later_calls, RATE)
     t0 = time.monotonic()
     live_nodes = {}
     for arm in arms:
@@ -379,7 +404,7 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
         for arm in arms:
             if steady_at[arm] is not None:
                 continue
-            snap = snapshot(core, ns_of[arm], live_nodes[arm])
+            snap = snapshot(sc, core, ns_of[arm], live_nodes[arm])
             now = time.monotonic()
             if snap is None:
                 since[arm] = now
@@ -394,8 +419,8 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
         procs[arm].send_signal(signal.SIGTERM)
     for arm in arms:
         if last[arm] is None:
-            last[arm] = ck.wait_for(lambda arm=arm: snapshot(core, ns_of[arm], live_nodes[arm]), 90,
-                                    f"run {run}: {arm} complete after the window")
+            last[arm] = ck.wait_for(lambda arm=arm: snapshot(sc, core, ns_of[arm], live_nodes[arm]), 90,
+                                    f"{tag}: {arm} complete after the window")
     rows: dict[str, dict] = {}
     for arm in arms:
         final = last[arm] or {}
@@ -410,10 +435,10 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
             # kept for whoever reads a surprising figure: what each group planned and why
             (out_dir / f"peers-workloadgroups-{arm}-r{run:02d}.json").write_text(json.dumps(statuses, indent=2, default=str))
             moves = sum(s.get("movesTotal", 0) for s in statuses.values())
-        rows[arm] = {**score(final), "moves": moves,
+        rows[arm] = {**score(sc, final), "moves": moves,
                      "seconds_to_steady_state": round(steady_at[arm], 1) if steady_at[arm] is not None else None,
                      "settled": steady_at[arm] is not None, "pods": len(final), "start": start_score}
-    log(f"run {run}: " + "; ".join(f"{a}: {rows[a]['cross_device_traffic'] / 1e6:.1f} MB/s, {rows[a]['moves']} moves, "
+    log(f"{tag}: " + "; ".join(f"{a}: {rows[a]['cross_device_traffic'] / 1e6:.1f} MB/s, {rows[a]['moves']} moves, "
                                    f"{rows[a]['replicas_colocated']} piled, steady "
                                    f"{rows[a]['seconds_to_steady_state']}" for a in arms)
         + f" (start {start_score['cross_device_traffic'] / 1e6:.1f} MB/s, {start_score['replicas_colocated']} piled)")
@@ -422,9 +447,7 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
         for ns in ns_of[arm]:
             core.delete_namespace(ns)
             if arm in OURS:
-                for src, dst in (("api", "cache"), ("web", "api")):
-                    st.prom.series.set_rate("edgeweave_flow_bytes_total", {
-                        "namespace": ns, "source_workload": src, "destination_workload": dst}, 0.0)
+                set_rates(st, ns, sc.calls(), 0.0)
         for j in range(2):
             core.delete_node(pools.node(arm, 0, pools.nodes_per_site + j)["metadata"]["name"])
         core.create_node(pools.node(arm, leave_site, leave_idx))
@@ -432,6 +455,12 @@ def run_once(st: Any, args: argparse.Namespace, run: int, pools: Pools, out_dir:
     ck.wait_for(lambda: not [p for p in core.list_pod_for_all_namespaces(label_selector=PEER_LABEL).items
                              if p.metadata.namespace in gone], 180, f"run {run} cleaned up")
     return rows
+
+
+def set_rates(st: Any, ns: str, calls: Any, rate: float) -> None:
+    for src, dst in calls:
+        st.prom.series.set_rate("edgeweave_flow_bytes_total", {
+            "namespace": ns, "source_workload": src, "destination_workload": dst}, rate)
 
 
 class StartMismatch(AssertionError):
@@ -463,6 +492,33 @@ def start_packing_scheduler(st: Any, out_dir: Path) -> subprocess.Popen:
                             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def headline(runs: dict[str, list[dict[str, dict]]], args: argparse.Namespace, void: list[str],
+             wall: float) -> dict[str, Any]:
+    """The result: per scenario every arm's medians and each run's rows; the headline keys from the
+    drift scenario at equal availability (ours against the best peer that piled no more replicas than
+    ours), with the any-availability and static figures beside it under their own names."""
+    out: dict[str, Any] = {"scenarios": {}}
+    for name, rs in runs.items():
+        summary = summarise(rs)
+        out["scenarios"][name] = {**summary, "runs": len(rs), "per_run": [{ARM_NAMES[a]: r[a] for a in r} for r in rs]}
+    keys = ("traffic_ratio_vs_best_real_peer", "traffic_ratio_vs_best_real_peer_ci95",
+            "moves_ratio_vs_best_real_peer", "moves_ratio_vs_best_real_peer_ci95")
+    drift = out["scenarios"].get("drift", {})
+    static = out["scenarios"].get("static", {})
+    for k in keys:
+        eq = k.replace("_real_peer", "_real_peer_at_equal_availability")
+        out[k] = drift.get(eq)
+        out[k.replace("_real_peer", "_real_peer_any_availability")] = drift.get(k)
+        out[k.replace("_real_peer", "_real_peer_static")] = static.get(eq)
+        out[k.replace("_real_peer", "_real_peer_static_any_availability")] = static.get(k)
+    out["real_peers"] = {"headline": "drift scenario, at equal availability", "void_runs": void,
+                         "window_s": args.window, "steady_s": args.steady,
+                         "devices_per_arm": args.sites * args.nodes_per_site, "apps_per_arm": args.apps,
+                         "settled": f"placement unchanged for {args.steady:.0f} s within {args.window:.0f} s of the churn",
+                         "wall_seconds": round(wall, 1)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from kubernetes import client, config
 
@@ -477,9 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-run", type=int, default=0, help="index of the first run (names and churn draw)")
     ap.add_argument("--merge", help="a previous --out (or .partial.json) whose runs are counted with these")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (a is always run: it places)")
+    ap.add_argument("--scenarios", default="drift,static",
+                    help="comma-separated, each run once per run index: drift (the headline: calls that begin after "
+                         "placement), static (every call declared as podAffinity up front)")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "aggregation" / "peers.json"))
     args = ap.parse_args(argv)
     arms = tuple(a for a in ARMS if a in {"a", *args.arms.split(",")})
+    scenarios = [SCENARIOS[n] for n in args.scenarios.split(",")]
     out_dir = Path(args.out).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -489,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     st = ck.Stack()
     st.devcluster = ck.load_hack("devcluster")
     packer = None
-    runs: list[dict[str, dict]] = []
+    runs: dict[str, list[dict[str, dict]]] = {sc.name: [] for sc in scenarios}
     void: list[str] = []
     t_start = time.monotonic()
     try:
@@ -515,12 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         if set(OURS) & set(arms):
             ck.start_operator(st, out_dir, namespace="agg-pc*", log_name="operator-peers.log")
         for run in range(args.first_run, args.first_run + args.runs):
-            try:
-                runs.append(run_once(st, args, run, pools, out_dir, desched_bin, arms))
-            except StartMismatch as e:
-                void.append(str(e))  # its namespaces stay; the next run uses new names
-                log(f"{e}: run not counted")
-            Path(args.out).with_suffix(".partial.json").write_text(json.dumps(runs, indent=1))
+            for sc in scenarios:
+                try:
+                    runs[sc.name].append(run_once(st, args, sc, run, pools, out_dir, desched_bin, arms))
+                except StartMismatch as e:
+                    void.append(str(e))  # its namespaces stay; the next run uses new names
+                    log(f"{e}: run not counted")
+                Path(args.out).with_suffix(".partial.json").write_text(json.dumps(runs, indent=1))
     finally:
         for child in [*CHILDREN.values(), *([packer] if packer is not None else [])]:
             stop_child(child)
@@ -531,20 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         prev = json.loads(Path(args.merge).read_text())
         back = {v: k for k, v in ARM_NAMES.items()}
-        earlier = prev if isinstance(prev, list) else [{back[n]: row for n, row in r.items()}
-                                                        for r in prev["real_peers"]["per_run"]]
-        runs = earlier + runs
-    summary = summarise(runs)
-    headline = ("traffic_ratio_vs_best_real_peer", "traffic_ratio_vs_best_real_peer_ci95",
-                "moves_ratio_vs_best_real_peer", "moves_ratio_vs_best_real_peer_ci95")
-    result = {
-        **{k: summary.get(k) for k in headline},
-        "real_peers": {**summary, "runs": len(runs), "void_runs": void, "window_s": args.window, "steady_s": args.steady,
-                       "devices_per_arm": args.sites * args.nodes_per_site, "apps_per_arm": args.apps,
-                       "settled": f"placement unchanged for {args.steady:.0f} s within {args.window:.0f} s of the churn",
-                       "wall_seconds": round(time.monotonic() - t_start, 1),
-                       "per_run": [{ARM_NAMES[a]: r[a] for a in r} for r in runs]},
-    }
+        if "scenarios" in prev:
+            prev = {name: [{back[n]: row for n, row in r.items()} for r in sc_prev["per_run"]]
+                    for name, sc_prev in prev["scenarios"].items()}
+        for name, earlier in prev.items():
+            runs[name] = earlier + runs.get(name, [])
+    result = headline(runs, args, void, time.monotonic() - t_start)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, separators=(",", ":")))
     return 0

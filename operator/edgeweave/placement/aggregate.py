@@ -27,10 +27,13 @@ always moves load "uphill" and cannot oscillate.
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from ..api.workloadgroup import AggregationPolicy
 from .fit import EPS, CapacityLedger
@@ -67,6 +70,37 @@ ROOM_PODS_PER_DEVICE = 6  # unrelated small pods per neighbourhood device that m
 MAX_NEIGHBOURHOOD_PODS = 120
 
 
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a plan runs.
+
+    A 1,000-device plan allocates a few hundred thousand short-lived tuples and dicts, all freed by
+    reference counting; each allocation burst still triggers the collector, whose older-generation
+    passes walk the snapshot's tens of thousands of pydantic objects: 30-40% of the plan's time, and
+    most of its variance. Nothing the planner builds relies on the collector (no cycles to free), so
+    results are the same. Nested and concurrent plans (threads) share one hold: the collector comes
+    back on when the last one ends, and only if it was on before the first began.
+    """
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[WorkloadState], edges: Iterable[Edge],
                      policy: AggregationPolicy, *, requirements_ok: RequirementsOk | None = None,
                      bytes_per_request: float = 2048.0, max_moves: int | None = None,
@@ -81,6 +115,15 @@ def plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[Workloa
     solver_seconds is a wall-time safety net for it (default PLAN_WALL_LIMIT_SECONDS from the call,
     which does not bind in normal operation; 0: greedy only).
     """
+    with _no_cyclic_gc():
+        return _plan_aggregation(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
+                                 max_moves_per_group, max_skipped, solver_seconds, solver_work)
+
+
+def _plan_aggregation(devices: Iterable[DeviceState], workloads: Iterable[WorkloadState], edges: Iterable[Edge],
+                      policy: AggregationPolicy, requirements_ok: RequirementsOk | None, bytes_per_request: float,
+                      max_moves: int | None, max_moves_per_group: int | None, max_skipped: int,
+                      solver_seconds: float | None, solver_work: float) -> Plan:
     started = time.perf_counter()
     p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
                  max_moves_per_group)
@@ -104,12 +147,13 @@ def plan_defragmentation(devices: Iterable[DeviceState], workloads: Iterable[Wor
                          max_moves: int | None = None, max_moves_per_group: int | None = None,
                          max_skipped: int = 20) -> Plan:
     """Pack the workloads of lightly used devices onto busier ones so whole devices free up."""
-    p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
-                 max_moves_per_group)
-    if not policy.defragment:
-        return p.plan(PlanKind.Defragmentation, (), "defragmentation disabled")
-    skipped = p.defragment()
-    return p.plan(PlanKind.Defragmentation, tuple(skipped[:max_skipped]) + _more(len(skipped) - max_skipped), "")
+    with _no_cyclic_gc():
+        p = _Planner(devices, workloads, edges, policy, requirements_ok, bytes_per_request, max_moves,
+                     max_moves_per_group)
+        if not policy.defragment:
+            return p.plan(PlanKind.Defragmentation, (), "defragmentation disabled")
+        skipped = p.defragment()
+        return p.plan(PlanKind.Defragmentation, tuple(skipped[:max_skipped]) + _more(len(skipped) - max_skipped), "")
 
 
 def _more(n: int) -> tuple[Skipped, ...]:
@@ -334,8 +378,20 @@ class _Planner:
             self.records[pod] = record
 
     def gain(self, pod: str, to: str) -> float:
-        aff = self.graph.pod_affinity(pod, self.counts)
-        return aff.get(to, 0.0) - aff.get(self.node_of[pod], 0.0)
+        # pod_affinity(pod)[to] - pod_affinity(pod)[here], without building the dict over every node
+        # its partners use: the two sums are accumulated in pod_affinity's order, so bit for bit the same
+        here = self.node_of[pod]
+        a = b = 0.0
+        counts = self.counts
+        for k, u in self.graph.per_pair(pod):
+            c = counts[k]
+            n = c.get(to)
+            if n:
+                a += u * n
+            n = c.get(here)
+            if n:
+                b += u * n
+        return a - b
 
     def partners_on(self, pod: str, node: str) -> list[WKey]:
         g = self.graph
@@ -364,7 +420,9 @@ class _Planner:
             away = [p for p in members if self.node_of[p] != d]
             if self.replica_limit > 0 and len(members) > 1:
                 room = max(0, self.replica_limit - self.counts[k].get(d, 0))
-                away = sorted(away, key=lambda p: (self.fixed(p), p))[:room]  # pinned replicas stay behind
+                # pinned replicas stay behind: members are sorted, so this is sorted by (fixed, name)
+                pinned = self.pinned
+                away = ([p for p in away if p not in pinned] + [p for p in away if p in pinned])[:room]
             for p in away:
                 if self.fixed(p):
                     return None
@@ -381,8 +439,9 @@ class _Planner:
         if cached is not None and cached[0] == rev:
             # the candidates and their pods to move depend only on where this component's own pods
             # are: reuse them while none has moved, and re-check only what other moves change (room)
-            _, pinned, hosts, candidates = cached
+            _, pinned, hosts, candidates, fresh_need = cached
         else:
+            fresh_need = None
             pinned = sorted({self.node_of[p] for p in pods if self.fixed(p)
                              and (self.replica_limit == 0 or len(g.members[g.wkey_of[p]]) == 1)})
             if len(pinned) > 1:
@@ -404,7 +463,7 @@ class _Planner:
                         options.append((len(to_move), sum(g.pods[p].cpu for p in to_move), n, to_move))
                 options.sort(key=lambda o: o[:3])
                 candidates = [(n, to_move) for _, _, n, to_move in options]
-            self._candidates[ci] = (rev, pinned, hosts, candidates)
+            self._candidates[ci] = (rev, pinned, hosts, candidates, None)
         label = self.component_label(ci)
         spread_why = ""
         for d, to_move in candidates:
@@ -419,15 +478,21 @@ class _Planner:
         if pinned:
             return None, [], (f"{label} cannot share a device: {pinned[0]}, where part of it must stay, "
                               f"has no room for the rest or does not meet its requirements")
-        # a device it does not use yet: the same pods a fresh device would take
-        fresh = self.movers(ci, "")
+        # a device it does not use yet: the same pods a fresh device would take (like the candidates,
+        # they depend only on where the component's own pods are: kept with them)
+        if fresh_need is None:
+            fresh = self.movers(ci, "")
+            fresh_need = (fresh, sum(g.pods[p].cpu for p in fresh) if fresh is not None else 0.0,
+                          sum(g.pods[p].memory for p in fresh) if fresh is not None else 0.0)
+            self._candidates[ci] = (*self._candidates[ci][:4], fresh_need)
+        fresh, need_cpu, need_mem = fresh_need
         if fresh is None:
             return None, [], f"{label} cannot share a device: pods that may not move would have to"
-        need_cpu = sum(g.pods[p].cpu for p in fresh)
-        need_mem = sum(g.pods[p].memory for p in fresh)
-        start = bisect.bisect_left(self.free_sorted, (need_cpu - EPS, ""))
+        fs = self.free_sorted
+        start = bisect.bisect_left(fs, (need_cpu - EPS, ""))
         room = False
-        for _, name in self.free_sorted[start:]:
+        for i in range(start, len(fs)):  # by index: a slice would copy the fleet's list on every look
+            name = fs[i][1]
             if name in hosts or not self.fits(name, fresh):
                 continue
             room = True
@@ -486,12 +551,28 @@ class _Planner:
         remaining = sorted(to_move)
         undo: list[tuple] = []
         cum, best_cum, best_len = 0.0, 0.0, 0
+        group = self.graph.pods[remaining[0]].group if remaining else ""
+        # a pod's gain towards target changes only when a pod of a partner workload moves: recompute
+        # those (the same gain() call, so the same value) and keep the rest
+        gr = self.graph
+        gains: dict[str, float] = {}
+        stale: set[str] = set(remaining)
+        by_wkey: dict[WKey, list[str]] = {}
+        for q in remaining:
+            by_wkey.setdefault(gr.wkey_of[q], []).append(q)
         while remaining:
-            payable = [p for p in remaining if self.can_pay(p)]
+            # can_pay for each pod, with the budget (one group per component) read once per step
+            if self.budget_left(group) >= 1:
+                payable = remaining
+            else:
+                payable = [p for p in remaining if self.node_of[p] != self.origin[p]]
             if not payable:
                 self.budget_hit = True
                 break
-            g, p = min(((self.gain(p, target), p) for p in payable), key=lambda t: (-t[0], t[1]))
+            for q in stale:
+                gains[q] = self.gain(q, target)
+            stale.clear()
+            g, p = min(((gains[p], p) for p in payable), key=lambda t: (-t[0], t[1]))
             partners = self.partners_on(p, target)
             if g > EPS and partners:
                 reason = (f"co-locate with {_names(partners)} on {target}: removes {human_rate(g)} "
@@ -504,6 +585,11 @@ class _Planner:
                           f"(together these moves remove {human_rate(x)} of cross-device traffic)")
             undo.append(self.shift(p, target, reason, g))
             remaining.remove(p)
+            for b in gr.neighbours(gr.wkey_of[p]):
+                for q in by_wkey.get(b, ()):
+                    if q in gains and q != p:
+                        stale.add(q)
+            gains.pop(p, None)
             cum += g
             if cum > best_cum + EPS:
                 best_cum, best_len = cum, len(undo)
@@ -532,12 +618,13 @@ class _Planner:
         # cost itself, and the band between keeps noise from re-proposing what it dropped
         threshold = max(pol.min_gain_bytes_per_second, pol.move_cost * (1 + pol.gain_threshold),
                         share * self.graph.pod_traffic(pod), EPS)
-        for t, v in sorted(aff.items(), key=lambda kv: (-kv[1], kv[0])):
-            g = v - base
-            if g < threshold:
-                break
+        # only devices over the threshold can be chosen: sort those alone (most gain first, as before)
+        over = [(t, v) for t, v in aff.items() if v - base >= threshold]
+        if not over:
+            return None
+        for t, v in sorted(over, key=lambda kv: (-kv[1], kv[0])):
             if t != cur and self.placeable(t, [pod]):
-                return g, t
+                return v - base, t
         return None
 
     def refine_pass(self) -> bool:

@@ -157,6 +157,10 @@ class DependencyGraph:
                 out[node] = get(node, 0.0) + u * n
         return out
 
+    def per_pair(self, pod: str) -> tuple[tuple[WKey, float], ...]:
+        """(partner workload, traffic per pod pair) of this pod's workload, what pod_affinity sums."""
+        return self._per_pair.get(self.wkey_of[pod], ())
+
     def pod_traffic(self, pod: str) -> float:
         """All traffic (bytes/s) of one pod, local or not."""
         k = self.wkey_of[pod]
