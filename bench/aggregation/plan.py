@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               "target_seconds": 1.0, "plans": out}
     line = json.dumps(result, separators=(",", ":"))
     if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)  # a fresh clone has no bench/out
         with open(args.out, "w") as f:
             f.write(line + "\n")
     print(line)
