@@ -149,3 +149,68 @@ async def test_the_installed_watch_slims_pods_before_kopf_queues_them(monkeypatc
     from kopf._cogs.clients import watching
 
     assert watching.continuous_watch is kopf_fixes._slim_continuous_watch
+
+
+def _registry():
+    import kopf
+
+    reg = kopf.OperatorRegistry()
+
+    @kopf.index("pods", registry=reg)
+    def by_node(**_: object) -> dict:
+        return {}
+
+    @kopf.on.event("pods", labels={"edgeweave.io/gpujob": kopf.PRESENT}, registry=reg)
+    def job_pod(**_: object) -> None: ...
+
+    @kopf.on.event("pods", labels={"tier": "db"}, registry=reg)
+    def db_pod(**_: object) -> None: ...
+
+    @kopf.on.update("edgeweave.io", "v1alpha1", "workloadgroups", registry=reg)
+    def group(**_: object) -> None: ...
+
+    return reg
+
+
+def _resource(plural: str, group: str = ""):
+    from kopf._cogs.structs.references import Resource
+
+    return Resource(group=group, version="v1" if not group else "v1alpha1", plural=plural, namespaced=True)
+
+
+def test_only_objects_that_a_handler_may_run_for_wait_at_the_gate() -> None:
+    reg = _registry()
+    pods = kopf_fixes.other_handlers(reg, _resource("pods"))
+    assert len(pods) == 2  # the index is not among them
+    plain = {"metadata": {"labels": {"app": "x"}}}
+    job = {"metadata": {"labels": {"edgeweave.io/gpujob": "j1"}}}
+    db = {"metadata": {"labels": {"tier": "db"}}}
+    assert not any(kopf_fixes.can_run_for(h, plain) for h in pods)
+    assert any(kopf_fixes.can_run_for(h, job) for h in pods)
+    assert any(kopf_fixes.can_run_for(h, db) for h in pods)
+    groups = kopf_fixes.other_handlers(reg, _resource("workloadgroups", "edgeweave.io"))
+    assert groups and all(kopf_fixes.can_run_for(h, plain) for h in groups)  # no label filter: always waits
+
+
+async def test_an_object_no_handler_runs_for_is_indexed_without_waiting(monkeypatch) -> None:
+    reg = _registry()
+    calls: list[dict] = []
+
+    async def process(**kwargs: object) -> None:
+        calls.append(kwargs)
+
+    monkeypatch.setattr(kopf_fixes, "_PROCESS", process)
+    monkeypatch.setattr(kopf_fixes, "_HANDLERS", {})
+    gate = aiotoggles.ToggleSet(all)
+    listing = await gate.make_toggle(name="pods listing")  # the gate is closed
+    mine = await gate.make_toggle(name="pod-1")
+    plain = {"type": None, "object": {"metadata": {"name": "p", "labels": {}}}}
+    await asyncio.wait_for(kopf_fixes._process_resource_event(
+        registry=reg, resource=_resource("pods"), raw_event=plain, resource_indexed=mine, operator_indexed=gate), 5)
+    assert "operator_indexed" not in calls[0]  # processed with no gate to wait on
+    assert mine not in gate._toggles  # and its toggle dropped: the gate can open once the listing ends
+    job = {"type": None, "object": {"metadata": {"name": "j", "labels": {"edgeweave.io/gpujob": "j1"}}}}
+    await kopf_fixes._process_resource_event(registry=reg, resource=_resource("pods"), raw_event=job,
+                                             resource_indexed=None, operator_indexed=gate)
+    assert calls[1]["operator_indexed"] is gate  # kopf's own path: it waits at the gate
+    await gate.drop_toggle(listing)
