@@ -99,11 +99,11 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _spawn(name: str, argv: list[str], rd: Path) -> None:
+def _spawn(name: str, argv: list[str], rd: Path, env: dict[str, str] | None = None) -> None:
     logf = open(rd / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     # A new session per component: stop kills the whole group, so nothing leaks.
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **env} if env else None)
     (rd / "pids" / f"{name}.pid").write_text(str(proc.pid))
 
 
@@ -157,26 +157,97 @@ def running() -> bool:
 # kwok's defaults (4 node leases, 4 node and 4 pod stage transitions in flight) cannot keep 1,000+
 # devices' leases renewed on a busy API server: renewals fall behind the node monitor's grace period and
 # nodes flap NotReady, so a big fleet never shows all Ready. Fleet scale (bench-scale) raises the
-# parallelism and renews each lease every 30 s instead of 10 s (lease 120 s; kubelet's own default is
-# 40 s / 10 s), with the controller-manager's grace period to match.
+# parallelism and renews each lease every 150 s instead of 10 s (lease 600 s, renewed at a quarter of it;
+# kubelet's own default is 40 s / 10 s), with the controller-manager's grace period to match (400 s): 2,000
+# devices renewing every 10 s would be 200 lease writes a second before anything else runs. The bench
+# never takes a device down, so how soon a dead one would show NotReady does not enter its figures.
+#
+# The node stages replace kwok's defaults. With leases on, kwok's default heartbeat patches every node's
+# status every 20-45 s (at 2,000 devices ~60 node status writes a second, each fanned out to the
+# controller-manager's and scheduler's node informers): the bench needs none of it, since the node
+# lifecycle controller reads liveness from the lease. The heartbeat here is a kubelet's (status every
+# 5 min when nothing changed; kwok's jitter is the delay's upper bound: 5-6 min).
+_NODE_CONDITIONS = """\
+      {{ $now := Now }}
+      {{ $lastTransitionTime := or .metadata.creationTimestamp $now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $lastTransitionTime | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type | Quote }}
+      {{ end }}
+"""
+# Capacity, allocatable and nodeInfo are in the node as `sim.fleet` creates it; kwok's own initialise
+# stage would only default them.
+KWOK_NODE_STAGES = """---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-initialize
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'NotIn'
+      values: ['True']
+  next:
+    statusTemplate: |
+""" + _NODE_CONDITIONS + """\
+      addresses:
+      {{ with NodeIP }}
+      - address: {{ . | Quote }}
+        type: InternalIP
+      {{ end }}
+      phase: Running
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-heartbeat-kubelet-like
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Running']
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'In'
+      values: ['True']
+  delay:
+    durationMilliseconds: 300000
+    jitterDurationMilliseconds: 360000
+  next:
+    statusTemplate: |
+""" + _NODE_CONDITIONS + """\
+  immediateNextStage: true
+"""
 KWOK_SCALE_CONFIG = """apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options:
-  nodeLeaseDurationSeconds: 120
+  nodeLeaseDurationSeconds: 600
   nodeLeaseParallelism: 32
   nodePlayStageParallelism: 16
-  podPlayStageParallelism: 16
-"""
+  podPlayStageParallelism: 32
+""" + KWOK_NODE_STAGES
 
 
-# Fleet scale also writes the API server's audit log (metadata only, leases left out): it names each
-# request's client by user agent, so the bench counts the operator's own requests, not a guess by resource.
+# Fleet scale also writes the API server's audit log (metadata only): it names each request's client by
+# user agent, so the bench counts the operator's own requests, not a guess by resource. Left out: leases
+# and pod and node status, which only kwok writes (the operator never does); at 20,000 pods kwok's status
+# patches would be half the log, written while the API server is the build's bottleneck.
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: None
   resources: [{group: "coordination.k8s.io", resources: ["leases"]}]
+- level: None
+  resources: [{group: "", resources: ["pods/status", "nodes/status"]}]
 - level: Metadata
 """
 
@@ -243,7 +314,11 @@ def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False) -> P
            f"--audit-log-path={audit_log_path()}", "--audit-log-format=json", "--audit-log-mode=batch",
            "--audit-log-batch-max-wait=1s",
            "--audit-log-maxsize=4096", "--audit-log-maxbackup=1"] if fleet_scale else []),
-    ], rd)
+        # Fleet scale: the API server is the build's bottleneck (20,000 pod creates and as many status
+        # patches on a shared core), and with Go's default GOGC=100 a good part of its CPU is garbage
+        # collection of a 1-2 GB heap; GOGC=300 trades memory for it while the heap is small, and the soft
+        # limit caps the trade (GOGC=300 alone let the heap reach 6.8 GB once 20,000 pods were listed).
+    ], rd, env={"GOGC": "300", "GOMEMLIMIT": "2500MiB"} if fleet_scale else None)
     readyz = f"https://127.0.0.1:{ports.apiserver}/readyz"
     _wait("kube-apiserver /readyz", lambda: _get(readyz, pki)[0] == 200, 120, rd, "kube-apiserver")
 
@@ -253,8 +328,11 @@ def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False) -> P
         "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
         f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
         "--use-service-account-credentials=false", "--cluster-name=edgeweave-dev",
-        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
-        f"--node-monitor-grace-period={'150s' if fleet_scale else '40s'}", "--kube-api-qps=200",
+        # Fleet scale: no TTL controller. It sets an annotation for real kubelets' object caches, by a GET
+        # and a PATCH per node each time the fleet's size crosses one of its steps (2,000 devices: three
+        # passes, ~10 requests a second for the first minutes of the build); kwok has no such cache.
+        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle" + (",-ttl" if fleet_scale else ""),
+        f"--node-monitor-grace-period={'400s' if fleet_scale else '40s'}", "--kube-api-qps=200",
         "--kube-api-burst=400",
         # kwok initialises a thousand new devices in minutes on a busy machine, not in the default 60 s
         *(["--node-startup-grace-period=600s"] if fleet_scale else []),

@@ -49,8 +49,9 @@ from clusterkit import free_port, load_hack, wait_for  # noqa: E402 - hack/ is a
 
 # Ports and state of its own; the env (a helper's port block) wins.
 os.environ.setdefault("EDGEWEAVE_RUN_DIR", str(REPO / ".run" / "bench-scale"))
-for _name, _port in (("APISERVER", 57443), ("ETCD", 57790), ("ETCD_PEER", 57800), ("KCM", 57257), ("SCHED", 57259),
-                     ("KWOK", 57280)):
+# Below 32768, the kernel's ephemeral range.
+for _name, _port in (("APISERVER", 26443), ("ETCD", 26790), ("ETCD_PEER", 26800), ("KCM", 26257), ("SCHED", 26259),
+                     ("KWOK", 26280)):
     os.environ.setdefault(f"EDGEWEAVE_{_name}_PORT", str(_port))
 
 GROUP, VERSION = "edgeweave.io", "v1alpha1"
@@ -214,6 +215,81 @@ def workload_group(name: str) -> dict:
                      "aggregation": {"gainThreshold": 0.2, "cooldownSeconds": 3600}}}
 
 
+class Raw:
+    """The bench's bulk requests, past the client's models: at 20,000 pods, turning every response into a
+    V1Pod (and every poll into 20,000 of them) costs the bench more CPU than the API server spends on the
+    requests, on the same two cores. Lists that only count ask for metadata only, from the watch cache."""
+
+    META_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
+
+    def __init__(self, api: Any) -> None:
+        self.api, self.host = api, api.configuration.host
+
+    def _headers(self, accept: str = "application/json", **extra: str) -> dict[str, str]:
+        return {"User-Agent": "edgeweave-bench", "Accept": accept, **extra}
+
+    def create(self, path: str, body: dict) -> None:
+        """POST, or leave what a reused cluster already has (409)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.rest_client.POST(self.host + path, headers=self._headers(**{"Content-Type": "application/json"}),
+                                      body=body, _request_timeout=120)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def items(self, path: str, metadata_only: bool = False, **query: str) -> list[dict]:
+        r = self.api.rest_client.GET(self.host + path, query_params=list(query.items()), _request_timeout=120,
+                                     headers=self._headers(self.META_LIST if metadata_only else "application/json"))
+        return json.loads(r.data)["items"]
+
+
+def ready_nodes(raw: Raw) -> int:
+    return sum(1 for n in raw.items("/api/v1/nodes", resourceVersion="0") if any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in (n.get("status") or {}).get("conditions", [])))
+
+
+def create_all(raw: Raw, pods: list[tuple[str, dict]], workers: int = 32) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda p: raw.create(f"/api/v1/namespaces/{p[0]}/pods", p[1]), pods))
+
+
+def renice_cluster(pids_dir: Path) -> None:
+    """A reused fleet was built at the builder's niceness: its control plane runs at this run's now (every
+    thread: Linux niceness is per thread), so a measurement under a higher priority is not starved by the
+    API server it waits on."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    for pid_file in pids_dir.glob("*.pid"):
+        for task in Path(f"/proc/{pid_file.read_text().strip()}/task").glob("*"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def reset_groups(raw: Raw, custom: Any, namespaces: list[str]) -> None:
+    """On a reused fleet: the last run's groups (kopf's finalizer dropped: no operator runs now) and their
+    pods, moved copies included, go; the run recreates them where they started."""
+    from kubernetes.client.exceptions import ApiException
+
+    for o in custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"]:
+        ns, name = o["metadata"]["namespace"], o["metadata"]["name"]
+        try:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", name,
+                                                  {"metadata": {"finalizers": None}})
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "workloadgroups", name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    for ns in namespaces:
+        raw.api.rest_client.DELETE(f"{raw.host}/api/v1/namespaces/{ns}/pods", headers=raw._headers(),
+                                   query_params=[("labelSelector", LABEL), ("gracePeriodSeconds", "0")])
+    wait_for(lambda: not raw.items("/api/v1/pods", metadata_only=True, labelSelector=LABEL)
+             and not custom.list_cluster_custom_object(GROUP, VERSION, "workloadgroups")["items"],
+             600, "the last run's groups and their pods gone", interval=3)
+
+
 def exists_ok(create) -> None:
     """Create, or leave what a reused cluster already has."""
     from kubernetes.client.exceptions import ApiException
@@ -266,7 +342,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--window", type=float, default=60.0, help="seconds of each measurement window")
     ap.add_argument("--burst-timeout", type=float, default=600.0)
     ap.add_argument("--reuse-cluster", action="store_true",
-                    help="measure on the cluster a kept run left (EDGEWEAVE_KEEP_CLUSTER=1) instead of a fresh one")
+                    help="measure on the cluster a kept run (EDGEWEAVE_KEEP_CLUSTER=1) or --build-only left; the "
+                    "last run's groups and their pods are recreated where they started")
+    ap.add_argument("--build-only", action="store_true",
+                    help="build the fleet (cluster, devices, pods Running), keep it and exit: then measure it with "
+                    "--reuse-cluster, e.g. at a higher priority and under a lock the build does not hold")
     ap.add_argument("--profile", action="store_true", help="sample the operator with py-spy in each window")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scale" / "result.json")
     args = ap.parse_args(argv)
@@ -288,24 +368,33 @@ def main(argv: list[str]) -> int:
     api.configuration.connection_pool_maxsize = 32
     api.user_agent = "edgeweave-bench"  # told apart from the operator in the audit log
     audit = AuditLog(devcluster.audit_log_path())
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    prom = PromStack(prom_port=free_port(), exporter_port=free_port())
+    custom = client.CustomObjectsApi(api)
+    raw = Raw(api)
+    prom = PromStack(prom_port=int(os.environ.get("EDGEWEAVE_SCALE_PROM_PORT") or free_port()),
+                     exporter_port=int(os.environ.get("EDGEWEAVE_SCALE_EXPORTER_PORT") or free_port()))
     op = None
     t_start = time.monotonic()
+    build_file = devcluster.run_dir() / "bench-scale-build.json"
+    reused = args.reuse_cluster and devcluster.running()
+    build: dict[str, Any] = json.loads(build_file.read_text()) if reused and build_file.exists() else {}
     try:
-        prom.start()
+        if not args.build_only:
+            prom.start()
         subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
         subprocess.run([*kubectl, "wait", "--for", "condition=established", "crd", "--all", "--timeout=60s"],
                        check=True, capture_output=True)
         shape = FleetShape(sites=args.sites, nodes_per_site=args.nodes_per_site, gpu_every=0, pods="250")
-        nodes = create_fleet(api, shape)
-        log(f"{len(nodes)} devices in {args.sites} sites")
-        wait_for(lambda: sum(1 for n in core.list_node().items if any(
-            c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])) >= len(nodes),
-            900, "kwok devices Ready", interval=5)
+        nodes = create_fleet(api, shape, workers=32)
+        log(f"{len(nodes)} devices in {args.sites} sites created after {time.monotonic() - t_start:.0f}s")
         namespaces = [f"{NS_PREFIX}{i:03d}" for i in range(args.namespaces)]
         for ns in namespaces:
-            exists_ok(lambda ns=ns: core.create_namespace({"metadata": {"name": ns}}))
+            raw.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        if reused:
+            renice_cluster(devcluster.run_dir() / "pids")
+            reset_groups(raw, custom, namespaces)
+        wait_for(lambda: ready_nodes(raw) >= len(nodes), 900, "kwok devices Ready", interval=5)
+        t_nodes = time.monotonic() - t_start
+        log(f"{len(nodes)} devices Ready after {t_nodes:.0f}s")
         pods: list[tuple[str, dict]] = []
         for g in range(args.groups):
             ns, name = namespaces[g % len(namespaces)], f"g{g:04d}"
@@ -316,17 +405,25 @@ def main(argv: list[str]) -> int:
             pods.append((namespaces[i % len(namespaces)], bare_pod(f"other-{i}", nodes[i % len(nodes)],
                                                                    {"app": f"other-{i % 97}"})))
         t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda p: exists_ok(lambda: core.create_namespaced_pod(p[0], p[1])), pods))
-        log(f"{len(pods)} pods created in {time.monotonic() - t0:.0f}s")
-        wait_for(lambda: sum(1 for p in core.list_pod_for_all_namespaces(
-            field_selector="status.phase=Running", _request_timeout=120).items) >= len(pods),
-            1800, "pods Running", interval=5)
+        todo = pods if not reused else [p for p in pods if LABEL in p[1]["metadata"]["labels"]]
+        create_all(raw, todo)
+        log(f"{len(todo)} pods created in {time.monotonic() - t0:.0f}s ({len(todo) / (time.monotonic() - t0):.0f}/s)")
+        # One pod not Running is enough to wait on: asking for all of them every few seconds (13,000 early in
+        # the build) cost the API server and this script a good share of the core kwok was waiting for.
+        wait_for(lambda: not raw.items("/api/v1/pods", metadata_only=True, limit="1",
+                                       fieldSelector="status.phase!=Running"), 1800, "pods Running", interval=10)
+        if not reused:
+            build = {"fleet_build_s": round(time.monotonic() - t_start), "fleet_nodes_ready_s": round(t_nodes),
+                     "fleet_pods_running_s": round(time.monotonic() - t0), "fleet_build_load": os.getloadavg()[0]}
+            build_file.write_text(json.dumps(build))
+        log(f"fleet built: {build}")
+        if args.build_only:
+            return 0
         for g in range(args.groups):
             exists_ok(lambda g=g: custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespaces[g % len(namespaces)], "workloadgroups", workload_group(f"g{g:04d}")))
 
-        port = free_port()
+        port = int(os.environ.get("EDGEWEAVE_SCALE_PROBE_PORT") or free_port())
         oplog = args.out.parent / "operator.log"
         oplog.parent.mkdir(parents=True, exist_ok=True)
         op = subprocess.Popen([sys.executable, "-m", "edgeweave.cli", "operator", "--standalone",
@@ -445,6 +542,7 @@ def main(argv: list[str]) -> int:
             "devices": len(nodes), "sites": args.sites, "pods": len(pods), "groups": args.groups,
             "namespaces": args.namespaces, "window_s": args.window,
             "bench_seconds": round(time.monotonic() - t_start),
+            **build, "reused_fleet": bool(reused),
         }
         result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}
         args.out.write_text(json.dumps(result, indent=1))
@@ -458,7 +556,7 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 op.kill()
         prom.close()
-        if not os.environ.get("EDGEWEAVE_KEEP_CLUSTER"):
+        if not (os.environ.get("EDGEWEAVE_KEEP_CLUSTER") or args.build_only):
             devcluster.stop()
 
 

@@ -23,6 +23,7 @@ ROUND_WORKERS = int(os.environ.get("EDGEWEAVE_ROUND_WORKERS", "32"))
 # Rounds of groups with moves in flight tick every 0.25 s and wait on the API server at every step: they
 # get a pool of their own, so they cannot hold every thread while other groups' plan rounds queue.
 MOVE_WORKERS = int(os.environ.get("EDGEWEAVE_MOVE_WORKERS", "16"))
+LIST_CHUNK = int(os.environ.get("EDGEWEAVE_LIST_CHUNK", "500"))
 
 
 def _load_handlers(webhook: bool, admission: bool = False) -> None:
@@ -117,6 +118,9 @@ def _configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     settings.execution.max_workers = int(os.environ.get("EDGEWEAVE_WORKERS", "16"))
+    # The initial listing in pages: one response holding 20,000 pods is ~50 MB of JSON and ~300 MB once
+    # parsed, all alive at once, and the heap keeps that high-water mark as RSS (0 = one response).
+    settings.watching.chunk_size = LIST_CHUNK or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +194,8 @@ def main(argv: list[str]) -> int:
         handler.addFilter(RoutineSuccessFilter())
     from . import kopf_fixes, kube
 
-    kopf_fixes.install()  # start-up at fleet scale: see the module
+    # start-up at fleet scale: see the module (EDGEWEAVE_SLIM_BODIES=0 keeps kopf's bodies whole, to compare)
+    kopf_fixes.install(slim=os.environ.get("EDGEWEAVE_SLIM_BODIES", "1") != "0")
     from . import finalizer_scope
 
     finalizer_scope.install()  # operators scoped elsewhere leave our finalizer alone: see the module
