@@ -52,16 +52,8 @@ def test_twenty_workloads_spread_over_good_devices_and_a_pair_stays_together(
              "20 workloads Running on one device")
     for n in cordoned:
         cluster.core.patch_node(n, {"spec": {"unschedulable": None}})
-    spec = {"selector": {"edgeweave.io/group": "fleet"}, "mode": "Enforce", "aggregation": {"enabled": False},
-            "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
-            "dependencies": [{"source": "api", "target": "cache"}],
-            "limits": {"maxMovesPerInterval": 50, "maxInFlight": 20},
-            "requirements": [{"element": "BatteryPercent", "operator": "Gte", "value": "40",
-                              "gracePeriodSeconds": 0, "hysteresis": 10}]}
-    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "fleet"}, "spec": spec})
-    wait_for(lambda: condition(wg_status(cluster, namespace, "fleet"), "ContextSatisfied").get("reason")
-             == "Satisfied", 60, "ContextSatisfied=True")
+    fleet_group(namespace, cluster, dependencies=[{"source": "api", "target": "cache"}],
+                limits={"maxMovesPerInterval": 50, "maxInFlight": 20})
     battery(prometheus, bad, 10)
     try:
         final = wait_for(lambda: (p := placed(cluster, namespace)) and len(p) == 20 and bad not in p.values() and p,
@@ -104,11 +96,12 @@ def affine(name: str, values: list[str]) -> dict:
     return d
 
 
-def fleet_group(namespace: str, cluster: Cluster) -> None:
+def fleet_group(namespace: str, cluster: Cluster, **extra: object) -> None:
+    """The group "fleet" (battery >= 40, grace 0; `extra` adds spec fields), once it judges its context."""
     spec = {"selector": {"edgeweave.io/group": "fleet"}, "mode": "Enforce", "aggregation": {"enabled": False},
             "telemetry": {"resyncSeconds": 5, "maxAgeSeconds": 60},
             "requirements": [{"element": "BatteryPercent", "operator": "Gte", "value": "40",
-                              "gracePeriodSeconds": 0, "hysteresis": 10}]}
+                              "gracePeriodSeconds": 0, "hysteresis": 10}], **extra}
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "workloadgroups", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkloadGroup", "metadata": {"name": "fleet"}, "spec": spec})
     wait_for(lambda: condition(wg_status(cluster, namespace, "fleet"), "ContextSatisfied").get("reason")
