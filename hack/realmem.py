@@ -88,6 +88,17 @@ def _tee(out: str, *argv: str) -> list[str]:
     return ["-c", f'edgeweave "$@" > {out}; rc=$?; cat {out}; exit $rc', "sh", *argv]
 
 
+def _pod_state(core, ns: str, name: str) -> str:
+    """Phase, conditions and container states of a pod: what a failed wait reports (set-up faults differ)."""
+    try:
+        st = core.read_namespaced_pod(name, ns).status
+    except Exception as exc:  # noqa: BLE001 - a diagnostic, never the failure itself
+        return f"unreadable ({exc.__class__.__name__})"
+    conds = ",".join(f"{c.type}={c.status}" for c in st.conditions or [])
+    states = ";".join(f"{c.name}:{c.state}" for c in st.container_statuses or [])
+    return f"phase={st.phase} node={getattr(st, 'host_ip', None)} {conds} {states}"[:800]
+
+
 def restore_after_sigkill(core, nodes: list[Any], ns: str, image: str, base: Path, *,
                           size: int = 64 << 20, dirty_pages: int = 300, rate: float = 200.0,
                           timeout: float = 240.0) -> dict:
@@ -122,7 +133,7 @@ def restore_after_sigkill(core, nodes: list[Any], ns: str, image: str, base: Pat
         env=[{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]))
     line = _wait(lambda: next((ln for ln in _out(base / "writer.out").splitlines() if ln.startswith("READY ")),
                               None), timeout, "the writer's READY line", lambda: _out(base / "writer.out")[-800:]
-                 + " | agent: " + _out(base / "agent.out")[-800:])
+                 + " | agent: " + _out(base / "agent.out")[-800:] + " | writer pod: " + _pod_state(core, ns, "writer"))
     ready = json.loads(line[6:])
     # keep writing at the steady rate for a while: the kill lands mid-stream, not at quiescence
     n0 = ack.stat().st_size
