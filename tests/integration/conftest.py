@@ -5,6 +5,7 @@ Set EDGEWEAVE_TEST_KUBECONFIG to run against a cluster you already have instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -128,6 +129,26 @@ class OperatorProcess:
                 self.proc.wait(5)
 
 
+_STARTED: list[OperatorProcess] = []  # every operator this session started (live ones: `paused_operators`)
+
+
+@contextlib.contextmanager
+def paused_operators() -> Iterator[list[OperatorProcess]]:
+    """SIGSTOP every operator process this test session started and still runs, for a test that needs the
+    cluster's cluster-scoped objects to itself: kopf's finalizer has one name for every operator, so the
+    suite's session operator would put it back on each EdgeSite while the test checks that it is gone.
+    Pod creates meanwhile wait out the paused steering webhook's timeout (failurePolicy Ignore)."""
+    live = [o for o in _STARTED if o.proc.poll() is None]
+    for o in live:
+        os.killpg(o.proc.pid, signal.SIGSTOP)
+    try:
+        yield live
+    finally:
+        for o in live:
+            if o.proc.poll() is None:
+                os.killpg(o.proc.pid, signal.SIGCONT)
+
+
 def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | None = None,
                    name: str = "operator", env: dict[str, str] | None = None) -> OperatorProcess:
     port = free_port()
@@ -145,6 +166,7 @@ def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | 
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env={**cluster.env(), **(env or {})},
                             cwd=REPO, start_new_session=True)
     op = OperatorProcess(proc=proc, log_path=log_path, probe_port=port)
+    _STARTED.append(op)
     import urllib.request
 
     def ready() -> bool:

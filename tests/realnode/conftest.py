@@ -26,6 +26,7 @@ from integration.conftest import (  # the same cluster helpers (and env defaults
     devcluster,
     free_port,
     fresh_namespace,
+    paused_operators,  # noqa: F401 - re-exported to the tests
     start_operator,
     wait_for,  # noqa: F401 - re-exported to the tests
 )
