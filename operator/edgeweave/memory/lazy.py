@@ -190,6 +190,19 @@ class LazyServer:
         self.error: BaseException | None = None
         self._stop = threading.Event()
 
+    def _partial(self, done: int, op: str) -> int:
+        """After a failed UFFDIO_COPY/CONTINUE that placed `done` pages: how many pages to step over (the
+        errno says why it stopped), or raise when the region can no longer be filled."""
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            self.stats.already_present += 1
+            return done + 1  # that page is there already (a fault or the workload): never overwrite
+        if err == errno.EAGAIN:
+            return done
+        if err == errno.ESRCH:
+            raise OSError(err, "the replacement process exited before its region was resident")
+        raise OSError(err, f"{op}: {os.strerror(err)}")
+
     def _copy(self, first: int, n: int, src: int) -> int:
         """UFFDIO_COPY n pages from address src to [first, ...); returns pages placed (EEXIST ones skipped)."""
         placed, i = 0, 0
@@ -202,16 +215,7 @@ class LazyServer:
             if rc == 0:
                 i = n
                 break
-            err = ctypes.get_errno()
-            if err == errno.EEXIST:
-                i += done + 1  # that page is there already (a fault or the workload): never overwrite
-                self.stats.already_present += 1
-            elif err == errno.EAGAIN:
-                i += done
-            elif err == errno.ESRCH:
-                raise OSError(err, "the replacement process exited before its region was resident")
-            else:
-                raise OSError(err, f"UFFDIO_COPY: {os.strerror(err)}")
+            i += self._partial(done, "UFFDIO_COPY")
         with self.lock:
             self.present[first:first + n] = True
         return placed
@@ -226,16 +230,7 @@ class LazyServer:
             done = max(0, arg.mapped) // self.ps
             if rc == 0:
                 return
-            err = ctypes.get_errno()
-            if err == errno.EEXIST:
-                i += done + 1
-                self.stats.already_present += 1
-            elif err == errno.EAGAIN:
-                i += done
-            elif err == errno.ESRCH:
-                raise OSError(err, "the replacement process exited before its region was resident")
-            else:
-                raise OSError(err, f"UFFDIO_CONTINUE: {os.strerror(err)}")
+            i += self._partial(done, "UFFDIO_CONTINUE")
 
     def _place_minor(self, pages: np.ndarray, content: memoryview | None) -> int:
         """Write (dirty pages: `content`, one after another) and map `pages` that are not mapped yet.
