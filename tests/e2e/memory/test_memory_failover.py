@@ -177,23 +177,32 @@ def test_prestaged_baseline_is_read_locally(stack: Stack) -> None:
     assert "nothing pre-staged" in rep["sources"]["baseline"]["note"]
 
 
-def test_lazy_restore_serves_before_the_region_is_resident(stack: Stack) -> None:
-    """The replacement attaches a userfaultfd (missing mode) and serves at once; the fill follows."""
+def _lazy_recovery(stack: Stack, name: str, dirty: int, rate: int, *, prestage: bool) -> tuple:
+    """A writer killed mid-stream, then a lazy restore while `lazy-check` serves 3,000 requests from the
+    region (with the baseline pre-staged in node memory first, when `prestage`). Returns (writer's READY,
+    ack file, region, recovery report, what lazy-check served)."""
     stack.start_agent()
-    w, ready = stack.start_writer("lazy", "--dirty-pages", "800", "--rate", "500")
-    ack = stack.dir / "lazy.ack"
-    wait_for(lambda: ack.stat().st_size >= (800 + 200) * 8, 30, "writer acks")
+    w, ready = stack.start_writer(name, "--dirty-pages", str(dirty), "--rate", str(rate))
+    ack = stack.dir / f"{name}.ack"
+    cache = ["--local-cache", str(_prestage_in_memory(stack, ready["store_name"]))] if prestage else []
+    wait_for(lambda: ack.stat().st_size >= (dirty + 200) * 8, 30, "writer acks")
     kill9(w)
-    dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-lazy"
+    dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-{name}"
     stack.dests.append(dest)
-    sock = stack.dir / "lazy.sock"
+    sock = stack.dir / f"{name}.sock"
     app = stack.popen("dst", "memory", "lazy-check", "--dest", str(dest), "--size", str(SIZE), "--helper",
                       str(sock), "--ack", str(ack), "--requests", "3000", log="lazy-app.log")
-    rc, rep, _ = stack.recover("lazy", "--lazy", str(sock), dest=dest)
+    rc, rep, _ = stack.recover(name, "--lazy", str(sock), *cache, dest=dest)
     assert rc == 0, rep["message"]
     assert app.stdout is not None
     served = json.loads(app.stdout.readline())
     app.wait(timeout=30)
+    return ready, ack, dest, rep, served
+
+
+def test_lazy_restore_serves_before_the_region_is_resident(stack: Stack) -> None:
+    """The replacement attaches a userfaultfd (missing mode) and serves at once; the fill follows."""
+    ready, ack, dest, rep, served = _lazy_recovery(stack, "lazy", 800, 500, prestage=False)
     lz = rep["source_sweep"]["lazy"]
     assert rep["mode"] == "lazy:baseline+dirty" and rep["epoch"] == ready["epoch"]
     assert served["wrong"] == 0 and served["requests"] == 3000
@@ -239,22 +248,7 @@ def test_a_prestaged_copy_in_node_memory_is_adopted_not_copied(stack: Stack) -> 
 
 
 def test_lazy_restore_on_an_adopted_copy_faults_only_the_dirty_pages(stack: Stack) -> None:
-    stack.start_agent()
-    w, ready = stack.start_writer("lzad", "--dirty-pages", "600", "--rate", "400")
-    ack = stack.dir / "lzad.ack"
-    cache = _prestage_in_memory(stack, ready["store_name"])
-    wait_for(lambda: ack.stat().st_size >= (600 + 200) * 8, 30, "writer acks")
-    kill9(w)
-    dest = Path("/dev/shm") / f"ewm-test-{secrets.token_hex(4)}-lzad"
-    stack.dests.append(dest)
-    sock = stack.dir / "lzad.sock"
-    app = stack.popen("dst", "memory", "lazy-check", "--dest", str(dest), "--size", str(SIZE), "--helper",
-                      str(sock), "--ack", str(ack), "--requests", "3000", log="lazy-app.log")
-    rc, rep, _ = stack.recover("lzad", "--lazy", str(sock), "--local-cache", str(cache), dest=dest)
-    assert rc == 0, rep["message"]
-    assert app.stdout is not None
-    served = json.loads(app.stdout.readline())
-    app.wait(timeout=30)
+    ready, ack, dest, rep, served = _lazy_recovery(stack, "lzad", 600, 400, prestage=True)
     lz = rep["source_sweep"]["lazy"]
     assert rep["mode"] == "lazy:baseline+dirty" and rep["sources"]["baseline"]["adopted"] is True
     assert served["wrong"] == 0 and served["requests"] == 3000
