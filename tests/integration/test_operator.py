@@ -45,17 +45,15 @@ def test_edgesite_status_shows_nodes_capacity_and_utilisation(cluster: Cluster, 
 
     def site_reports_load() -> dict | None:
         st = _status(cluster, "edgesites", "site-001")
-        nodes = {n["name"]: n for n in st.get("nodes", [])}
-        if nodes.get("edge-001-0", {}).get("cpuRequested") == 3.0:
-            return st
-        return None
+        return st if st.get("cpuRequested") == 3.0 else None
 
-    st = wait_for(site_reports_load, 60, "site-001 status to show 3 CPUs requested on edge-001-0")
+    st = wait_for(site_reports_load, 60, "site-001 status to show 3 CPUs requested")
     assert st["nodeCount"] == 2 and st["readyNodes"] == 2
     assert st["cpuCapacity"] == 8.0
     assert st["cpuUtilisationPercent"] == round(100 * 3 / 8)
-    nodes = {n["name"]: n for n in st["nodes"]}
-    assert nodes["edge-001-0"]["pods"] == 2 and nodes["edge-001-1"]["cpuRequested"] == 0
+    assert st["pods"] >= 2
+    # Healthy devices are counted, not listed: a site's status stays small at any number of devices.
+    assert st.get("unhealthyNodes", []) == [] and "nodes" not in st
     ready = _condition(st, "Ready")
     assert ready and ready["status"] == "True" and ready["reason"] == "NodesReady"
     assert ready["observedGeneration"] >= 1

@@ -91,11 +91,19 @@ class EdgeSiteSpec(Model):
 
 
 
+# At most this many devices are listed in status (the rest are counted): a site's status stays a few KB
+# however many devices it has, so its patches stay cheap for the API server and etcd.
+MAX_LISTED_NODES = 32
+
+
 class NodeState(StatusModel):
-    """One node of the site as the API server reports it."""
+    """One device of the site that needs attention: not Ready, or found breached by a WorkloadGroup."""
 
     name: str
     ready: bool = False
+    breached: list[str] = Field(default_factory=list, max_length=16,
+                                description="Requirements a WorkloadGroup finds this device breaching "
+                                "(e.g. LatencyMs<=50 via uplink mpls).")
     cpu_capacity: float = Field(default=0, description="Allocatable CPU cores.")
     memory_capacity_bytes: float = Field(default=0, description="Allocatable memory in bytes.")
     gpu_capacity: int = Field(default=0, description="Allocatable nvidia.com/gpu.")
@@ -113,13 +121,25 @@ class ContextObservation(StatusModel):
 
 
 class EdgeSiteStatus(StatusModel):
+    """Counts for the whole site; per-device detail only for the devices that need attention."""
+
     observed_generation: int = 0
     conditions: list[Condition] = Field(default_factory=list)
-    nodes: list[NodeState] = Field(default_factory=list)
     node_count: int = 0
     ready_nodes: int = 0
+    pods: int = Field(default=0, description="Active pods bound to the site's devices.")
     cpu_capacity: float = 0
     cpu_requested: float = 0
+    memory_capacity_bytes: float = 0
+    memory_requested_bytes: float = 0
     cpu_utilisation_percent: int = Field(default=0, description="CPU requested / allocatable, percent.")
     gpu_capacity: int = 0
-    context: list[ContextObservation] = Field(default_factory=list)
+    breached_nodes: int = Field(default=0, description="Devices some WorkloadGroup finds breached.")
+    unhealthy_nodes: list[NodeState] = Field(
+        default_factory=list, max_length=MAX_LISTED_NODES,
+        description=f"Devices that are not Ready or are breached, by name (at most {MAX_LISTED_NODES}; "
+        "unlistedUnhealthyNodes counts the rest). Healthy devices are only counted.")
+    unlisted_unhealthy_nodes: int = Field(default=0, description="Unhealthy devices beyond those listed.")
+    context: list[ContextObservation] = Field(
+        default_factory=list, description="What the listed breached devices read now (the values behind "
+        "the Breached condition); healthy devices' readings are in Prometheus, not here.")

@@ -24,6 +24,9 @@ RESOURCE = (GROUP, "edgesites")
 # at most this often (250 sites would otherwise cost 25 status patches a second for no news).
 OBSERVED_AT_REFRESH_SECONDS = 60.0
 REFRESH_SECONDS = 10.0
+# Status fields older operators wrote and this one no longer does (`nodes`: every device's state, ~40 KB per
+# site at 10 devices with the context list; now `unhealthyNodes` and counts).
+RETIRED_FIELDS = ("nodes",)
 
 
 def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,8 +58,10 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     generation = body["metadata"].get("generation", 0)
     view = rt.sites.get(lambda: devices_of(devices_index), lambda: sites_of(sites_index))
     mine = site_devices(spec, view.devices) if changed or name not in view.members else view.members[name]
+    members = {d.name for d in mine}
+    breached = {d: r for d, r in rt.breaches.breached_devices().items() if d in members}
     # The pod index is read in place (a Mapping of node -> pods): no copy of the fleet's pods per site.
-    summary = site_summary(spec, mine, pods_by_node)
+    summary = site_summary(spec, mine, pods_by_node, {d: [x.requirement for x in rs] for d, rs in breached.items()})
     status = body.get("status", {})
     conditions = status.get("conditions")
     if summary["nodeCount"] == 0:
@@ -68,13 +73,14 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     else:
         conditions = set_condition(conditions, "Ready", True, "NodesReady",
                                    f"{summary['readyNodes']}/{summary['nodeCount']} nodes Ready", generation)
-    # Context: what each device reads now, and which groups find which device breached.
-    members = {n["name"] for n in summary["nodes"]}
-    # Status shows context at the refresh cadence: a snapshot up to one refresh old will do (breach
-    # detection, which acts on it, keeps the 1 s one fresh for itself).
-    snap = rt.context.get(view.devices, view.sites, rt.settings.prometheus_url, ttl=REFRESH_SECONDS)
-    context = [o.wire() for node in sorted(members) for o in observations(node, snap.by_device.get(node, {}))]
-    breached = {d: r for d, r in rt.breaches.breached_devices().items() if d in members}
+    # Context in status only for the listed breached devices (the readings behind the condition). Status
+    # shows it at the refresh cadence: a snapshot up to one refresh old will do (breach detection, which
+    # acts on it, keeps the 1 s one fresh for itself). A healthy site reads no context at all.
+    listed = sorted(n["name"] for n in summary["unhealthyNodes"] if n["name"] in breached)
+    context: list[dict[str, Any]] = []
+    if listed:
+        snap = rt.context.get(view.devices, view.sites, rt.settings.prometheus_url, ttl=REFRESH_SECONDS)
+        context = [o.wire() for node in listed for o in observations(node, snap.by_device.get(node, {}))]
     if breached:
         faults = sorted({f"{d}: {r.requirement}" for d, rs in breached.items() for r in rs})
         conditions = set_condition(conditions, "Breached", True, "RequirementsNotMet", "; ".join(faults)[:1000],
@@ -103,6 +109,9 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     new = {**summary, "conditions": conditions, "observedGeneration": generation}
     if not only_times_moved(status, new, time.time()):
         apply_status(body, patch, new)
+    for old in RETIRED_FIELDS:
+        if old in status:  # written by an older operator (kilobytes per site): a merge patch's null drops it
+            patch.status[old] = None
     metrics.SITE_NODES.labels(name).set(summary["nodeCount"])
     metrics.SITE_READY_NODES.labels(name).set(summary["readyNodes"])
     metrics.SITE_CPU_UTILISATION.labels(name).set(summary["cpuUtilisationPercent"] / 100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ..api.edgesite import EdgeSiteSpec, NodeState
+from ..api.edgesite import MAX_LISTED_NODES, EdgeSiteSpec, NodeState
 from .inventory import Device, PodInfo, requested_on, selector_matches
 
 
@@ -45,25 +45,42 @@ def site_of_devices(members: Mapping[str, Iterable[Device]]) -> dict[str, str]:
     return out
 
 
-def site_summary(spec: EdgeSiteSpec, devices: Iterable[Device],
-                 pods_by_node: Mapping[str, Iterable[PodInfo]]) -> dict:
-    """The status fields that describe the site's nodes, capacity and utilisation."""
+def site_summary(spec: EdgeSiteSpec, devices: Iterable[Device], pods_by_node: Mapping[str, Iterable[PodInfo]],
+                 breached: Mapping[str, Iterable[str]] | None = None) -> dict:
+    """The status fields that describe the site's nodes, capacity and utilisation: counts for the site,
+    per-device detail only for devices that are not Ready or are breached (`breached`: device -> the
+    requirements found breached), at most MAX_LISTED_NODES of them."""
+    breached = breached or {}
     members = site_devices(spec, devices)
-    states: list[NodeState] = []
+    cpu_cap = cpu_req = mem_cap = mem_req = 0.0
+    pods_total = ready = gpus = 0
+    unhealthy: list[NodeState] = []
     for d in members:
         pods = [p for p in pods_by_node.get(d.name, ()) if p.active]
         cpu, mem, _ = requested_on(pods)
-        states.append(NodeState(name=d.name, ready=d.ready, cpu_capacity=d.cpu, memory_capacity_bytes=d.memory,
-                                gpu_capacity=d.gpus, cpu_requested=round(cpu, 3),
-                                memory_requested_bytes=mem, pods=len(pods)))
-    cpu_cap = sum(s.cpu_capacity for s in states)
-    cpu_req = sum(s.cpu_requested for s in states)
+        cpu_cap += d.cpu
+        cpu_req += cpu
+        mem_cap += d.memory
+        mem_req += mem
+        pods_total += len(pods)
+        ready += d.ready
+        gpus += d.gpus
+        reasons = sorted(set(breached.get(d.name, ())))
+        if not d.ready or reasons:
+            unhealthy.append(NodeState(name=d.name, ready=d.ready, breached=reasons[:16], cpu_capacity=d.cpu,
+                                       memory_capacity_bytes=d.memory, gpu_capacity=d.gpus,
+                                       cpu_requested=round(cpu, 3), memory_requested_bytes=mem, pods=len(pods)))
     return {
-        "nodes": [s.wire() for s in states],
-        "nodeCount": len(states),
-        "readyNodes": sum(1 for s in states if s.ready),
+        "nodeCount": len(members),
+        "readyNodes": ready,
+        "pods": pods_total,
         "cpuCapacity": cpu_cap,
         "cpuRequested": round(cpu_req, 3),
+        "memoryCapacityBytes": mem_cap,
+        "memoryRequestedBytes": mem_req,
         "cpuUtilisationPercent": int(round(100 * cpu_req / cpu_cap)) if cpu_cap else 0,
-        "gpuCapacity": sum(s.gpu_capacity for s in states),
+        "gpuCapacity": gpus,
+        "breachedNodes": sum(1 for d in members if breached.get(d.name)),
+        "unhealthyNodes": [s.wire() for s in unhealthy[:MAX_LISTED_NODES]],
+        "unlistedUnhealthyNodes": max(0, len(unhealthy) - MAX_LISTED_NODES),
     }
