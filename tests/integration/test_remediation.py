@@ -105,10 +105,13 @@ def test_battery_drop_offloads_within_grace_plus_actuation(cluster: Cluster, ope
     reasons = {e.reason for e in cluster.core.list_namespaced_event(namespace).items}
     assert {"Remediating", "EdgeweaveMove", "MoveDone"} <= reasons
     site = f"site-{node.split('-')[1]}"
-    es = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", site)["status"]
-    wait_for(lambda: condition(cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", site)["status"],
-                               "Breached").get("status") == "True", 30, "EdgeSite Breached=True")
-    assert any(o["element"] == "BatteryPercent" for o in es.get("context", []))
+    es = wait_for(lambda: (s := cluster.custom.get_cluster_custom_object(GROUP, VERSION, "edgesites", site)["status"])
+                  and condition(s, "Breached").get("status") == "True" and s, 30, "EdgeSite Breached=True")
+    # The breached device is listed (healthy ones are only counted), with the reading behind the breach.
+    listed = {n["name"]: n for n in es.get("unhealthyNodes", [])}
+    assert node in listed and listed[node]["breached"], es
+    assert es["breachedNodes"] >= 1
+    assert any(o["element"] == "BatteryPercent" and o["node"] == node for o in es.get("context", []))
 
     # Recovery inside the hysteresis band (40..50) keeps the taint; above it, the taint goes. The group's
     # breach record names the value it judged: wait until the operator has evaluated the 45 reading.
