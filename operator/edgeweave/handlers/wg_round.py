@@ -368,7 +368,8 @@ class GroupController:
 
     def release_prestage(self, devices: list[Device]) -> None:
         """The group is gone (or stopped recovering memory): its agents stop pre-staging for it."""
-        for node in annotation_changes(self.key, {}, {d.name: d.annotations for d in devices}):
+        key = annotation_key(self.key)  # only nodes that carry this group's key can change (every round)
+        for node in annotation_changes(self.key, {}, {d.name: d.annotations for d in devices if key in d.annotations}):
             self.rt.actuator.annotate_node(node, annotation_key(self.key), None)
 
     def release_all_taints(self, devices: list[Device], uid: str = "") -> int:

@@ -265,3 +265,15 @@ def test_defragmentation_off_by_default() -> None:
     ws = [pod("p", "d1", cpu=0.4), pod("q", "d2", cpu=2.4)]
     plan = plan_defragmentation(free_after([dev("d1"), dev("d2")], ws), ws, [], AggregationPolicy())
     assert plan.empty and "disabled" in plan.summary
+
+
+def test_without_dependencies_the_plan_is_the_one_on_the_whole_fleet() -> None:
+    """No edges: the planner looks only at the devices the workloads are on, and says the same."""
+    from edgeweave.placement.aggregate import SOLVER_WORK, _plan_aggregation
+
+    fleet = [dev(f"d{i}") for i in range(300)]
+    ws = [pod("a", "d1"), pod("b", "d7"), pod("c", "gone"), pod("d", "d7", cooling_down=True)]
+    fast = plan_aggregation(fleet, ws, [], POLICY)
+    whole = _plan_aggregation(fleet, ws, [], POLICY, None, 2048.0, None, None, 20, None, SOLVER_WORK)
+    assert fast == whole
+    assert not fast.moves and fast.skipped == whole.skipped and fast.summary == whole.summary
