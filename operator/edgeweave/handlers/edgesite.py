@@ -15,8 +15,9 @@ from ..api.conditions import get_condition, set_condition
 from ..api.edgesite import EdgeSiteSpec
 from ..placement.context import observations
 from ..placement.sites import site_devices, site_summary
-from .common import apply_status, parse_spec
+from .common import parse_spec
 from .indexes import devices_of, sites_of
+from .kube import changed_fields
 from .state import Runtime, runtime
 
 RESOURCE = (GROUP, "edgesites")
@@ -108,7 +109,10 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
         events.normal(body, "NodesChanged", f"site has {summary['nodeCount']} node(s)")
     new = {**summary, "conditions": conditions, "observedGeneration": generation}
     if not only_times_moved(status, new, time.time()):
-        apply_status(body, patch, new)
+        diff = changed_fields(status, new)
+        if diff and rt.site_writes.should_send(name, diff):
+            for key, value in diff.items():
+                patch.status[key] = value
     for old in RETIRED_FIELDS:
         if old in status:  # written by an older operator (kilobytes per site): a merge patch's null drops it
             patch.status[old] = None

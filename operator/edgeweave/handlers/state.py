@@ -13,7 +13,7 @@ from ..actuate.actuator import Actuator
 from ..actuate.ratelimit import SlidingWindow
 from ..actuate.steering import STEERING, SteeringTable
 from .context_cache import BreachRegistry, ContextCache, FleetCache
-from .site_view import SiteViewCache
+from .site_view import RecentWrites, SiteViewCache
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Runtime:
     steering: SteeringTable = field(default_factory=lambda: STEERING)
     fleet: FleetCache = field(default_factory=FleetCache)
     sites: SiteViewCache = field(default_factory=SiteViewCache)
+    site_writes: RecentWrites = field(default_factory=RecentWrites)  # EdgeSite status sent, not yet seen
     taints: TaintClaims = field(default_factory=TaintClaims)
 
     def may_taint(self, namespace: str) -> bool:

@@ -18,3 +18,15 @@ def test_only_times_moved_is_skipped_until_they_age() -> None:
     assert not only_times_moved(status("80", NOW - OBSERVED_AT_REFRESH_SECONDS - 1), status("80", NOW), NOW)
     assert not only_times_moved(status("80", NOW - 10), status("20", NOW), NOW)  # a value changed
     assert not only_times_moved({**status("80", NOW - 10), "nodeCount": 1}, status("80", NOW), NOW)
+
+
+def test_the_same_status_is_not_sent_again_until_the_hold_passes() -> None:
+    from edgeweave.handlers.site_view import RecentWrites
+
+    w = RecentWrites(hold=60)
+    assert w.should_send("site-1", {"pods": 3}, now=0)
+    assert not w.should_send("site-1", {"pods": 3}, now=10)  # the watch has not shown the first write yet
+    assert w.should_send("site-2", {"pods": 3}, now=10)  # another site
+    assert w.should_send("site-1", {"pods": 4}, now=20)  # news goes out at once
+    assert not w.should_send("site-1", {"pods": 4}, now=79)
+    assert w.should_send("site-1", {"pods": 4}, now=81)  # still not seen after the hold: sent once more
