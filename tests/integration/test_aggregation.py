@@ -367,7 +367,9 @@ def test_overlapping_groups_get_a_conflict_and_the_older_keeps_the_pod(cluster: 
     assert "api-only" in theirs["message"]
     assert wg_status(cluster, namespace, "shop")["members"] == 2
     assert wg_status(cluster, namespace, "api-only")["members"] == 0
-    assert any(e.reason == "Conflict" for e in cluster.core.list_namespaced_event(namespace).items)
+    # The round's Events follow its status write: poll for them, do not read once.
+    wait_for(lambda: any(e.reason == "Conflict" for e in cluster.core.list_namespaced_event(namespace).items), 30,
+             "a Conflict Event")
 
 
 @pytest.fixture
