@@ -127,8 +127,17 @@ class FleetCache:
             ttl: float = FLEET_TTL_SECONDS) -> list:
         from ..placement.states import device_states
 
-        with self._lock:
+        states = self._states
+        if time.monotonic() - self._at <= ttl:
+            return states
+        # While one round rebuilds, the others plan on the last states rather than queue on the lock (in a
+        # burst, every planning thread waited on each rebuild); only the very first build is waited for.
+        if not self._lock.acquire(blocking=not states):
+            return states
+        try:
             if time.monotonic() - self._at > ttl:
                 self._states = device_states(devices, pods_by_node())
                 self._at = time.monotonic()
             return self._states
+        finally:
+            self._lock.release()
