@@ -627,7 +627,9 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 op.kill()
         prom.close()
-        if not (os.environ.get("EDGEWEAVE_KEEP_CLUSTER") or args.build_only):
+        # A fleet built or reused to be measured again stays (a reused one was torn down after its first
+        # measurement, and the next run rebuilt it: 10 minutes).
+        if not (os.environ.get("EDGEWEAVE_KEEP_CLUSTER") or args.build_only or args.reuse_cluster):
             devcluster.stop()
 
 
