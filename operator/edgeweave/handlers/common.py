@@ -62,13 +62,3 @@ def parse_spec(model: type[M], kind: str, body: kopf.Body, patch: kopf.Patch, lo
         for key, value in new.items():
             patch.status[key] = value
         return None
-
-
-def apply_status(body: kopf.Body, patch: kopf.Patch, new: dict[str, Any]) -> bool:
-    """Patch only the status fields that changed, so a periodic reconcile of a steady object is silent."""
-    from . import kube
-
-    diff = kube.changed_fields(body.get("status", {}) or {}, new)
-    for key, value in diff.items():
-        patch.status[key] = value
-    return bool(diff)
