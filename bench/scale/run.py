@@ -423,7 +423,10 @@ def main(argv: list[str]) -> int:
 
     devcluster = load_hack("devcluster")
     PromStack = load_hack("promstack").PromStack
-    if args.reuse_cluster and devcluster.running():
+    # Decided before anything starts: a run that had to start the cluster itself builds the whole fleet (a
+    # stale build record in the run dir does not make it a reuse).
+    reused = args.reuse_cluster and devcluster.running()
+    if reused:
         kubeconfig = devcluster.kubeconfig_path()  # a fleet kept by EDGEWEAVE_KEEP_CLUSTER=1: what exists stays
         log(f"reusing the running cluster in {devcluster.run_dir()}")
     else:
@@ -441,7 +444,6 @@ def main(argv: list[str]) -> int:
     op = None
     t_start = time.monotonic()
     build_file = devcluster.run_dir() / "bench-scale-build.json"
-    reused = args.reuse_cluster and devcluster.running()
     build: dict[str, Any] = json.loads(build_file.read_text()) if reused and build_file.exists() else {}
     try:
         if not args.build_only:
