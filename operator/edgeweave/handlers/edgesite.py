@@ -110,7 +110,8 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     new = {**summary, "conditions": conditions, "observedGeneration": generation}
     if not only_times_moved(status, new, time.time()):
         diff = changed_fields(status, new)
-        if diff and rt.site_writes.should_send(name, diff):
+        # Keyed by uid: a site deleted and made again under its name starts with no status and is written.
+        if diff and rt.site_writes.should_send(body["metadata"].get("uid") or name, diff):
             for key, value in diff.items():
                 patch.status[key] = value
     for old in RETIRED_FIELDS:
