@@ -22,8 +22,8 @@ log = logging.getLogger("edgeweave.operator")
 ROUND_WORKERS = int(os.environ.get("EDGEWEAVE_ROUND_WORKERS", "32"))
 # Rounds of groups with moves in flight tick every 0.25 s and wait on the API server at every step: they
 # get a pool of their own, so they cannot hold every thread while other groups' plan rounds queue.
-# 32, not 16: with 500 groups' moves in flight at once each step waited on a loaded API server, the pool
-# was full while the API server had CPU to spare, and 141 of 500 groups' moves had not ended after 333 s.
+# 32, not 16: with 500 groups' moves in flight at once, the 16 threads were all waiting on API responses
+# (py-spy: TLS reads) and 141 of 500 groups' moves had not ended after 333 s.
 # Rounds (32) and moves (32) together stay within the client's 64 connections.
 MOVE_WORKERS = int(os.environ.get("EDGEWEAVE_MOVE_WORKERS", "32"))
 LIST_CHUNK = int(os.environ.get("EDGEWEAVE_LIST_CHUNK", "500"))
