@@ -13,8 +13,11 @@ What it does, on ports of its own (so a `make run` or a test cluster elsewhere i
 4. steady state: over `--window` seconds, the operator's RSS and CPU share (from /proc) and the API
    requests it causes per second by verb (from the API server's own `apiserver_request_total`);
 5. burst: the dependency api-i -> cache-i appears in Prometheus for every group at once; time from then
-   to each group's plan recorded in status (p50/p95), API requests per second until the moves end;
-6. converged: evictions (and deletes) per minute over another window once every move has ended.
+   to each group's plan recorded in status (p50/p95, from a watch of WorkloadGroups), API requests per
+   second until the moves end;
+6. converged: the operator's evictions and pod deletes per minute (audit log) over another window once
+   every move has ended (or the burst timeout passed: `groups_with_moves_unfinished_at_converged` says
+   how many had not).
 
 Attribution: `apiserver_request_total` has no client label. The API server's audit log (metadata level,
 leases left out; `devcluster.start(fleet_scale=True)`) names each request's user agent: the operator's
