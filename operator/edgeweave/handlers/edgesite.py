@@ -63,7 +63,10 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     breached = {d: r for d, r in rt.breaches.breached_devices().items() if d in members}
     # The pod index is read in place (a Mapping of node -> pods): no copy of the fleet's pods per site.
     summary = site_summary(spec, mine, pods_by_node, {d: [x.requirement for x in rs] for d, rs in breached.items()})
-    status = body.get("status", {})
+    # Keyed by uid: a site deleted and made again under its name starts with no status and is written.
+    key = body["metadata"].get("uid") or name
+    stored = body.get("status") or {}
+    status = {**stored, **rt.site_writes.in_flight(key)}  # what the API server has, or is about to have
     conditions = status.get("conditions")
     if summary["nodeCount"] == 0:
         conditions = set_condition(conditions, "Ready", False, "NoNodes",
@@ -110,12 +113,12 @@ def reconcile_site(rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Any,
     new = {**summary, "conditions": conditions, "observedGeneration": generation}
     if not only_times_moved(status, new, time.time()):
         diff = changed_fields(status, new)
-        # Keyed by uid: a site deleted and made again under its name starts with no status and is written.
-        if diff and rt.site_writes.should_send(body["metadata"].get("uid") or name, diff):
-            for key, value in diff.items():
-                patch.status[key] = value
+        if diff:
+            for field, value in diff.items():
+                patch.status[field] = value
+            rt.site_writes.sent(key, diff)
     for old in RETIRED_FIELDS:
-        if old in status:  # written by an older operator (kilobytes per site): a merge patch's null drops it
+        if old in stored:  # written by an older operator (kilobytes per site): a merge patch's null drops it
             patch.status[old] = None
     metrics.SITE_NODES.labels(name).set(summary["nodeCount"])
     metrics.SITE_READY_NODES.labels(name).set(summary["readyNodes"])

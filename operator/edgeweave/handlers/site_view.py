@@ -57,27 +57,32 @@ class SiteViewCache:
 
 
 class RecentWrites:
-    """The status fields last sent for each object, and when. kopf's body shows a status write only once
-    the watch delivers it; under a slow API server (patches of 10-30 s at 2,000 devices) each site's timer
-    sent the same status again and again before it did, 3.7 patches per site at start-up. The same fields
-    with the same values are not sent again for `hold` seconds: the watch shows the write by then, or the
-    write is sent once more."""
+    """The status fields last sent for each object (by uid), for `hold` seconds. kopf's body shows a status
+    write only once the watch delivers it; under a slow API server (patches of 5-30 s at 2,000 devices)
+    each site's 10 s timer built its status on the old body again, with new condition times, and sent it
+    again: 2.8-3.7 patches and as many NodesChanged Events per site at start-up. A refresh reads the body's
+    status with what was sent on top, so it sends only news. After `hold` the body alone counts again (a
+    write kopf gave up on is then sent once more)."""
 
     def __init__(self, hold: float = 60.0) -> None:
         self.hold = hold
         self._lock = threading.Lock()
         self._sent: dict[str, tuple[float, dict]] = {}
 
-    def should_send(self, key: str, fields: Mapping, now: float | None = None) -> bool:
-        """Whether to send `fields` (not sent within `hold`); when True it counts as sent now."""
+    def in_flight(self, key: str, now: float | None = None) -> dict:
+        """The fields sent for `key` within `hold` (empty when none)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             last = self._sent.get(key)
-            if last is not None and now - last[0] < self.hold and last[1] == fields:
-                return False
-            self._sent[key] = (now, dict(fields))
-            return True
+            if last is None or now - last[0] >= self.hold:
+                self._sent.pop(key, None)
+                return {}
+            return dict(last[1])
 
-    def forget(self, key: str) -> None:
+    def sent(self, key: str, fields: Mapping, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self._lock:
-            self._sent.pop(key, None)
+            last = self._sent.get(key)
+            merged = dict(last[1]) if last is not None and now - last[0] < self.hold else {}
+            merged.update(fields)
+            self._sent[key] = (now, merged)

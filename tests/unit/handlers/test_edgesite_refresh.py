@@ -20,13 +20,14 @@ def test_only_times_moved_is_skipped_until_they_age() -> None:
     assert not only_times_moved({**status("80", NOW - 10), "nodeCount": 1}, status("80", NOW), NOW)
 
 
-def test_the_same_status_is_not_sent_again_until_the_hold_passes() -> None:
+def test_a_refresh_sees_what_was_sent_until_the_hold_passes() -> None:
     from edgeweave.handlers.site_view import RecentWrites
 
     w = RecentWrites(hold=60)
-    assert w.should_send("site-1", {"pods": 3}, now=0)
-    assert not w.should_send("site-1", {"pods": 3}, now=10)  # the watch has not shown the first write yet
-    assert w.should_send("site-2", {"pods": 3}, now=10)  # another site
-    assert w.should_send("site-1", {"pods": 4}, now=20)  # news goes out at once
-    assert not w.should_send("site-1", {"pods": 4}, now=79)
-    assert w.should_send("site-1", {"pods": 4}, now=81)  # still not seen after the hold: sent once more
+    assert w.in_flight("uid-1", now=0) == {}
+    w.sent("uid-1", {"pods": 3, "nodeCount": 2}, now=0)
+    assert w.in_flight("uid-1", now=10) == {"pods": 3, "nodeCount": 2}  # the watch has not shown it yet
+    assert w.in_flight("uid-2", now=10) == {}  # another site (or the same name made again: a new uid)
+    w.sent("uid-1", {"pods": 4}, now=20)  # news is merged over what was sent
+    assert w.in_flight("uid-1", now=79) == {"pods": 4, "nodeCount": 2}
+    assert w.in_flight("uid-1", now=81) == {}  # after the hold the body alone counts
