@@ -41,6 +41,32 @@ def needs_steering(move: MoveStatus, obs: MoveObservation) -> bool:
     return False
 
 
+class _SweepReads:
+    """The core API as one sweep's observations see it: a namespace's pod list is read once per sweep,
+    whichever move asks first. Every move waiting for its replacement lists the namespace: 20 of them
+    were 20 lists of the same pods (and 20 deserialisations of each), on the loaded operator whose
+    admission webhook the replacements are waiting on."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+        self._lists: dict[str, Any] = {}
+
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any:
+        if kwargs:
+            return self._core.list_namespaced_pod(namespace, **kwargs)
+        with self._lock:
+            if namespace not in self._lists:
+                self._lists[namespace] = self._core.list_namespaced_pod(namespace)
+            return self._lists[namespace]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+
+STARTING = (MovePhase.Planned, MovePhase.Evicting, MovePhase.Copying)
+
+
 @dataclass(frozen=True)
 class DriveResult:
     in_flight: int
@@ -48,10 +74,12 @@ class DriveResult:
 
 
 def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: ActuationLimits, key: str,
-                involved: dict[str, str], write: Callable[[dict[str, Any]], None]) -> DriveResult:
+                involved: dict[str, str], write: Callable[[dict[str, Any]], None], *,
+                start_only: bool = False) -> DriveResult:
     """Sweeps: every move takes at most one step per sweep, and each sweep is persisted in one status write
     before the next. A step's side effect always follows the write of the phase it starts from, so a
-    restart at any point resumes from what was done; the group's moves run in parallel."""
+    restart at any point resumes from what was done; the group's moves run in parallel. `start_only`:
+    stop once no move is still starting (every eviction sent); the group's next rounds carry on."""
     plan = status.plan
     assert plan is not None
     act = ctx.actuator
@@ -71,8 +99,8 @@ def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: Actuation
                 steering = act.steering_live(namespace)
             return steering[0]
 
-    def observe(m: MoveStatus, now: float) -> MoveObservation:
-        obs = observe_move(m, ctx, steering_live=True, now=now)
+    def observe(m: MoveStatus, now: float, reads: MoveContext) -> MoveObservation:
+        obs = observe_move(m, reads, steering_live=True, now=now)
         return dataclasses.replace(obs, steering_live=live()) if needs_steering(m, obs) else obs
 
     pool = ThreadPoolExecutor(max_workers=min(PARALLEL, max(1, len(moves))), thread_name_prefix="edgeweave-move")
@@ -93,7 +121,9 @@ def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: Actuation
                         changed |= _refused(moves, i, refusal)
                         continue
                 active.append(i)
-            observed = dict(zip(active, pool.map(lambda i, at=now: observe(moves[i], at), active), strict=True))
+            reads = dataclasses.replace(ctx, core=_SweepReads(ctx.core))
+            observed = dict(zip(active, pool.map(lambda i, at=now, r=reads: observe(moves[i], at, r), active),
+                                strict=True))
             todo = []
             starting = sum(1 for x in moves if not x.terminal and x.phase is not MovePhase.Planned)
             for i in active:
@@ -128,6 +158,8 @@ def drive_moves(ctx: MoveContext, status: WorkloadGroupStatus, limits: Actuation
                 break
             write({"plan": plan.model_copy(update={"moves": moves}).wire(), "lastMoved": last_moved,
                    "movesTotal": total, "backoff": {w: b.wire() for w, b in backoff.items()}})
+            if start_only and not any(not m.terminal and m.phase in STARTING for m in moves):
+                break
     finally:
         pool.shutdown(wait=True)
     in_flight = sum(1 for m in moves if not m.terminal)

@@ -7,6 +7,8 @@ delivered that write yet; the write's response is authoritative).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import os
 import time
@@ -71,6 +73,8 @@ def membership(namespace: str, name: str, created: str, selector: Mapping[str, s
     return members, [g.name for g in others if g.name in conflicts], lost
 
 
+# Taint claims running beside a remediation plan's first moves (one task per group round at a time).
+_SIDE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgeweave-claims")
 CLAIM_PARALLEL = 8  # taint claims of one round at once: a read and a patch per node, each its own node
 
 
@@ -135,6 +139,7 @@ class GroupController:
     # -- one round ---------------------------------------------------------------------------------
     def round(self, body: Mapping[str, Any], indexes: Mapping[str, Any], plan_now: bool) -> bool:
         """Returns True while moves are in flight (the caller then ticks faster)."""
+        began = time.perf_counter()
         meta = body.get("metadata") or {}
         gen = meta.get("generation", 0)
         raw = self.current_status(body)
@@ -217,22 +222,60 @@ class GroupController:
         t0 = time.perf_counter()
         step = decide(inp)
         elapsed = time.perf_counter() - t0
-        self._act_taints(step.taint, breach, str(meta.get("uid") or ""), bool(meta.get("deletionTimestamp")))
-        if spec.memory_recovery.enabled and mode is Mode.Enforce:
-            self._prestage(workloads, all_devices, indexes, breach)
-        else:
-            self.release_prestage(all_devices)
-        for etype, reason, message in step.events:
-            act.event(self.ref(body), etype, reason, message)
-        if step.plan is not None:
-            metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
-            metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
-            if step.plan.kind.value != "Remediation":
-                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(step.plan.traffic_before)
-                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(step.plan.traffic_after)
-        # The plan is in status before any move starts: a restart resumes it instead of re-planning.
-        self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
-        return step.start_moves
+        remediating = step.start_moves and step.plan is not None and step.plan.kind.value == "Remediation"
+        # A remediation plan's moves do not wait for the taint claims (a read and a CAS patch of each
+        # breached node, 20 at once took seconds on a loaded machine): the replacements are steered to their
+        # targets, so the taint is not what keeps them off the breached devices. Claims run beside the plan
+        # write and the first moves; the round ends once both are done.
+        taints = functools.partial(self._act_taints, step.taint, breach, str(meta.get("uid") or ""),
+                                   bool(meta.get("deletionTimestamp")))
+        claims = _SIDE.submit(contextvars.copy_context().run, taints) if remediating and any(step.taint) else None
+        if claims is None:
+            taints()
+        # The first moves ask whether steering is live (a dry-run pod create, cached 2 s): asked beside the
+        # plan write, it is answered when they start.
+        probe = _SIDE.submit(act.steering_live, self.namespace) if remediating else None
+        try:
+            if spec.memory_recovery.enabled and mode is Mode.Enforce:
+                self._prestage(workloads, all_devices, indexes, breach)
+            else:
+                self.release_prestage(all_devices)
+            if not remediating:
+                for etype, reason, message in step.events:
+                    act.event(self.ref(body), etype, reason, message)
+            if step.plan is not None:
+                metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
+                metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
+                if step.plan.kind.value != "Remediation":
+                    metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(
+                        step.plan.traffic_before)
+                    metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(
+                        step.plan.traffic_after)
+            # The plan is in status before any move starts: a restart resumes it instead of re-planning.
+            self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
+            recorded_at = time.perf_counter()
+            if not remediating:
+                return step.start_moves
+            # Remediation: the moves start now, not a tick and a round later (the breach is already seconds
+            # old); the Events follow the evictions.
+            recorded = WorkloadGroupStatus.model_validate(self.current_status(body))
+            if recorded.plan is None or recorded.plan.id != inp.plan_id:
+                return True  # not the plan just decided: the next round resumes whatever status holds
+            driven = drive_moves(self.move_context(spec), recorded, spec.limits, self.key, self.ref(body),
+                                 lambda new: self.write(self.current_status(body), new), start_only=True)
+            # Where a breach's first seconds go, for whoever profiles it (one line per remediation plan).
+            self.logger.info("remediation plan %s: %d move(s); decided %.2fs into the round, recorded %.2fs "
+                             "later, moves started %.2fs after that (%d in flight)", inp.plan_id,
+                             len(step.plan.moves) if step.plan else 0, t0 - began, recorded_at - t0,
+                             time.perf_counter() - recorded_at, driven.in_flight)
+            for etype, reason, message in step.events:
+                act.event(self.ref(body), etype, reason, message)
+            return driven.in_flight > 0
+        finally:
+            if probe is not None:
+                probe.exception()  # waited for only; the moves ask again and handle what it says
+            if claims is not None:
+                claims.result()
 
     # -- gathering -----------------------------------------------------------------------------------
     def _read_telemetry(self, spec: WorkloadGroupSpec) -> Telemetry:
