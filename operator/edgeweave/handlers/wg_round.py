@@ -36,7 +36,7 @@ from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_depen
 from . import kube
 from .common import invalid_spec
 from .health import Backoff, describe_error
-from .indexes import devices_of, pods_on_nodes, sites_of
+from .indexes import devices_of, pods_on_nodes, sites_of, store_of
 from .state import Runtime
 from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
 from .wg_moves import drive_moves
@@ -156,9 +156,9 @@ class GroupController:
             status = WorkloadGroupStatus()  # a status we cannot read is rebuilt, never a crash loop
         act = self.rt.actuator
         mode = act.effective_mode(spec.mode)
-        groups = [g for g in indexes["groups_by_namespace"].get(self.namespace, ()) if isinstance(g, GroupRef)]
+        groups = [g for g in store_of(indexes["groups_by_namespace"], self.namespace) if isinstance(g, GroupRef)]
         members, conflicts, lost = membership(self.namespace, self.name, meta.get("creationTimestamp", ""),
-                                              spec.selector, list(indexes["pods_by_namespace"].get(self.namespace, ())),
+                                              spec.selector, store_of(indexes["pods_by_namespace"], self.namespace),
                                               groups)
         all_devices = devices_of(indexes["devices_index"])
         if spec.memory_recovery.enabled and mode is Mode.Enforce:
@@ -223,18 +223,13 @@ class GroupController:
         step = decide(inp)
         elapsed = time.perf_counter() - t0
         remediating = step.start_moves and step.plan is not None and step.plan.kind.value == "Remediation"
-        # A remediation plan's moves do not wait for the taint claims (a read and a CAS patch of each
-        # breached node, 20 at once took seconds on a loaded machine): the replacements are steered to their
-        # targets, so the taint is not what keeps them off the breached devices. Claims run beside the plan
-        # write and the first moves; the round ends once both are done.
         taints = functools.partial(self._act_taints, step.taint, breach, str(meta.get("uid") or ""),
                                    bool(meta.get("deletionTimestamp")))
-        claims = _SIDE.submit(contextvars.copy_context().run, taints) if remediating and any(step.taint) else None
-        if claims is None:
+        if not remediating:
             taints()
-        # The first moves ask whether steering is live (a dry-run pod create, cached 2 s): asked beside the
-        # plan write, it is answered when they start.
-        probe = _SIDE.submit(act.steering_live, self.namespace) if remediating else None
+        # A remediation plan's first moves ask whether steering is live (a dry-run pod create, cached 2 s):
+        # asked beside the plan write, it is answered when they start.
+        probe = _SIDE.submit(contextvars.copy_context().run, act.steering_live, self.namespace) if remediating else None
         try:
             if spec.memory_recovery.enabled and mode is Mode.Enforce:
                 self._prestage(workloads, all_devices, indexes, breach)
@@ -253,29 +248,38 @@ class GroupController:
                         step.plan.traffic_after)
             # The plan is in status before any move starts: a restart resumes it instead of re-planning.
             self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
-            recorded_at = time.perf_counter()
             if not remediating:
                 return step.start_moves
-            # Remediation: the moves start now, not a tick and a round later (the breach is already seconds
-            # old); the Events follow the evictions.
-            recorded = WorkloadGroupStatus.model_validate(self.current_status(body))
-            if recorded.plan is None or recorded.plan.id != inp.plan_id:
+            return self._start_remediation(spec, body, inp.plan_id, step, taints, began, t0)
+        finally:
+            if probe is not None:
+                probe.exception()  # waited for only; the moves ask again and handle what it says
+
+    def _start_remediation(self, spec: WorkloadGroupSpec, body: Mapping[str, Any], plan_id: str, step: Any,
+                           taints: Callable[[], None], began: float, decided: float) -> bool:
+        """The moves of a remediation plan just recorded start now, not a tick and a round later (the
+        breach is already seconds old). The taint claims (a read and a CAS patch of each breached node) and
+        the Events come after the evictions: the replacements are steered to their targets, so the taint is
+        not what keeps them off the breached devices, and 20 claims before the plan took seconds on a loaded
+        machine. Returns whether moves are in flight."""
+        recorded_at = time.perf_counter()
+        recorded = WorkloadGroupStatus.model_validate(self.current_status(body))
+        try:
+            if recorded.plan is None or recorded.plan.id != plan_id:
                 return True  # not the plan just decided: the next round resumes whatever status holds
             driven = drive_moves(self.move_context(spec), recorded, spec.limits, self.key, self.ref(body),
                                  lambda new: self.write(self.current_status(body), new), start_only=True)
             # Where a breach's first seconds go, for whoever profiles it (one line per remediation plan).
             self.logger.info("remediation plan %s: %d move(s); decided %.2fs into the round, recorded %.2fs "
-                             "later, moves started %.2fs after that (%d in flight)", inp.plan_id,
-                             len(step.plan.moves) if step.plan else 0, t0 - began, recorded_at - t0,
+                             "later, moves started %.2fs after that (%d in flight)", plan_id,
+                             len(step.plan.moves), decided - began, recorded_at - decided,
                              time.perf_counter() - recorded_at, driven.in_flight)
-            for etype, reason, message in step.events:
-                act.event(self.ref(body), etype, reason, message)
             return driven.in_flight > 0
         finally:
-            if probe is not None:
-                probe.exception()  # waited for only; the moves ask again and handle what it says
-            if claims is not None:
-                claims.result()
+            claims = _SIDE.submit(contextvars.copy_context().run, taints)
+            for etype, reason, message in step.events:
+                self.rt.actuator.event(self.ref(body), etype, reason, message)
+            claims.result()
 
     # -- gathering -----------------------------------------------------------------------------------
     def _read_telemetry(self, spec: WorkloadGroupSpec) -> Telemetry:
