@@ -623,7 +623,7 @@ class PeersBench(Bench):
             "move_messages": sorted({(m.get("message") or "")[:160] for m in plan.get("moves", [])})[:4]}
         result = {"paths": per_path, "observation_window_s": round(window_s, 1),
                   "operator_cpu_s_in_window": round(cpu1 - cpu0, 1) if cpu0 is not None and cpu1 is not None else None,
-                  "load_average": os.getloadavg()[0]}
+                  "load_average": os.getloadavg()[0], "devices": len(self.battery)}
         with open(self.out_dir / "rounds.jsonl", "a") as f:  # each round as it ends: a later failure keeps it
             f.write(json.dumps(result) + "\n")
         return result
@@ -749,6 +749,17 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _load_run(path: Path) -> dict[str, Any]:
+    """A run's result (the last line of its JSON), or the rounds.jsonl a run writes as each round ends (an
+    invocation cut short keeps its finished rounds: no restart figure then)."""
+    lines = path.read_text().strip().splitlines()
+    if path.suffix == ".jsonl":
+        rounds = [json.loads(ln) for ln in lines if ln.strip()]
+        return {"what": f"{len(rounds)} round(s) from {path.name}", "rounds": rounds, "restart_grace_error_s": None,
+                "devices": rounds[0].get("devices") if rounds else None}
+    return json.loads(lines[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "bench" / "out" / "remediation" / "peers.json"))
@@ -772,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="no run: combine earlier runs' JSON (files whose last line is a run's result) into one line")
     args = p.parse_args(argv)
     if args.combine:
-        results = [json.loads(Path(f).read_text().strip().splitlines()[-1]) for f in args.combine]
+        results = [_load_run(Path(f)) for f in args.combine]
         line = json.dumps({"what": "combined: " + "; ".join(r.get("what", "") for r in results[:1]),
                            **combine(results)})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
