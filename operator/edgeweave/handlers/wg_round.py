@@ -73,8 +73,8 @@ def membership(namespace: str, name: str, created: str, selector: Mapping[str, s
     return members, [g.name for g in others if g.name in conflicts], lost
 
 
-# Taint claims running beside a remediation plan's first moves (one task per group round at a time).
-_SIDE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgeweave-claims")
+# The steering probes asked beside a remediation plan's write (one per remediating round, each a dry-run).
+_SIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgeweave-probe")
 CLAIM_PARALLEL = 8  # taint claims of one round at once: a read and a patch per node, each its own node
 
 
@@ -276,10 +276,9 @@ class GroupController:
                              time.perf_counter() - recorded_at, driven.in_flight)
             return driven.in_flight > 0
         finally:
-            claims = _SIDE.submit(contextvars.copy_context().run, taints)
+            taints()
             for etype, reason, message in step.events:
                 self.rt.actuator.event(self.ref(body), etype, reason, message)
-            claims.result()
 
     # -- gathering -----------------------------------------------------------------------------------
     def _read_telemetry(self, spec: WorkloadGroupSpec) -> Telemetry:
