@@ -269,6 +269,8 @@ class PodWatch(threading.Thread):
                     if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                         self.deliver(ev["type"], obj)
             except Exception as err:  # noqa: BLE001 - the client raises on an ERROR event (410 Gone) or a broken stream
+                if self.halt.is_set():
+                    return  # the rounds are over and the cluster is going away
                 # Re-listed from now: changes in between are not seen (logged; none was, in the runs here).
                 log(f"pod watch re-listed: {type(err).__name__}: {str(err)[:200]}")
                 rv = None
@@ -404,6 +406,7 @@ class PeersBench(Bench):
                 rounds.append(self.measure_round(sets, r))
                 log(f"round {r + 1}/{a.rounds}: " + json.dumps(headline(rounds[-1]["paths"])))
         finally:
+            self.pod_watch.halt.set()
             labeller.halt.set()
             os.killpg(desched.pid, signal.SIGTERM)
             desched.wait(15)
