@@ -38,7 +38,7 @@ from .common import invalid_spec
 from .health import Backoff, describe_error
 from .indexes import devices_of, pods_on_nodes, sites_of, store_of
 from .state import Runtime
-from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
+from .wg_decide import BreachView, RoundInput, RoundStep, Telemetry, decide, prune_quiet, steering_step
 from .wg_moves import drive_moves
 
 PLURAL = "workloadgroups"
@@ -255,7 +255,7 @@ class GroupController:
             if probe is not None:
                 probe.exception()  # waited for only; the moves ask again and handle what it says
 
-    def _start_remediation(self, spec: WorkloadGroupSpec, body: Mapping[str, Any], plan_id: str, step: Any,
+    def _start_remediation(self, spec: WorkloadGroupSpec, body: Mapping[str, Any], plan_id: str, step: RoundStep,
                            taints: Callable[[], None], began: float, decided: float) -> bool:
         """The moves of a remediation plan just recorded start now, not a tick and a round later (the
         breach is already seconds old). The taint claims (a read and a CAS patch of each breached node) and
@@ -272,7 +272,7 @@ class GroupController:
             # Where a breach's first seconds go, for whoever profiles it (one line per remediation plan).
             self.logger.info("remediation plan %s: %d move(s); decided %.2fs into the round, recorded %.2fs "
                              "later, moves started %.2fs after that (%d in flight)", plan_id,
-                             len(step.plan.moves), decided - began, recorded_at - decided,
+                             len(step.plan.moves) if step.plan else 0, decided - began, recorded_at - decided,
                              time.perf_counter() - recorded_at, driven.in_flight)
             return driven.in_flight > 0
         finally:
