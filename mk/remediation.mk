@@ -5,8 +5,9 @@ REMEDIATION_OUT ?= bench/out/remediation
 
 ## bench-remediation: edgeweave against the stock paths (alerting rule -> Alertmanager -> NoExecute taint; node
 ## label + descheduler; NotReady), one 500-device kwok fleet, REMEDIATION_ROUNDS injections on it (reset in
-## between), then a SIGKILL half-way through a grace period (restart_grace_error_s). Last line: one JSON object,
-## median and 95% interval of each path's per-round p50/p95 (~4 min setup + ~4 min per round on 2 busy cores)
+## between), then a SIGKILL half-way through a grace period (restart_grace_error_s). One cluster tuned for failover
+## for every path (hack/devcluster.py KWOK_TUNED_OPTIONS, KCM_TUNED_FLAGS; --no-tuned: stock flags). Last line: one JSON object,
+## median and 95% interval of each path's per-round p50/p95 (~1.5 min setup + ~1.5 min per round at 500 devices)
 REMEDIATION_ROUNDS ?= 3
 bench-remediation: bench-remediation-peers
 

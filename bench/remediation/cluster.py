@@ -200,6 +200,7 @@ class Bench:
         self.op: subprocess.Popen | None = None
         self.op_log = out_dir / "operator.log"
         self.api = None
+        self.webhook_excluded: list[str] = []  # namespaces our pod webhook leaves alone (the peers')
 
     # plumbing
     def kubectl(self, *a: str) -> str:
@@ -214,7 +215,7 @@ class Bench:
         from kubernetes import client, config
 
         self.devcluster.stop()
-        self.kubeconfig = self.devcluster.start()
+        self.kubeconfig = self.devcluster.start(tuned=getattr(self.args, "tuned", False))
         self.api = config.new_client_from_config(config_file=str(self.kubeconfig))
         self.api.configuration.connection_pool_maxsize = 32
         self.api.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
@@ -260,7 +261,8 @@ class Bench:
     def start_operator(self) -> None:
         probe = free_port()
         argv = [sys.executable, "-m", "edgeweave.cli", "operator", "--standalone", "--probe-host", "127.0.0.1",
-                "--probe-port", str(probe), "--prometheus-url", self.prom.url, "--webhook-port", str(free_port())]
+                "--probe-port", str(probe), "--prometheus-url", self.prom.url, "--webhook-port", str(free_port()),
+                *(f"--webhook-exclude-namespace={ns}" for ns in self.webhook_excluded)]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "EDGEWEAVE_WORKERS": str(self.args.workers)}
         logf = open(self.op_log, "wb")  # noqa: SIM115 - owned by the child
         self.op = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO,

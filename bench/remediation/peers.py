@@ -49,6 +49,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import (  # noqa: E402 - a sibling script
     BATTERY,
+    BENCH_LABEL,
     BREACH_TAINT,
     FULL,
     GROUP,
@@ -81,6 +83,7 @@ PATH_LABEL = "bench.edgeweave.io/path"
 OK_LABEL = "bench.edgeweave.io/battery-ok"
 LOW_TAINT = "bench.edgeweave.io/battery-low"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+DARK_HOLDER = "bench-remediation-dark"  # holds a dark device's lease: kwok leaves a lease held by another alone
 PATHS = ("a", "b", "c", "d")
 OSC_LOW, OSC_HIGH = 35.0, 48.0
 NAMES = {"a": "alerting (Prometheus rule -> Alertmanager -> NoExecute taint)",
@@ -210,6 +213,70 @@ class Labeller(threading.Thread):
                     self.changes += 1
 
 
+class PodWatch(threading.Thread):
+    """The bench's pods through one watch: each change is stamped (monotonic) as it arrives. Between
+    `begin` and `attach` changes are kept, then handed to the handler in order; after `detach` they are
+    dropped. A watch that ends (timeout, 410 Gone) is re-listed and resumed."""
+
+    def __init__(self, core: Any, selector: str) -> None:
+        super().__init__(daemon=True)
+        self.core, self.selector = core, selector
+        self.lock = threading.Lock()
+        self.handler: Any = None
+        self.buffer: list[tuple[str, dict, float]] | None = None
+        self.halt = threading.Event()
+
+    def begin(self) -> None:
+        with self.lock:
+            self.buffer = []
+
+    def attach(self, handler: Any) -> None:
+        with self.lock:
+            for ev in self.buffer or []:
+                handler(*ev)
+            self.buffer, self.handler = None, handler
+
+    def detach(self) -> None:
+        with self.lock:
+            self.handler, self.buffer = None, None
+
+    def deliver(self, kind: str, pod: dict) -> None:
+        t = time.monotonic()
+        with self.lock:
+            if self.handler is not None:
+                self.handler(kind, pod, t)
+            elif self.buffer is not None:
+                self.buffer.append((kind, pod, t))
+
+    def run(self) -> None:
+        from kubernetes import watch
+
+        rv: str | None = None
+        while not self.halt.is_set():
+            try:
+                if rv is None:  # first start, or the server no longer has our version (410): from now on
+                    rv = json.loads(self.core.list_pod_for_all_namespaces(
+                        label_selector=self.selector, limit=1, _preload_content=False).data)["metadata"][
+                        "resourceVersion"]
+                for ev in watch.Watch().stream(self.core.list_pod_for_all_namespaces, label_selector=self.selector,
+                                               resource_version=rv, timeout_seconds=300, deserialize=False):
+                    if self.halt.is_set():
+                        return
+                    obj = ev.get("object")
+                    if not isinstance(obj, dict):
+                        continue
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                    if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        self.deliver(ev["type"], obj)
+            except Exception as err:  # noqa: BLE001 - the client raises on an ERROR event (410 Gone) or a broken stream
+                if self.halt.is_set():
+                    return  # the rounds are over and the cluster is going away
+                # Re-listed from now: changes in between are not seen (logged; none was, in the runs here).
+                log(f"pod watch re-listed: {type(err).__name__}: {str(err)[:200]}")
+                rv = None
+                time.sleep(0.5)
+
+
 class PeersBench(Bench):
     def start_pools(self, nodes: list[str]) -> dict[str, list[str]]:
         pools = {p: [n for i, n in enumerate(sorted(nodes)) if i % len(PATHS) == k] for k, p in enumerate(PATHS)}
@@ -281,8 +348,25 @@ class PeersBench(Bench):
         log(f"WorkloadGroup ContextSatisfied in {time.monotonic() - t:.1f}s")
 
     def go_dark(self, node: str) -> None:
-        """kwok stops managing the node: no status updates, no lease renewals. A heartbeat that stops."""
+        """The device's heartbeat stops: kwok stops writing its status, and its lease is taken from kwok so
+        nobody renews it. (The annotation alone does not do it: kwok 0.7 keeps renewing the lease of a node it
+        no longer manages, so before this the NotReady path never saw a device go NotReady.) The lease keeps
+        kwok's last renewal as its renew time: the heartbeat stopped then."""
         self.core.patch_node(node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: "stopped"}}})
+        self.coord.patch_namespaced_lease(node, "kube-node-lease", {"spec": {
+            "holderIdentity": DARK_HOLDER, "leaseDurationSeconds": 3600}})
+
+    def come_back(self, node: str) -> None:
+        """The heartbeat resumes: the lease goes back to kwok (renewed now, its own holder identity and
+        duration), and kwok manages the node again. kwok re-holds a lease only when it sees the node become
+        managed, so the lease is handed back first."""
+        held = next((ls for ls in self.coord.list_namespaced_lease("kube-node-lease", limit=50).items
+                     if ls.spec.holder_identity and ls.spec.holder_identity != DARK_HOLDER), None)
+        spec: dict[str, Any] = {"renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        if held is not None:
+            spec.update(holderIdentity=held.spec.holder_identity, leaseDurationSeconds=held.spec.lease_duration_seconds)
+        self.coord.patch_namespaced_lease(node, "kube-node-lease", {"spec": spec})
+        self.core.patch_node(node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: "fake"}}})
 
     def run(self) -> dict[str, Any]:
         a = self.args
@@ -291,6 +375,9 @@ class PeersBench(Bench):
         # No EdgeSites: none of the four paths reads them, and on this shared 2-core machine the operator's
         # start-up pass over 250 of them (EdgeSite overlap check, fleet-scale work of its own) took minutes.
         nodes = self.start_fleet(edgesites=self.args.edgesites)
+        from kubernetes import client
+
+        self.coord = client.CoordinationV1Api(self.api)
         pools = self.start_pools(nodes)
         self.pools = pools
         alerting = Alerting(self.out_dir, self.core, set(pools["a"]))
@@ -301,10 +388,15 @@ class PeersBench(Bench):
         labeller.labels = dict.fromkeys(pools["b"], "true")
         labeller.start()
         self.labeller = labeller
+        # The peers' pods never pass our pod webhook: a user of a stock path runs no edgeweave (and every pod
+        # creation of theirs waited on a busy operator's answer before).
+        self.webhook_excluded = [f"rem-p{p}" for p in PATHS if p != "d"]
         self.start_operator()
         sets = self.create_peer_workloads()
         self.create_group()
         desched = self.start_descheduler()
+        self.pod_watch = PodWatch(self.core, f"{BENCH_LABEL}=remediation")
+        self.pod_watch.start()
         setup_s = time.monotonic() - t_setup
         rounds = []
         try:
@@ -314,6 +406,7 @@ class PeersBench(Bench):
                 rounds.append(self.measure_round(sets, r))
                 log(f"round {r + 1}/{a.rounds}: " + json.dumps(headline(rounds[-1]["paths"])))
         finally:
+            self.pod_watch.halt.set()
             labeller.halt.set()
             os.killpg(desched.pid, signal.SIGTERM)
             desched.wait(15)
@@ -324,7 +417,9 @@ class PeersBench(Bench):
         return {
             "what": f"{len(nodes)} kwok devices in 4 pools, one per path; battery drop on many devices at once, "
                     f"every {a.oscillate_every}th oscillating 35<->48; grace {a.grace} s; {a.rounds} injection "
-                    "round(s) on one cluster",
+                    "round(s) on one cluster" + ("; cluster tuned for failover (every path)" if a.tuned else ""),
+            "cluster_flags": ({"kwok": {**self.devcluster.KWOK_TUNED_OPTIONS, "nodeStages": "kubelet-like heartbeat"},
+                               "kube-controller-manager": list(self.devcluster.KCM_TUNED_FLAGS)} if a.tuned else None),
             "devices": len(nodes), "grace_s": a.grace, "rounds": rounds, "restart": restart,
             "restart_grace_error_s": restart.get("restart_grace_error_s"), "setup_s": round(setup_s, 1),
             "load_average": os.getloadavg()[0],
@@ -367,18 +462,31 @@ class PeersBench(Bench):
             if v != FULL:
                 self.set_battery(n, FULL)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: self.core.patch_node(n, {"metadata": {"annotations": {
-                KWOK_NODE_ANNOTATION: "fake"}}}), sorted(self.dark)))
+            list(pool.map(self.come_back, sorted(self.dark)))
         keys = [k for p in PATHS for kind in ("requires", "indifferent") for k in sets[p][kind]]
+        back = time.monotonic()
+        nudged: dict[str, float] = {}
 
         def settled() -> bool:
             nodes = self.raw(self.core.list_node, label_selector="type=kwok")["items"]
+            clean = True
             for n in nodes:
                 taints = {tt["key"] for tt in n["spec"].get("taints") or []}
                 ready = any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
+                name = n["metadata"]["name"]
+                if not ready and name in self.dark and time.monotonic() - nudged.get(name, back) > 15:
+                    # kwok now and then leaves a device that came back with its Unknown status (seen once in
+                    # ten: the lease renewed, the node never re-initialised); it re-reads a node it starts
+                    # managing again, so the annotation goes off and on.
+                    self.core.patch_node(name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: "stopped"}}})
+                    self.core.patch_node(name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: "fake"}}})
+                    nudged[name] = time.monotonic()
+                    log(f"reset: {name} came back without a status; kwok told to manage it again")
                 if not ready or taints & {BREACH_TAINT, LOW_TAINT, "node.kubernetes.io/unreachable",
                                           "node.kubernetes.io/not-ready"}:
-                    return False
+                    clean = False
+            if not clean:
+                return False
             by = live_pods_by_workload(self.bench_pods())
             return all(len(by.get(k, [])) == 1 and pod_ready(by[k][0]) for k in keys)
 
@@ -401,6 +509,7 @@ class PeersBench(Bench):
             f"{len(dark)} of pool c going dark")
         cpu0 = proc_cpu_seconds(self.op.pid)
         alerts0, labels0 = len(self.alerting.events), self.labeller.changes
+        self.pod_watch.begin()  # changes from t0 on are kept until the round's handler takes them
         t0 = time.monotonic()
         for p in PATHS:
             for n in breaching[p]:
@@ -419,7 +528,40 @@ class PeersBench(Bench):
         dark_tainted: dict[str, float] = {}  # device -> seconds until the unreachable NoExecute taint
         diag = ThreadPoolExecutor(8)
         uids: dict[str, set[str]] = {k: {u} for k, u in first_uid.items()}
+        bound_seen: set[str] = set()
         on_osc_later: dict[str, int] = {}
+        requiring = {k for p in PATHS for k in sets[p]["requires"]}
+
+        def seen(kind: str, pod: dict, t: float) -> None:
+            """One pod change, stamped when the watch delivered it (a poll of every pod took seconds under
+            load: its stage times were the poll's, not the cluster's)."""
+            meta = pod["metadata"]
+            k = f"{meta['namespace']}/{(meta.get('labels') or {}).get('app', '')}"
+            if k not in uids:
+                return
+            uid, node = meta["uid"], pod["spec"].get("nodeName")
+            gone = kind == "DELETED" or bool(meta.get("deletionTimestamp"))
+            st = stages.get(k)
+            if uid == first_uid[k]:
+                if gone and st is not None:
+                    st.setdefault("evicted", t)
+                return
+            if not gone:
+                uids[k].add(uid)
+                if node and uid not in bound_seen:
+                    bound_seen.add(uid)
+                    if node in osc_all:
+                        on_osc_later[k] = on_osc_later.get(k, 0) + 1
+            if st is not None:  # a replacement (the earliest stage times are kept: the first move's)
+                st.setdefault("created", t)
+                if node:
+                    st.setdefault("bound", t)
+                if pod_ready(pod):
+                    st.setdefault("ready", t)
+            if k in requiring and not gone and node and pod_ready(pod) and good(node):
+                running.setdefault(k, t)
+
+        self.pod_watch.attach(lambda kind, pod, t_mono: seen(kind, pod, t_mono - t0))
         osc_state, osc_next = False, t0 + 2.0
         while (elapsed := time.monotonic() - t0) < a.window:
             if time.monotonic() >= osc_next:  # the noisy signal: 35 <-> 48 every 2 s
@@ -427,37 +569,7 @@ class PeersBench(Bench):
                 for n in osc_all:
                     self.set_battery(n, OSC_HIGH if osc_state else OSC_LOW)
                 osc_next += 2.0
-            raw = self.bench_pods()
-            by = live_pods_by_workload(raw)
             t = time.monotonic() - t0
-            seen_uids = set()
-            for pod in raw:
-                k = f"{pod['metadata']['namespace']}/{pod['metadata']['labels'].get('app', '')}"
-                uid = pod["metadata"]["uid"]
-                seen_uids.add(uid)
-                st = stages.get(k)
-                if st is None:
-                    continue
-                if uid == first_uid[k]:
-                    if pod["metadata"].get("deletionTimestamp"):
-                        st.setdefault("evicted", t)
-                else:  # a replacement (the earliest stage times are kept: the first move's)
-                    st.setdefault("created", t)
-                    if pod["spec"].get("nodeName"):
-                        st.setdefault("bound", t)
-                    if pod_ready(pod):
-                        st.setdefault("ready", t)
-            for k, st in stages.items():
-                if first_uid[k] not in seen_uids:
-                    st.setdefault("evicted", t)
-            for k, pods in by.items():
-                if k not in uids:
-                    continue
-                for pod in pods:
-                    if pod["metadata"]["uid"] not in uids[k]:
-                        uids[k].add(pod["metadata"]["uid"])
-                        if pod["spec"].get("nodeName") in osc_all:
-                            on_osc_later[k] = on_osc_later.get(k, 0) + 1
             todo = [n for n in sorted(dark) if n not in dark_tainted]
             for n, node in zip(todo, diag.map(lambda n: self.raw(self.core.read_node, n), todo), strict=True):
                 ready = next((c for c in node["status"].get("conditions") or [] if c["type"] == "Ready"), {})
@@ -465,15 +577,13 @@ class PeersBench(Bench):
                     dark_notready.setdefault(n, t)
                 if any(tt["key"] == "node.kubernetes.io/unreachable" for tt in node["spec"].get("taints") or []):
                     dark_tainted[n] = t
-            for p in PATHS:
-                for k in sets[p]["requires"]:
-                    if k not in running and any(pp["spec"].get("nodeName") and pod_ready(pp) and
-                                                good(pp["spec"]["nodeName"]) for pp in by.get(k, [])):
-                        running[k] = t
-            done = all(k in running for p in ("a", "b", "d") for k in sets[p]["requires"])
-            if done and all(k in running for k in sets["c"]["requires"]) and elapsed >= a.min_window:
+            with self.pod_watch.lock:
+                done = all(k in running for p in ("a", "b", "d") for k in sets[p]["requires"])
+                done_c = all(k in running for k in sets["c"]["requires"])
+            if done and done_c and elapsed >= a.min_window:
                 break
-            time.sleep(0.3)
+            time.sleep(0.5)
+        self.pod_watch.detach()
         window_s = time.monotonic() - t0
         cpu1 = proc_cpu_seconds(self.op.pid)
         end = live_pods_by_workload(self.bench_pods())
@@ -510,10 +620,13 @@ class PeersBench(Bench):
         plan = st.get("plan") or {}
         per_path["d"]["group"] = {
             "conditions": {c["type"]: f"{c.get('reason')}: {c.get('message', '')[:200]}" for c in st.get("conditions", [])},
-            "plan": plan.get("summary"), "skipped": [x.get("reason", "")[:200] for x in plan.get("skipped", [])[:3]]}
+            "plan": plan.get("summary"), "skipped": [x.get("reason", "")[:200] for x in plan.get("skipped", [])[:3]],
+            "moves_by_phase": {ph: sum(1 for m in plan.get("moves", []) if m.get("phase") == ph)
+                               for ph in sorted({m.get("phase", "") for m in plan.get("moves", [])})},
+            "move_messages": sorted({(m.get("message") or "")[:160] for m in plan.get("moves", [])})[:4]}
         result = {"paths": per_path, "observation_window_s": round(window_s, 1),
                   "operator_cpu_s_in_window": round(cpu1 - cpu0, 1) if cpu0 is not None and cpu1 is not None else None,
-                  "load_average": os.getloadavg()[0]}
+                  "load_average": os.getloadavg()[0], "devices": len(self.battery)}
         with open(self.out_dir / "rounds.jsonl", "a") as f:  # each round as it ends: a later failure keeps it
             f.write(json.dumps(result) + "\n")
         return result
@@ -639,6 +752,17 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _load_run(path: Path) -> dict[str, Any]:
+    """A run's result (the last line of its JSON), or the rounds.jsonl a run writes as each round ends (an
+    invocation cut short keeps its finished rounds: no restart figure then)."""
+    lines = path.read_text().strip().splitlines()
+    if path.suffix == ".jsonl":
+        rounds = [json.loads(ln) for ln in lines if ln.strip()]
+        return {"what": f"{len(rounds)} round(s) from {path.name}", "rounds": rounds, "restart_grace_error_s": None,
+                "devices": rounds[0].get("devices") if rounds else None}
+    return json.loads(lines[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "bench" / "out" / "remediation" / "peers.json"))
@@ -654,12 +778,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-window", type=float, default=30.0)
     p.add_argument("--edgesites", action=argparse.BooleanOptionalAction, default=False,
                    help="also create the fleet's EdgeSites (off by default: no path reads them)")
+    p.add_argument("--tuned", action=argparse.BooleanOptionalAction, default=True,
+                   help="the cluster tuned for failover, for every path (hack/devcluster.py KWOK_TUNED_CONFIG, "
+                        "KCM_TUNED_FLAGS)")
     p.add_argument("--rounds", type=int, default=1, help="injection rounds on the one cluster (reset in between)")
     p.add_argument("--combine", nargs="+", metavar="JSON", default=None,
                    help="no run: combine earlier runs' JSON (files whose last line is a run's result) into one line")
     args = p.parse_args(argv)
     if args.combine:
-        results = [json.loads(Path(f).read_text().strip().splitlines()[-1]) for f in args.combine]
+        results = [_load_run(Path(f)) for f in args.combine]
         line = json.dumps({"what": "combined: " + "; ".join(r.get("what", "") for r in results[:1]),
                            **combine(results)})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

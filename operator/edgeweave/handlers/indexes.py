@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kopf
 from pydantic import ValidationError
 
 from ..api.edgesite import EdgeSiteSpec
 from ..placement.inventory import Device, PodInfo, device_from_node, pod_info
+
+_T = TypeVar("_T")
 
 
 @kopf.index("nodes")
@@ -55,15 +60,52 @@ def pods_by_namespace(body: kopf.Body, namespace: str, **_: Any) -> dict[str, Po
     return {namespace: _PODS.info(body)}
 
 
-def _snapshot(read: Any) -> Any:
-    """Rounds read kopf's indexes from worker threads while the event loop updates them: a read that met a
-    change ("dictionary changed size during iteration") is simply read again."""
-    for _ in range(8):
+# The event loop that owns kopf's indexes: kopf changes them there, one whole object at a time.
+_LOOP: asyncio.AbstractEventLoop | None = None
+SNAPSHOT_TIMEOUT_S = 30.0
+
+
+def bind_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Called once at start-up, on the loop kopf runs (and updates its indexes) on."""
+    global _LOOP
+    _LOOP = loop
+
+
+def _snapshot(read: Callable[[], _T]) -> _T:
+    """`read` run where kopf changes the indexes: on its event loop, between two of its updates. Rounds run
+    in worker threads; iterating an index there while the loop updates it raised "dictionary changed size
+    during iteration", and even a read that did not raise could see a pod that moved on both devices or
+    on none. On the loop the read is one consistent view. Called on the loop itself (or with no loop
+    bound: unit tests, scripts) it reads directly: nothing can interleave then."""
+    loop = _LOOP
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if loop is None or here is loop or loop.is_closed() or not loop.is_running():
+        return read()
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def on_loop() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
         try:
-            return read()
-        except RuntimeError:
-            continue
-    return read()
+            done.set_result(read())
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            done.set_exception(err)
+
+    loop.call_soon_threadsafe(on_loop)
+    try:
+        return done.result(timeout=SNAPSHOT_TIMEOUT_S)
+    except concurrent.futures.TimeoutError:
+        # The loop is stuck or stopping: the caller's round fails and backs off rather than hang.
+        done.cancel()
+        raise TimeoutError(f"kopf's event loop did not answer an index read in {SNAPSHOT_TIMEOUT_S:.0f}s") from None
+
+
+def store_of(index: kopf.Index, key: Any) -> list[Any]:
+    """The values kopf keeps under one key of an index, as one consistent list."""
+    return _snapshot(lambda: list(index.get(key, ())))
 
 
 def devices_of(index: kopf.Index) -> list[Device]:
@@ -83,9 +125,12 @@ def sites_index(body: kopf.Body, name: str, **_: Any) -> dict[str, EdgeSiteSpec 
 
 
 def sites_of(index: kopf.Index) -> dict[str, EdgeSiteSpec]:
-    out = {}
-    for name, store in index.items():
-        spec = next(iter(store), None)
-        if spec is not None:
-            out[name] = spec
-    return out
+    def read() -> dict[str, EdgeSiteSpec]:
+        out = {}
+        for name, store in index.items():
+            spec = next(iter(store), None)
+            if spec is not None:
+                out[name] = spec
+        return out
+
+    return _snapshot(read)

@@ -211,6 +211,9 @@ def main(argv: list[str]) -> int:
     @kopf.on.startup()
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure(settings)
+        from . import indexes  # loaded with the handlers above
+
+        indexes.bind_loop(asyncio.get_running_loop())  # index reads from round threads run on this loop
         # Group rounds run in asyncio's default executor (asyncio.to_thread), min(32, cores + 4) threads:
         # 6 here. A round mostly waits on the API server, so at a few hundred groups six threads left
         # moves queued for minutes with the operator's core idle (measured: 500 devices, 125 groups).

@@ -269,8 +269,11 @@ def _remediation(inp: RoundInput, b: BreachView) -> tuple[Cond, Plan | None, lis
                             margin=b.margin, graph=graph)
     previous = inp.status.plan
     if (not plan.empty and previous is not None and previous.summary == plan.summary
-            and previous.kind == plan.kind.value and previous.mode is mode):
+            and previous.kind == plan.kind.value and previous.mode is mode
+            and {m.id for m in previous.moves} == {m.id for m in plan.moves}):
         # The same remediation is already recorded (a dry run, or moves that ended): no new plan, no Event.
+        # The same moves, not just the same summary: a new breach of as many devices ("20 move(s) off 19
+        # breached device(s)" again, the pods now elsewhere) was taken for the last one and never moved.
         return Cond.of(T.Remediating, False, Reason.Recorded, plan.summary), None, []
     if plan.empty:
         reason = "; ".join(s.reason for s in plan.skipped)[:900] or "no movable workload"

@@ -7,6 +7,8 @@ delivered that write yet; the write's response is authoritative).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import os
 import time
@@ -34,9 +36,9 @@ from ..telemetry.prometheus import PrometheusClient, TelemetryError, fetch_depen
 from . import kube
 from .common import invalid_spec
 from .health import Backoff, describe_error
-from .indexes import devices_of, pods_on_nodes, sites_of
+from .indexes import devices_of, pods_on_nodes, sites_of, store_of
 from .state import Runtime
-from .wg_decide import BreachView, RoundInput, Telemetry, decide, prune_quiet, steering_step
+from .wg_decide import BreachView, RoundInput, RoundStep, Telemetry, decide, prune_quiet, steering_step
 from .wg_moves import drive_moves
 
 PLURAL = "workloadgroups"
@@ -90,6 +92,8 @@ def index_behind_moves(moves: Sequence[MoveStatus], members: Sequence[PodInfo], 
     return False
 
 
+# The steering probes asked beside a remediation plan's write (one per remediating round, each a dry-run).
+_SIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgeweave-probe")
 CLAIM_PARALLEL = 8  # taint claims of one round at once: a read and a patch per node, each its own node
 
 
@@ -154,6 +158,7 @@ class GroupController:
     # -- one round ---------------------------------------------------------------------------------
     def round(self, body: Mapping[str, Any], indexes: Mapping[str, Any], plan_now: bool) -> bool:
         """Returns True while moves are in flight (the caller then ticks faster)."""
+        began = time.perf_counter()
         meta = body.get("metadata") or {}
         gen = meta.get("generation", 0)
         raw = self.current_status(body)
@@ -170,9 +175,9 @@ class GroupController:
             status = WorkloadGroupStatus()  # a status we cannot read is rebuilt, never a crash loop
         act = self.rt.actuator
         mode = act.effective_mode(spec.mode)
-        groups = [g for g in indexes["groups_by_namespace"].get(self.namespace, ()) if isinstance(g, GroupRef)]
+        groups = [g for g in store_of(indexes["groups_by_namespace"], self.namespace) if isinstance(g, GroupRef)]
         members, conflicts, lost = membership(self.namespace, self.name, meta.get("creationTimestamp", ""),
-                                              spec.selector, list(indexes["pods_by_namespace"].get(self.namespace, ())),
+                                              spec.selector, store_of(indexes["pods_by_namespace"], self.namespace),
                                               groups)
         all_devices = devices_of(indexes["devices_index"])
         if spec.memory_recovery.enabled and mode is Mode.Enforce:
@@ -241,24 +246,64 @@ class GroupController:
         t0 = time.perf_counter()
         step = decide(inp)
         elapsed = time.perf_counter() - t0
-        self._act_taints(step.taint, breach, str(meta.get("uid") or ""), bool(meta.get("deletionTimestamp")))
-        if spec.memory_recovery.enabled and mode is Mode.Enforce:
-            self._prestage(workloads, all_devices, indexes, breach)
-        else:
-            self.release_prestage(all_devices)
-        if step.plan is not None:
-            metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
-            metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
-            if step.plan.kind.value != "Remediation":
-                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(step.plan.traffic_before)
-                metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(step.plan.traffic_after)
-        # The plan is in status before any move starts: a restart resumes it instead of re-planning.
-        self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
-        # Events after the write: each is a request of its own, and under a loaded API server the plan waited
-        # for them to reach status (a tenth of the burst's samples were event POSTs ahead of the write).
-        for etype, reason, message in step.events:
-            act.event(self.ref(body), etype, reason, message)
-        return step.start_moves
+        remediating = step.start_moves and step.plan is not None and step.plan.kind.value == "Remediation"
+        taints = functools.partial(self._act_taints, step.taint, breach, str(meta.get("uid") or ""),
+                                   bool(meta.get("deletionTimestamp")))
+        if not remediating:
+            taints()
+        # A remediation plan's first moves ask whether steering is live (a dry-run pod create, cached 2 s):
+        # asked beside the plan write, it is answered when they start.
+        probe = _SIDE.submit(contextvars.copy_context().run, act.steering_live, self.namespace) if remediating else None
+        try:
+            if spec.memory_recovery.enabled and mode is Mode.Enforce:
+                self._prestage(workloads, all_devices, indexes, breach)
+            else:
+                self.release_prestage(all_devices)
+            if step.plan is not None:
+                metrics.PLAN_SECONDS.labels(step.plan.kind.value).observe(elapsed)
+                metrics.PLANS.labels(step.plan.kind.value, mode.value).inc()
+                if step.plan.kind.value != "Remediation":
+                    metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "before").set(
+                        step.plan.traffic_before)
+                    metrics.CROSS_DEVICE_TRAFFIC.labels(self.namespace, self.name, "after").set(
+                        step.plan.traffic_after)
+            # The plan is in status before any move starts: a restart resumes it instead of re-planning.
+            self.write(raw, {**step.status, "conditions": apply(raw.get("conditions"), step.conditions, gen)})
+            if not remediating:
+                # Events after the write: each is a request of its own, and under a loaded API server the plan
+                # waited for them to reach status (a tenth of the burst's samples were event POSTs ahead of it).
+                for etype, reason, message in step.events:
+                    act.event(self.ref(body), etype, reason, message)
+                return step.start_moves
+            return self._start_remediation(spec, body, inp.plan_id, step, taints, began, t0)
+        finally:
+            if probe is not None:
+                probe.exception()  # waited for only; the moves ask again and handle what it says
+
+    def _start_remediation(self, spec: WorkloadGroupSpec, body: Mapping[str, Any], plan_id: str, step: RoundStep,
+                           taints: Callable[[], None], began: float, decided: float) -> bool:
+        """The moves of a remediation plan just recorded start now, not a tick and a round later (the
+        breach is already seconds old). The taint claims (a read and a CAS patch of each breached node) and
+        the Events come after the evictions: the replacements are steered to their targets, so the taint is
+        not what keeps them off the breached devices, and 20 claims before the plan took seconds on a loaded
+        machine. Returns whether moves are in flight."""
+        recorded_at = time.perf_counter()
+        recorded = WorkloadGroupStatus.model_validate(self.current_status(body))
+        try:
+            if recorded.plan is None or recorded.plan.id != plan_id:
+                return True  # not the plan just decided: the next round resumes whatever status holds
+            driven = drive_moves(self.move_context(spec), recorded, spec.limits, self.key, self.ref(body),
+                                 lambda new: self.write(self.current_status(body), new), start_only=True)
+            # Where a breach's first seconds go, for whoever profiles it (one line per remediation plan).
+            self.logger.info("remediation plan %s: %d move(s); decided %.2fs into the round, recorded %.2fs "
+                             "later, moves started %.2fs after that (%d in flight)", plan_id,
+                             len(step.plan.moves) if step.plan else 0, decided - began, recorded_at - decided,
+                             time.perf_counter() - recorded_at, driven.in_flight)
+            return driven.in_flight > 0
+        finally:
+            taints()
+            for etype, reason, message in step.events:
+                self.rt.actuator.event(self.ref(body), etype, reason, message)
 
     # -- gathering -----------------------------------------------------------------------------------
     def _read_telemetry(self, spec: WorkloadGroupSpec) -> Telemetry:

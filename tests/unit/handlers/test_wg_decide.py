@@ -140,6 +140,27 @@ def test_breach_on_a_hosting_device_remediates() -> None:
     assert step.status["plan"]["moves"][0]["contextChangedAt"] == rfc3339(NOW - 60)
 
 
+def test_a_new_breach_with_the_same_summary_is_remediated_again() -> None:
+    """The last plan's moves all ended; a second breach that reads the same ("1 move(s) off 1 breached
+    device(s)") but moves another pod from another device is a new plan, not "already recorded"."""
+    spec = WorkloadGroupSpec(selector={"g": "1"}, requirements=[{"element": "BatteryPercent", "operator": "Gte",
+                                                                 "value": "50"}])
+    first = decide(inp(spec=spec, breach=breach_view()))
+    done = dict(first.status["plan"], moves=[dict(m, phase="Done") for m in first.status["plan"]["moves"]])
+    recorded = WorkloadGroupStatus.model_validate({"plan": done})
+    # The same breach again: already recorded.
+    same = decide(inp(spec=spec, status=recorded, breach=breach_view(), plan_id="p2", telemetry=None))
+    assert "plan" not in same.status and cond(same, "Remediating").reason == "Recorded"
+    # The pod now runs on b, and b breaches: same summary, other move.
+    moved = decide(inp(spec=spec, status=recorded, plan_id="p2", telemetry=None, members=[member("api", "b"), member("cache", "a")],
+                       workloads=[wl("api", "b"), wl("cache", "a")],
+                       breach=breach_view(breaches={"b": [BreachReason("ns/g", "battery", "BatteryPercent 10 < 50")]},
+                                          requirements_ok=lambda w, d: d.name != "b")))
+    assert moved.plan is not None and moved.plan.summary == first.plan.summary
+    assert moved.start_moves and moved.status["plan"]["id"] == "p2"
+    assert {m["fromNode"] for m in moved.status["plan"]["moves"]} == {"b"}
+
+
 def rolled_back(message: str = "landed on c") -> MoveStatus:
     return MoveStatus(id="m", workload="api", pod="ns/api-1", from_node="a", to_node="b", reason="r",
                       phase=MovePhase.RolledBack, message=message)
