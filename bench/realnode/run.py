@@ -264,6 +264,9 @@ def gpujob_on_real_nodes(core, custom, kubeconfig: Path, bins: Path, rd: Path, t
         st = wait_for(lambda: (s := (custom.get_namespaced_custom_object(GROUP, VERSION, ns, "gpujobs", "sax")
                                      .get("status") or {})).get("phase") in ("Succeeded", "Failed") and s,
                       timeout, "the GpuJob to finish", exc=RuntimeError)
+        if st["phase"] == "Failed" and not st.get("pods"):  # refused (e.g. its image): say why, not "timed out"
+            ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
+            raise RuntimeError(f"GpuJob Failed before it ran: {ready.get('reason')}: {ready.get('message')}")
         secs = time.monotonic() - t0
         pods = core.list_namespaced_pod(ns, label_selector="edgeweave.io/gpujob=sax").items
         matches = st["phase"] == "Succeeded" and bool(pods)
