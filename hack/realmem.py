@@ -423,3 +423,80 @@ def sigkill_and_replace(core, ns: str, pod: Any, writer_pid: int) -> None:
     except ProcessLookupError:  # the kubelet was first
         pass
     _wait(lambda: not Path(f"/proc/{writer_pid}").exists(), 30, "the writer to die")
+
+
+def operator_driven(core, apps, custom, prom, nodes: list[Any], ns: str, image: str, base: Path,
+                    operator_log: Callable[[], str], timeout: float = 240.0) -> dict:
+    """The whole operator-driven scenario in namespace `ns` (the operator watches it, its webhook is live):
+    the stateful pod on nodes[0], the client pinned to nodes[1]; the operator moves the pod (aggregation),
+    then the moved pod is SIGKILLed and force-deleted. Returns what happened (the caller asserts or
+    reports): `move` and `kill` (replacement_result of each), `move_status`, `deployment_unchanged`.
+    Removes its pods and PV before it returns."""
+    from demo import deployment, service
+
+    src, dst = nodes[0], nodes[1]
+    base.chmod(0o755)
+    try:
+        prepare_store(core, ns, base, nodes)
+        start_agents(core, nodes, ns, image, base, timeout)
+        core.create_namespaced_service(ns, service("demo-server", APP))
+        apps.create_namespaced_deployment(ns, stateful_app(base, image, prefer=src.name))
+        pod1, _ = writer_ready(core, ns, base, timeout)
+        uid1 = pod1.metadata.uid
+        if pod1.spec.node_name != src.name:
+            raise RuntimeError(f"the stateful pod started on {pod1.spec.node_name}, not on {src.name}")
+        cl = deployment("demo-client", "client", "kvg", env={
+            "SOURCE_WORKLOAD": "demo-client", "DESTINATION_WORKLOAD": APP, "INTERVAL_MS": "20",
+            "REQUEST_BYTES": "32768"})
+        cl["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"] = dst.name  # only kv can move
+        apps.create_namespaced_deployment(ns, cl)
+        query = f'sum(rate(edgeweave_flow_bytes_total{{namespace="{ns}"}}[15s]))'
+        _wait(lambda: (r := prom.query(query)) and float(r[0]["value"][1]) > 1e5, 120,
+              "Prometheus to see the client's bytes to the stateful server")
+        steady_writes(base, uid1)
+        dep = apps.read_namespaced_deployment(APP, ns)
+        before = (dep.metadata.generation, dep.spec.template.to_dict())
+
+        t0 = time.monotonic()
+        custom.create_namespaced_custom_object("edgeweave.io", "v1alpha1", ns, "workloadgroups", memory_group("kvg"))
+        moved = replacement_result(core, ns, base, uid1, timeout)
+        moved["group_to_recovered_s"] = round(time.monotonic() - t0, 2)
+
+        def done() -> dict | None:
+            st = custom.get_namespaced_custom_object("edgeweave.io", "v1alpha1", ns, "workloadgroups",
+                                                     "kvg").get("status") or {}
+            ms = (st.get("plan") or {}).get("moves") or []
+            return ms[0] if st.get("movesTotal") == 1 and ms and ms[0]["phase"] == "Done" else None
+
+        move = _wait(done, 60, "the move Done in the group's status")
+        dep = apps.read_namespaced_deployment(APP, ns)
+        unchanged = (dep.metadata.generation, dep.spec.template.to_dict()) == before \
+            and not dep.spec.template.spec.init_containers
+
+        pod2, ready2 = writer_ready(core, ns, base, timeout, not_uid={uid1})
+        uid2 = pod2.metadata.uid
+        _wait(lambda: f"{uid2} on {pod2.spec.node_name}" in operator_log(), 60,
+              "the operator's standing registration for the moved pod")
+        steady_writes(base, uid2)
+        t1 = time.monotonic()
+        sigkill_and_replace(core, ns, pod2, int(ready2["pid"]))
+        killed = replacement_result(core, ns, base, uid2, timeout)
+        killed["kill_to_recovered_s"] = round(time.monotonic() - t1, 2)
+        return {"move": moved, "kill": killed, "move_status": move, "deployment_unchanged": unchanged,
+                "uids": [uid1, uid2], "moved_pod": pod2.metadata.name, "nodes": [src.name, dst.name],
+                "ips": [src.ip, dst.ip]}
+    finally:
+        for d in ("demo-client", APP):
+            try:
+                apps.delete_namespaced_deployment(d, ns)
+            except Exception:  # noqa: BLE001 - never made
+                pass
+        try:
+            _wait(lambda: not app_pods(core, ns), 60, "the app pods to go")
+            remove_pods(core, ns, [f"agent-{n.name}" for n in nodes])
+        except RuntimeError:
+            pass
+        try:
+            core.delete_persistent_volume(f"{ns}-{STORE_CLAIM}")
+        except Exception:  # noqa: BLE001 - never made
+            pass
