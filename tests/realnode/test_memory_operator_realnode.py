@@ -14,15 +14,13 @@ same init container (source: B's agent), and again every acknowledged write is t
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from .conftest import RealCluster, clusterkit
 
-pytestmark = [pytest.mark.realnode,
-              pytest.mark.skipif(not os.environ.get("EDGEWEAVE_REALNODE_MEMORY"),
-                                 reason="opt-in: EDGEWEAVE_REALNODE_MEMORY=1 (make test-realnode-memory)")]
+# In the default suite since session 5: 5 consecutive passes at nice 10, load 8-16 (docs/memory.md).
+pytestmark = pytest.mark.realnode
 realmem = clusterkit.load_hack("realmem")
 
 
