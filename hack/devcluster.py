@@ -271,6 +271,7 @@ def audit_log_path() -> Path:
 
 def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False, tuned: bool = False) -> Path:
     rd = run_dir()
+    _reap_children(rd)
     if running():
         log(f"already running (state in {rd}); `stop` first")
         return kubeconfig_path()
@@ -379,8 +380,33 @@ def start(*, wait_nodes_controller: bool = True, fleet_scale: bool = False, tune
     return kubeconfig
 
 
+def _reap_children(rd: Path) -> None:
+    """What a killed test session left (its Prometheus, its operators: hack/reaper.py records)."""
+    sys.path.insert(0, str(HERE))
+    import reaper  # noqa: PLC0415 - hack/ is a script dir
+
+    for what in reaper.reap(rd):
+        log(f"reaped {what}, left by a session that is gone")
+
+
+def _recorded_alive(pid_file: Path) -> bool:
+    """The pid in `pid_file` is alive and started before the file was written: a recycled pid (a later
+    process) is never killed."""
+    pid = int(pid_file.read_text())
+    if not _alive(pid):
+        return False
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                    if ln.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= pid_file.stat().st_mtime + 2.0
+
+
 def stop() -> None:
     rd = run_dir()
+    _reap_children(rd)
     if (rd / "realnodes" / "state.json").exists():  # real nodes first: their kubelets talk to the API server
         sys.path.insert(0, str(HERE))
         import realnodes as realnode  # noqa: PLC0415 - only when a run made real nodes
@@ -393,6 +419,9 @@ def stop() -> None:
     files = sorted(pids_dir.glob("*.pid"), key=lambda p: order.index(p.stem) if p.stem in order else -1)
     for pid_file in files:
         pid = int(pid_file.read_text())
+        if not _recorded_alive(pid_file):
+            pid_file.unlink()
+            continue
         for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # hack/ is a script dir
+import reaper  # noqa: E402
 
 
 class _Quiet(WSGIRequestHandler):
@@ -77,8 +81,12 @@ class ControlledSeries:
 
 
 class PromStack:
-    def __init__(self, prom_port: int, exporter_port: int) -> None:
+    def __init__(self, prom_port: int, exporter_port: int, record_dir: Path | None = None) -> None:
+        """`record_dir`: a run dir; the Prometheus process is recorded there (hack/reaper.py) so that the
+        next start reaps it if this process is killed before it could stop it."""
         self.prom_port, self.exporter_port = prom_port, exporter_port
+        self.record_dir = record_dir
+        self._record: Path | None = None
         self.series = ControlledSeries()
         registry = CollectorRegistry()
         registry.register(self.series)
@@ -104,7 +112,9 @@ class PromStack:
             [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.prom_port}", "--storage.tsdb.retention.time=1h",
              "--query.lookback-delta=30s"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=reaper.die_with_parent)
+        if self.record_dir is not None:
+            self._record = reaper.record(self.record_dir, f"test-prometheus-{self.prom_port}", self.proc.pid)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -124,6 +134,8 @@ class PromStack:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        reaper.forget(self._record)
+        self._record = None
 
     def close(self) -> None:
         self.stop()

@@ -15,6 +15,6 @@ bench-memory: memory-deps
 test-memory:
 	$(PY) -m pytest -q tests/unit/memory tests/e2e/memory
 
-## test-realnode-memory: a region restored on another real node after a SIGKILL (root; opt-in, not in `make test`)
+## test-realnode-memory: only the real-node memory tests (also in `make test`): after the operator's move and after a SIGKILL (its ReplicaSet's replacement), and the bare SIGKILL scenario (root)
 test-realnode-memory:
-	EDGEWEAVE_REALNODE_MEMORY=1 $(PY) -m pytest -q -rs tests/realnode/test_memory_realnode.py
+	$(PY) -m pytest -q -rs tests/realnode/test_memory_operator_realnode.py tests/realnode/test_memory_realnode.py

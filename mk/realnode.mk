@@ -9,6 +9,6 @@ images:
 test-realnode:
 	$(PY) -m pytest -q tests/realnode
 
-## bench-realnode: node Ready time, dependency -> co-located (DryRun baseline), 2-replica move, uplink down -> serving (host agents), GpuJob output; last line is JSON
+## bench-realnode: node Ready time, dependency -> co-located (DryRun baseline), 2-replica move, uplink down -> serving (host agents), GpuJob output, memory restored after the operator's move and after a SIGKILL; last line is JSON
 bench-realnode:
 	$(PY) bench/realnode/run.py $(BENCH_REALNODE_ARGS)

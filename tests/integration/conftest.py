@@ -35,6 +35,7 @@ os.environ.setdefault("EDGEWEAVE_KWOK_PORT", "22280")
 
 sys.path.insert(0, str(REPO / "hack"))
 import clusterkit  # noqa: E402 - hack/ is a script dir
+import reaper  # noqa: E402
 
 devcluster = clusterkit.load_hack("devcluster")
 PromStack = clusterkit.load_hack("promstack").PromStack
@@ -110,6 +111,7 @@ class OperatorProcess:
     proc: subprocess.Popen
     log_path: Path
     probe_port: int
+    record: Path | None = None  # hack/reaper.py's record of it in the run dir, dropped once it is stopped
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -118,6 +120,7 @@ class OperatorProcess:
         """Die as a crashed or OOM-killed replica does: no handler runs, nothing is released."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        reaper.forget(self.record)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -127,6 +130,7 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        reaper.forget(self.record)
 
 
 _STARTED: list[OperatorProcess] = []  # every operator this session started (live ones: `paused_operators`)
@@ -163,9 +167,12 @@ def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | 
         args += ["--standalone"]
     args += list(extra)
     logf = open(log_path, "wb")  # noqa: SIM115 - owned by the child
+    # Dies with this session (PDEATHSIG) and is recorded in the run dir, so that a session killed from
+    # outside (even while `paused_operators` has it SIGSTOPped) leaves no operator: the next start reaps it.
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env={**cluster.env(), **(env or {})},
-                            cwd=REPO, start_new_session=True)
-    op = OperatorProcess(proc=proc, log_path=log_path, probe_port=port)
+                            cwd=REPO, start_new_session=True, preexec_fn=reaper.die_with_parent)
+    op = OperatorProcess(proc=proc, log_path=log_path, probe_port=port,
+                         record=reaper.record(devcluster.run_dir(), f"operator-{port}", proc.pid))
     _STARTED.append(op)
     import urllib.request
 
@@ -184,7 +191,7 @@ def start_operator(cluster: Cluster, tmp_dir: Path, *extra: str, peering: str | 
 
 @pytest.fixture(scope="session")
 def prometheus() -> Iterator[PromStack]:
-    stack = PromStack(prom_port=free_port(), exporter_port=free_port())
+    stack = PromStack(prom_port=free_port(), exporter_port=free_port(), record_dir=devcluster.run_dir())
     stack.start()
     try:
         yield stack

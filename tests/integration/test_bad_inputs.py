@@ -156,6 +156,8 @@ def test_admitted_faults_get_a_condition_and_an_event(cluster: Cluster, hardened
     wait_for(lambda: case.event in warning_reasons(cluster, ns, name), 30, f"{case.id}: Warning Event {case.event}")
     if case.kind == "GpuJob":
         assert not cluster.core.list_namespaced_pod(ns, label_selector=f"edgeweave.io/gpujob={name}").items
+        if reason == "InvalidSpec":  # never started and never will: not a job that looks still pending
+            assert (read(cluster, case, name, ns).get("status") or {}).get("phase") == "Failed"
     delete(cluster, case, name, ns)
 
 

@@ -6,17 +6,13 @@ every write the workload acknowledged is there (hack/realmem.py)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from .conftest import RealCluster, clusterkit
 
-# Out of the default suite until it has a record on 2 busy cores (see docs/memory.md, "Real nodes");
-# `make test-realnode-memory` runs it.
-pytestmark = [pytest.mark.realnode,
-              pytest.mark.skipif(not os.environ.get("EDGEWEAVE_REALNODE_MEMORY"),
-                                 reason="opt-in: EDGEWEAVE_REALNODE_MEMORY=1 (make test-realnode-memory)")]
+# In the default suite since session 5: 5 consecutive passes at nice 10, load 8-16 (docs/memory.md).
+pytestmark = pytest.mark.realnode
 realmem = clusterkit.load_hack("realmem")
 
 

@@ -37,6 +37,9 @@ MAX_RESTEERS = 1
 COPY_ANNOTATION = "edgeweave.io/moved-from"
 READY_TIMEOUT = 180.0
 WAITING_FOR_STEERING = "waiting: the steering webhook is not live, nothing is evicted"
+# (namespace, owner) -> UIDs of members whose memory region a replacement already took (a move's, a
+# failover's, a standing registration's): a later new pod of the owner never recovers it again.
+_CLAIMED: dict[tuple[str, str], set[str]] = {}
 
 
 # -- what a step sees ----------------------------------------------------------------------------
@@ -310,6 +313,8 @@ def _spec_patch(workload: str, from_node: str, namespace: str, source_uid: str,
 
 
 def steer(move: MoveStatus, ctx: MoveContext) -> None:
+    if move.pod_uid and move.owner:  # its region goes to the move's replacement, never to a later pod
+        _CLAIMED.setdefault((move.namespace, move.owner), set()).add(move.pod_uid)
     ctx.steering.register(move.namespace, move.owner, move.to_node, move.id,
                           spec_patch=_spec_patch(move.workload, move.from_node, move.namespace, move.pod_uid, ctx))
 
@@ -388,10 +393,74 @@ def register_failover(namespace: str, owner: str, workload: str, failed_node: st
     alone) before it starts."""
     if ctx.memory is None or not ctx.memory.enabled or owner.split("/")[0] not in STEERABLE_OWNERS:
         return False
-    if ctx.steering.lookup(namespace, owner) is not None:  # already prepared, or a move owns it
+    entry = ctx.steering.lookup(namespace, owner)
+    if entry is not None and not entry.move_id.startswith(STANDING_PREFIX):  # already prepared, or a move owns it
         return False
+    if failed_uid:
+        _CLAIMED.setdefault((namespace, owner), set()).add(failed_uid)
     ctx.steering.register(namespace, owner, None, f"failover-{failed_node}",
                           spec_patch=_spec_patch(workload, failed_node, namespace, failed_uid, ctx))
+    return True
+
+
+STANDING_PREFIX = "standing-"
+STANDING_WAIT_S = 2.0  # how long admission waits for the pod index to show the lost member
+
+
+@dataclass(frozen=True)
+class Member:
+    uid: str
+    node: str
+    workload: str
+
+
+def lost_member(members: list[Member], live_uids: set[str], claimed: set[str]) -> Member | None:
+    """The member a new pod of the same controller replaces: one the controller had that is no longer live
+    (deleted, deleting, failed) and whose region no earlier replacement took. None: a new pod that
+    replaces nobody (a scale-up), or the pod index has not seen the loss yet."""
+    return next((m for m in members if m.uid not in live_uids and m.uid not in claimed), None)
+
+
+def register_standing(namespace: str, owner: str, members: list[Member], ctx: MoveContext,
+                      live_uids: Callable[[], set[str]]) -> bool:
+    """Members on healthy devices: a pod killed (SIGKILL, a force delete, a crash that deletes it) is
+    replaced by its controller at once, faster than any round, so the registration stands before the
+    loss. At admission the new pod takes the region of the member it replaces (`lost_member`, read from
+    the live pod index), pulled from that member's device. Moves and device failovers take precedence.
+    Returns whether the member set is new (the caller logs it)."""
+    if ctx.memory is None or not ctx.memory.enabled or owner.split("/")[0] not in STEERABLE_OWNERS or not members:
+        return False
+    move_id = STANDING_PREFIX + hashlib.sha1(",".join(sorted(m.uid for m in members)).encode()).hexdigest()[:10]
+    entry = ctx.steering.lookup(namespace, owner)
+    if entry is not None and not entry.move_id.startswith(STANDING_PREFIX):
+        return False
+    if entry is not None and entry.move_id == move_id:  # the same members: keep the patch (and its claims)
+        ctx.steering.register(namespace, owner, None, move_id, spec_patch=entry.spec_patch, pending_s=entry.pending_s)
+        return False
+    settings, image = ctx.memory, ctx.image
+    addresses = {n: _node_address(ctx.core, n) for n in {m.node for m in members}}
+    # A member still terminating stays in the set; its region, once taken, is never given to another pod.
+    key = (namespace, owner)
+    claimed = _CLAIMED.pop(key, set()) & {m.uid for m in members}  # kept only while it holds a claim
+    if claimed:
+        _CLAIMED[key] = claimed
+
+    def patch(spec: dict) -> dict | None:
+        m = lost_member(members, live_uids(), claimed)
+        if m is None:
+            return None
+        claimed.add(m.uid)
+        _CLAIMED[key] = claimed
+        try:
+            region = source_region(namespace, m.uid, m.workload)
+        except ValueError as e:
+            log.warning("%s/%s: no memory recovery for the replacement: %s", namespace, m.workload, e)
+            return {}
+        log.info("%s/%s: the new pod of %s replaces %s: it recovers %s from %s first", namespace, m.workload, owner,
+                 m.uid, region, m.node)
+        return recovery_patch(spec, settings, region, addresses.get(m.node), image)
+
+    ctx.steering.register(namespace, owner, None, move_id, spec_patch=patch, pending_s=STANDING_WAIT_S)
     return True
 
 
@@ -402,5 +471,6 @@ def register_inflight(move: MoveStatus, steering: SteeringTable = STEERING) -> N
 
 
 __all__ = ["STEERED_ANNOTATION", "Action", "ActionKind", "MoveContext", "MoveObservation", "PodView", "carry_out", "copy_manifest",
-           "find_replacement", "next_move", "observe_move", "register_failover",
+           "find_replacement", "next_move", "observe_move", "register_failover", "register_standing", "lost_member",
+           "Member",
            "register_inflight", "resolve", "step"]

@@ -24,7 +24,10 @@ class Steer:
     # Extra pod-spec fields for the replacement (the memory-recovery init container and its volumes),
     # computed at admission from the incoming pod's own spec: its volumes (the ServiceAccount token's
     # among them) are only known then.
-    spec_patch: Callable[[dict], dict] | None = None
+    spec_patch: Callable[[dict], dict | None] | None = None
+    # A patch that returns None has nothing to do for this pod *yet*: the webhook asks it again for up
+    # to this long (a standing failover waits for the pod index to show which member was lost).
+    pending_s: float = 0.0
 
 
 class SteeringTable:
@@ -33,9 +36,14 @@ class SteeringTable:
         self._lock = threading.Lock()
 
     def register(self, namespace: str, owner: str, to_node: str | None, move_id: str, ttl: float = 600,
-                 spec_patch: Callable[[dict], dict] | None = None) -> None:
+                 spec_patch: Callable[[dict], dict | None] | None = None, pending_s: float = 0.0) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._entries[(namespace, owner)] = Steer(to_node, move_id, time.monotonic() + ttl, spec_patch)
+            # Standing registrations are refreshed every round: an owner that went away (a ReplicaSet
+            # replaced by a rollout, a deleted group) is never looked up again, so its entry expires here.
+            for key in [k for k, e in self._entries.items() if e.expires_at < now]:
+                del self._entries[key]
+            self._entries[(namespace, owner)] = Steer(to_node, move_id, now + ttl, spec_patch, pending_s)
 
     def release(self, namespace: str, owner: str, move_id: str) -> None:
         with self._lock:

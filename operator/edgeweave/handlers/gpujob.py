@@ -182,9 +182,14 @@ def _reconcile(namespace: str, name: str, devices_index: kopf.Index, logger: Any
         if refusals := admission_checks.gpujob({"spec": job.get("spec") or {}}, policy=policy_from_env()):
             raise AdmissionRefused(admission_checks.describe(refusals))
     except (ValidationError, AdmissionRefused) as err:
-        _write_status(namespace, name, current, invalid_spec(
-            "GpuJob", current, generation, err if isinstance(err, ValidationError) else str(err),
-            kube.group_ref("GpuJob", namespace, name, meta.get("uid", "")), api_client(), logger))
+        new = invalid_spec("GpuJob", current, generation, err if isinstance(err, ValidationError) else str(err),
+                           kube.group_ref("GpuJob", namespace, name, meta.get("uid", "")), api_client(), logger)
+        if not current.get("pods"):
+            # Nothing ran and nothing will: the phase says so (a job left without one looked like a job
+            # still starting, and whoever waited on the phase waited forever). A fixed spec is planned
+            # afresh, as a job without pods is never final.
+            new["phase"] = GpuJobPhase.Failed.value
+        _write_status(namespace, name, current, new)
         return
 
     offering = sorted(d.name for d in devices_of(devices_index) if d.extended.get(spec.vgpu.resource, 0) > 0)

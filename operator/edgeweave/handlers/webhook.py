@@ -9,11 +9,13 @@ reports that its replacement landed elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,19 @@ async def steer(body: kopf.Body, patch: kopf.Patch, namespace: str | None, logge
     entry = STEERING.lookup(namespace, owner)
     if entry is None:
         return
+    fields: dict | None = {}
+    if entry.spec_patch is not None:
+        fields = entry.spec_patch(dict(body.get("spec", {})))
+        deadline = time.monotonic() + entry.pending_s
+        while fields is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the pod index catches up on the event loop meanwhile
+            fields = entry.spec_patch(dict(body.get("spec", {})))
+    if fields is None and not entry.to_node:
+        return  # a standing failover, and this pod replaces nobody (a scale-up): left as it is
     if entry.to_node:
         patch.spec["affinity"] = affinity_patch(body.get("spec", {}).get("affinity"), entry.to_node)
-    if entry.spec_patch is not None:
-        for key, value in entry.spec_patch(dict(body.get("spec", {}))).items():
-            patch.spec[key] = value
+    for key, value in (fields or {}).items():
+        patch.spec[key] = value
     patch.metadata.setdefault("annotations", {})[STEERED_ANNOTATION] = entry.move_id
     # The mover's liveness probe (a dry-run pod) comes through here every sweep: not worth a line each.
     say = logger.debug if entry.move_id.startswith(PROBE_PREFIX) else logger.info

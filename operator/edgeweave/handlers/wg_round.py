@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .. import metrics
 from ..actuate.actuator import TAINT_OWNERS_ANNOTATION, parse_owners
-from ..actuate.moves import MoveContext, register_failover, register_inflight
+from ..actuate.moves import Member, MoveContext, register_failover, register_inflight, register_standing
 from ..admission.checks import unknown_uplinks
 from ..api.base import Mode, parse_rfc3339
 from ..api.conditions import Cond, ConditionType, Reason, apply, get_condition
@@ -181,7 +181,7 @@ class GroupController:
                                               groups)
         all_devices = devices_of(indexes["devices_index"])
         if spec.memory_recovery.enabled and mode is Mode.Enforce:
-            self._prepare_failovers(spec, members, all_devices)
+            self._prepare_failovers(spec, members, all_devices, indexes)
         metrics.GROUP_MEMBERS.labels(self.namespace, self.name).set(len(members))
         metrics.GROUP_DEVICES.labels(self.namespace, self.name).set(len({p.node for p in members if p.node}))
 
@@ -409,13 +409,30 @@ class GroupController:
         meta = (obj or {}).get("metadata") or {}
         return obj is not None and (not uid or meta.get("uid") == uid) and not meta.get("deletionTimestamp")
 
-    def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list[PodInfo], devices: list[Device]) -> None:
+    def _prepare_failovers(self, spec: WorkloadGroupSpec, members: list[PodInfo], devices: list[Device],
+                           indexes: Mapping[str, Any]) -> None:
         """Members on a device that stopped being Ready will be replaced by their controller (taint-based
-        eviction); make sure each replacement recovers its memory region first."""
+        eviction); make sure each replacement recovers its memory region first. Members on healthy devices
+        get a standing registration: a killed pod's replacement recovers its region from its device."""
         down = {d.name for d in devices if not d.ready}
+        ctx = self.move_context(spec)
+        pods = indexes["pods_by_namespace"]
+        ns = self.namespace
+
+        def live_uids() -> set[str]:  # read at admission, on the event loop that keeps the index current
+            return {p.uid for p in pods.get(ns, ()) if not p.deleting and p.phase not in ("Failed", "Succeeded")}
+
+        by_owner: dict[str, list[Member]] = {}
+        for p in members:
+            if p.node and p.node not in down and p.owner_kind and p.owner_name:
+                by_owner.setdefault(f"{p.owner_kind}/{p.owner_name}", []).append(
+                    Member(p.uid, p.node, p.labels.get(spec.workload_label) or p.name))
+        for owner, ms in sorted(by_owner.items()):
+            if register_standing(ns, owner, ms, ctx, live_uids):
+                self.logger.info("%s/%s: a killed member's replacement will recover its memory first (%s)", ns, owner,
+                                 ", ".join(f"{m.uid} on {m.node}" for m in ms))
         if not down:
             return
-        ctx = self.move_context(spec)
         for p in members:
             if p.node in down and p.owner_kind and p.owner_name:
                 workload = p.labels.get(spec.workload_label) or p.name

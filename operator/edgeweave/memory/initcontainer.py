@@ -33,7 +33,8 @@ def region_file(region: str, shm_dir: str = "/dev/shm") -> str:
 def recover_command(settings: MemoryRecovery, region: str, source_host: str | None,
                     port: int = DEFAULT_PORT, store_mount: str = STORE_MOUNT, token_dir: str = TOKEN_DIR,
                     require_source: bool = False, tls_dir: str | None = TLS_DIR,
-                    local_cache: str | None = None, lazy_socket: str | None = None) -> list[str]:
+                    local_cache: str | None = None, lazy_socket: str | None = None,
+                    wait_owner_exit: float = 0.0) -> list[str]:
     """argv for `edgeweave memory-recover` in the replacement pod's init container."""
     if not settings.enabled:
         raise ValueError("memory recovery is not enabled for this group")
@@ -43,6 +44,8 @@ def recover_command(settings: MemoryRecovery, region: str, source_host: str | No
             "--dest", region_file(region), "--token-file", f"{token_dir}/token"]
     if source_host:
         argv += ["--source", f"{source_host}:{port}"]
+        if wait_owner_exit > 0:  # a move's replacement starts while the old pod still terminates
+            argv += ["--wait-owner-exit", f"{wait_owner_exit:g}"]
     if tls_dir:
         # The page server speaks TLS by default; without these the source would look unreachable.
         argv += ["--tls-cert", f"{tls_dir}/tls.crt", "--tls-key", f"{tls_dir}/tls.key", "--tls-ca", f"{tls_dir}/ca.crt"]

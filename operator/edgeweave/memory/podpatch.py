@@ -53,8 +53,12 @@ def recovery_patch(spec: dict[str, Any], settings: MemoryRecovery, region: str, 
     if prestage_host_dir is None:
         prestage_host_dir = os.environ.get("EDGEWEAVE_MEMORY_PRESTAGE_HOST_DIR") or None
     lazy = lazy_socket(spec)
+    # The old pod (same template) may still be in its grace period when this one starts: wait for its
+    # workload to exit first, at most the grace period and a margin (kubelet SIGKILLs it by then).
+    grace = spec.get("terminationGracePeriodSeconds")
+    wait = (grace if isinstance(grace, int) and grace >= 0 else 30) + 5
     argv = recover_command(settings, region, source_host, local_cache=PRESTAGE_DIR if prestage_host_dir else None,
-                           lazy_socket=lazy)
+                           lazy_socket=lazy, wait_owner_exit=wait)
     script = (f"{shlex.join(argv)} > /tmp/recovery.out; rc=$?; cat /tmp/recovery.out; "
               "tail -n 1 /tmp/recovery.out > /dev/termination-log; ")
     script += "[ $rc -eq 0 ] || exit $rc; exec sleep infinity" if lazy else "exit $rc"

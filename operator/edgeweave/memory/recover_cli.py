@@ -42,6 +42,33 @@ def read_token(args: argparse.Namespace) -> bytes:
         return f.read().strip()
 
 
+def wait_owner_exit(source: object, region: str, token: bytes, tls: ssl.SSLContext | None, wait_s: float,
+                    timeout: float = 5.0) -> dict:
+    """Before reading the dirty list: wait (at most `wait_s`) until the source agent says the region's
+    workload is gone. A move evicts the old pod while its controller already makes the replacement,
+    so the replacement's recovery can start while the old workload still writes; what it writes after
+    the dirty list is read would be lost. A source that does not answer ends the wait at once (a dead
+    host: recovery decides). Returns what was seen: {"waited_s", "owner_alive"} (None: unreachable)."""
+    import time
+
+    from .transport_tcp import PageClient
+
+    t0 = time.monotonic()
+    alive: bool | None = None
+    while True:
+        try:
+            client = PageClient(source, region, token, timeout, tls)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - refused or unreachable: recovery itself reports why
+            alive = None
+            break
+        alive = bool(client.info.get("owner_alive"))
+        client.conn.close()
+        if not alive or time.monotonic() - t0 >= wait_s:
+            break
+        time.sleep(0.2)
+    return {"waited_s": round(time.monotonic() - t0, 3), "owner_alive": alive}
+
+
 def recover_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="edgeweave memory-recover",
                                  description="Rebuild a region: baseline from the store + dirty pages from "
@@ -63,6 +90,9 @@ def recover_main(argv: list[str]) -> int:
     ap.add_argument("--require-source", action="store_true",
                     help="fail instead of falling back to the baseline alone")
     ap.add_argument("--full-copy", action="store_true", help="copy every page from the source (comparison)")
+    ap.add_argument("--wait-owner-exit", type=float, default=0.0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the source's workload to exit (a planned move: the "
+                    "old pod is still terminating when its replacement starts)")
     ap.add_argument("--transport", choices=["auto", "tcp", "rdma"], default="auto",
                     help="auto: RDMA where /dev/infiniband and pyverbs exist, else TCP")
     ap.add_argument("--lazy", metavar="SOCKET", help="lazy restore: the replacement attaches its "
@@ -73,6 +103,12 @@ def recover_main(argv: list[str]) -> int:
     from .store import DirStore, open_store
     from .transport_tcp import Endpoint
 
+    waited = None
+    if a.wait_owner_exit > 0 and a.source:
+        waited = wait_owner_exit(Endpoint.parse(a.source), a.region, read_token(a), _tls(a, server=False),
+                                 a.wait_owner_exit, a.timeout)
+        print(f"source workload of {a.region}: owner_alive={waited['owner_alive']} after {waited['waited_s']} s",
+              file=sys.stderr)
     try:
         if a.lazy:
             from .lazy import recover_lazy
@@ -88,9 +124,13 @@ def recover_main(argv: list[str]) -> int:
                              _tls(a, server=False), a.require_source, a.full_copy, a.transport,
                              local=DirStore(a.local_cache) if a.local_cache else None)
     except RecoveryFailed as exc:
+        if waited:
+            exc.report.phases["wait_owner_exit_s"] = waited["waited_s"]
         print(f"{'lazy ' if a.lazy else ''}recovery of {a.region} FAILED: {exc}", file=sys.stderr)
         print(exc.report.model_dump_json())
         return EXIT_FAILED
+    if waited:  # the report's duration is the recovery's; the wait is its own phase
+        report.phases["wait_owner_exit_s"] = waited["waited_s"]
     print(f"recovered {a.region}: {report.message}", file=sys.stderr)
     print(report.model_dump_json())
     return 0
