@@ -458,7 +458,7 @@ class GroupController:
         """The group is gone (or stopped recovering memory): its agents stop pre-staging for it."""
         key = annotation_key(self.key)  # only nodes that carry this group's key can change (every round)
         for node in annotation_changes(self.key, {}, {d.name: d.annotations for d in devices if key in d.annotations}):
-            self.rt.actuator.annotate_node(node, annotation_key(self.key), None)
+            self.rt.actuator.annotate_node(node, key, None)
 
     def release_all_taints(self, devices: list[Device], uid: str = "") -> int:
         """The group is being deleted: drop every claim it holds, and let no round of it claim again.
